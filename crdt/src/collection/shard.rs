@@ -1,0 +1,314 @@
+//! One shard: an Automerge document plus what has been handed out for storage.
+//!
+//! Every call that decodes bytes (loading persisted chunks, merging a peer's
+//! changes) runs inside [`std::panic::catch_unwind`]: Automerge has panicked on
+//! malformed input, and a hostile or corrupt byte string must cost the caller
+//! an error, not the process. Merges are also all-or-nothing: they run on a
+//! clone of the document that replaces the original only on success, so
+//! neither an error half way through nor a caught panic leaves a shard
+//! half-updated.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{
+    ActorId, Automerge, Change, ChangeHash, LoadOptions, OnPartialLoad, PatchAction, PatchLog,
+    Prop, ReadDoc, VerificationMode,
+};
+
+use super::DecodeError;
+
+/// Magic bytes opening every Automerge chunk.
+const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED_CHANGE: u8 = 2;
+
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub(crate) doc: Automerge,
+    /// Heads covered by the chunks already returned from [`Shard::take_chunk`]
+    /// or [`Shard::compact`].
+    saved_heads: Vec<ChangeHash>,
+}
+
+impl Shard {
+    pub(crate) fn new(actor: ActorId) -> Self {
+        Self {
+            doc: Automerge::new().with_actor(actor),
+            saved_heads: Vec::new(),
+        }
+    }
+
+    /// Loads a shard from its persisted chunks (a full save followed by
+    /// incremental saves, or any prefix of that list), then runs `read` on the
+    /// loaded document inside the same panic guard.
+    pub(crate) fn load<T>(
+        chunks: &[Vec<u8>],
+        actor: ActorId,
+        read: impl FnOnce(&Automerge) -> T,
+    ) -> Result<(Self, T), DecodeError> {
+        let joined;
+        let bytes: &[u8] = match chunks {
+            [] => &[],
+            [one] => one,
+            many => {
+                joined = many.concat();
+                &joined
+            }
+        };
+        guard(|| {
+            let doc = Automerge::load_with_options(
+                bytes,
+                LoadOptions::new()
+                    .on_partial_load(OnPartialLoad::Error)
+                    .verification_mode(VerificationMode::Check),
+            )?;
+            // Changes whose dependencies are absent sit in a queue and are
+            // invisible: for our own storage that means a lost chunk.
+            let missing = doc.get_missing_deps(&[]);
+            if !missing.is_empty() {
+                return Err(DecodeError::MissingDeps {
+                    count: missing.len(),
+                });
+            }
+            let doc = doc.with_actor(actor);
+            let value = read(&doc);
+            let saved_heads = doc.get_heads();
+            Ok((Self { doc, saved_heads }, value))
+        })
+    }
+
+    /// Applies a peer's changes (the output of `save`, `save_after` or
+    /// concatenated change chunks). Returns the root keys whose subtree the
+    /// changes touched, with `read`'s result for each, computed on the merged
+    /// document. Nothing changes unless everything succeeds.
+    pub(crate) fn merge<T>(
+        &mut self,
+        bytes: &[u8],
+        mut read: impl FnMut(&Automerge, &str) -> T,
+    ) -> Result<Vec<(String, T)>, DecodeError> {
+        let current = &self.doc;
+        let changes = guard(|| {
+            let mut changes = decode_changes(bytes)?;
+            // Peers resend what we have; skipping it also skips the clone.
+            changes.retain(|c| !current.get_missing_deps(&[c.hash()]).is_empty());
+            Ok(changes)
+        })?;
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (doc, touched) = guard(|| {
+            let mut doc = current.clone();
+            let mut log = PatchLog::active();
+            doc.apply_changes_log_patches(changes, &mut log)?;
+            let mut keys = BTreeSet::new();
+            for patch in doc.make_patches(&mut log) {
+                if let Some(key) = root_key(&patch.path, &patch.action) {
+                    keys.insert(key);
+                }
+            }
+            let touched: Vec<(String, T)> = keys
+                .into_iter()
+                .map(|key| {
+                    let value = read(&doc, &key);
+                    (key, value)
+                })
+                .collect();
+            Ok((doc, touched))
+        })?;
+        self.doc = doc;
+        Ok(touched)
+    }
+
+    /// The changes made since the last call (local writes and merged peer
+    /// changes alike), as bytes `load` and `merge` accept; `None` when there
+    /// are none.
+    pub(crate) fn take_chunk(&mut self) -> Option<Vec<u8>> {
+        let heads = self.doc.get_heads();
+        if heads == self.saved_heads {
+            return None;
+        }
+        let bytes = self.doc.save_after(&self.saved_heads);
+        self.saved_heads = heads;
+        Some(bytes)
+    }
+
+    /// A full save, which replaces every chunk handed out so far.
+    pub(crate) fn compact(&mut self) -> Vec<u8> {
+        self.saved_heads = self.doc.get_heads();
+        self.doc.save()
+    }
+}
+
+/// Runs `f`, turning a panic into [`DecodeError::Panicked`].
+fn guard<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(DecodeError::Panicked {
+            message: panic_message(payload.as_ref()),
+        })
+    })
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The root key under which a patch applies: the record id it touches.
+fn root_key(path: &[(automerge::ObjId, Prop)], action: &PatchAction) -> Option<String> {
+    match path.first() {
+        Some((_, Prop::Map(key))) => Some(key.clone()),
+        Some((_, Prop::Seq(_))) => None,
+        None => match action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.clone()),
+            PatchAction::Conflict {
+                prop: Prop::Map(key),
+            }
+            | PatchAction::Increment {
+                prop: Prop::Map(key),
+                ..
+            } => Some(key.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// Parses every chunk of `bytes` before anything is applied, so that a bad
+/// chunk anywhere rejects the whole merge instead of applying a prefix (which
+/// is what `Automerge::load_incremental` does).
+fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
+    let mut changes = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let (kind, len) = chunk_header(bytes, offset)?;
+        let chunk = &bytes[offset..offset + len];
+        match kind {
+            CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE => {
+                let change = Change::try_from(chunk)?;
+                // `Change::try_from` does not check the checksum (the first
+                // bytes of the change hash); a flipped bit would otherwise
+                // turn into a different, valid-looking change.
+                if chunk[4..8] != change.hash().0[..4] {
+                    return Err(DecodeError::BadChecksum { offset });
+                }
+                changes.push(change);
+            }
+            CHUNK_DOCUMENT => {
+                let doc = Automerge::load(chunk)?;
+                changes.extend(doc.get_changes(&[]));
+            }
+            other => return Err(DecodeError::UnsupportedChunk { kind: other, offset }),
+        }
+        offset += len;
+    }
+    Ok(changes)
+}
+
+/// Reads the chunk header at `offset`: magic, checksum, type, LEB128 length.
+/// Returns the chunk type and the whole chunk's length, bounds-checked.
+fn chunk_header(bytes: &[u8], offset: usize) -> Result<(u8, usize), DecodeError> {
+    let framing = DecodeError::Framing { offset };
+    let rest = &bytes[offset..];
+    if rest.len() < 10 || rest[..4] != MAGIC {
+        return Err(framing);
+    }
+    let kind = rest[8];
+    let mut data_len: u64 = 0;
+    let mut header_len = 9;
+    for shift in (0..64).step_by(7) {
+        let byte = *rest.get(header_len).ok_or(DecodeError::Framing { offset })?;
+        header_len += 1;
+        data_len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if shift == 63 {
+            return Err(framing);
+        }
+    }
+    let total = usize::try_from(data_len)
+        .ok()
+        .and_then(|d| d.checked_add(header_len))
+        .filter(|&t| t <= rest.len())
+        .ok_or(framing)?;
+    Ok((kind, total))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+
+    fn doc_with(key: &str) -> Automerge {
+        let mut doc = Automerge::new().with_actor(ActorId::from([7u8; 16]));
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, 1i64).unwrap();
+        tx.commit();
+        doc
+    }
+
+    #[test]
+    fn framing_errors_name_the_offset() {
+        let doc = doc_with("a");
+        let mut bytes = doc.save_after(&[]);
+        let good = bytes.len();
+        bytes.extend_from_slice(&[0x85, 0x6f, 0x4a]);
+        assert!(matches!(
+            decode_changes(&bytes),
+            Err(DecodeError::Framing { offset }) if offset == good
+        ));
+    }
+
+    #[test]
+    fn a_bad_chunk_after_a_good_one_rejects_the_whole_merge() {
+        let source = doc_with("a");
+        let mut bytes = source.save_after(&[]);
+        let mut second = doc_with("b").save_after(&[]);
+        let last = second.len() - 1;
+        second[last] ^= 0xff;
+        bytes.extend(second);
+        let mut shard = Shard::new(ActorId::from([1u8; 16]));
+        let err = shard.merge(&bytes, |_, _| ()).unwrap_err();
+        assert!(!matches!(err, DecodeError::Panicked { .. }), "{err}");
+        assert!(shard.doc.get_heads().is_empty(), "nothing may be applied");
+    }
+
+    #[test]
+    fn merge_reports_the_touched_root_keys() {
+        let source = doc_with("k");
+        let mut shard = Shard::new(ActorId::from([1u8; 16]));
+        let touched = shard
+            .merge(&source.save(), |doc, key| doc.get(automerge::ROOT, key).unwrap().is_some())
+            .unwrap();
+        assert_eq!(touched, vec![("k".to_owned(), true)]);
+        assert_eq!(shard.doc.get_heads(), source.get_heads());
+    }
+
+    #[test]
+    fn take_chunk_hands_out_each_change_once() {
+        let mut shard = Shard::new(ActorId::from([1u8; 16]));
+        assert!(shard.take_chunk().is_none());
+        let mut tx = shard.doc.transaction();
+        tx.put(ROOT, "x", 1i64).unwrap();
+        tx.commit();
+        let chunk = shard.take_chunk().unwrap();
+        assert!(shard.take_chunk().is_none());
+        let (loaded, ()) = Shard::load(&[chunk], ActorId::from([2u8; 16]), |_| ()).unwrap();
+        assert_eq!(loaded.doc.get_heads(), shard.doc.get_heads());
+    }
+
+    #[test]
+    fn guard_turns_panics_into_errors() {
+        let err = guard::<()>(|| panic!("boom")).unwrap_err();
+        assert!(matches!(err, DecodeError::Panicked { ref message } if message == "boom"));
+    }
+}

@@ -1,0 +1,1210 @@
+//! Grouped aggregates with mergeable partial states.
+//!
+//! Each aggregate of each group is a [`Partial`]: a small state that absorbs
+//! values one at a time and merges with another partial of the same
+//! aggregate. Merging is associative and commutative (exactly for counts,
+//! integer sums, min, max and histograms; up to float rounding for means and
+//! variances), so a federated query can aggregate on each node, ship the
+//! [`Aggregated`] (it is serde-serializable), and merge the answers in any
+//! order.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use super::Error;
+use super::collate::{self, compare_numbers, describe};
+use super::path::FieldPath;
+use super::selector::Selector;
+
+/// The most groups one aggregate may produce.
+pub const MAX_GROUPS: usize = 100_000;
+
+/// The most fields `group_by` may list.
+pub const MAX_GROUP_BY: usize = 16;
+
+/// The most named aggregates one request may compute.
+pub const MAX_AGGREGATES: usize = 64;
+
+/// The most bounds a `$histogram` may have.
+pub const MAX_HISTOGRAM_BOUNDS: usize = 1024;
+
+const CONTEXT: &str = "aggregate request";
+const KEYS: &str = "selector, group_by, aggregate, scope, collection";
+
+/// Which replicas a query runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This device's replica only.
+    #[default]
+    Local,
+    /// Every device of this account, records deduplicated by `_id`.
+    Devices,
+    /// Consenting contacts' accounts, each counted once.
+    Contacts,
+}
+
+/// What an aggregate computes from its field's values.
+///
+/// `$sum`, `$avg`, `$min`, `$max`, `$variance`, `$stddev` and `$histogram`
+/// consider only numeric values: records where the field is missing or not a
+/// number are skipped, not counted as zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// `$count`: matching records (`true`), or records whose field is present
+    /// and not null (a field name).
+    Count,
+    /// `$sum`: an integer when every value is an integer and the sum fits in
+    /// an `i64` (it is computed exactly), a float otherwise; `0` for no
+    /// values.
+    Sum,
+    /// `$avg`: the mean, or null for no values.
+    Avg,
+    /// `$min`: the smallest number, or null for no values.
+    Min,
+    /// `$max`: the largest number, or null for no values.
+    Max,
+    /// `$variance`: the population variance (divides by n, not n - 1), or
+    /// null for no values.
+    Variance,
+    /// `$stddev`: the population standard deviation, or null for no values.
+    Stddev,
+    /// `$histogram`: how many values fall below `bounds[0]`, in each
+    /// `[bounds[i], bounds[i+1])`, and at or above the last bound.
+    Histogram {
+        /// Strictly ascending bin edges.
+        bounds: Vec<Number>,
+    },
+}
+
+/// One named aggregate of a request: `"avg_kwh": {"$avg": "kwh"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateSpec {
+    /// The output name.
+    pub name: String,
+    /// What to compute.
+    pub reduce: Reduce,
+    /// The field to read; `None` for `{"$count": true}`.
+    pub field: Option<FieldPath>,
+}
+
+/// A parsed aggregate query:
+/// `{"selector": {...}, "group_by": ["month"], "aggregate": {"n": {"$count": true}}}`.
+#[derive(Debug, Clone)]
+pub struct AggregateRequest {
+    /// Which records take part; all of them by default.
+    pub selector: Selector,
+    /// The fields whose values form a group's key. A missing field groups as
+    /// `null`.
+    pub group_by: Vec<FieldPath>,
+    /// The aggregates to compute per group, by name.
+    pub aggregates: Vec<AggregateSpec>,
+    /// Where the query runs; `local` by default.
+    pub scope: Scope,
+    /// The collection named in the request, if any (routing is the caller's).
+    pub collection: Option<String>,
+}
+
+fn bad_value(key: &'static str, expected: &'static str, got: &Value) -> Error {
+    Error::BadValue {
+        key,
+        context: CONTEXT,
+        expected,
+        got: describe(got).to_owned(),
+    }
+}
+
+impl AggregateRequest {
+    /// Parses an aggregate query. `aggregate` is required and holds 1 to
+    /// [`MAX_AGGREGATES`] entries; unknown keys are errors.
+    pub fn parse(body: &Value) -> Result<AggregateRequest, Error> {
+        let Value::Object(map) = body else {
+            return Err(Error::NotAnObject {
+                what: CONTEXT,
+                got: describe(body),
+            });
+        };
+        let mut request = AggregateRequest {
+            selector: Selector::all(),
+            group_by: Vec::new(),
+            aggregates: Vec::new(),
+            scope: Scope::Local,
+            collection: None,
+        };
+        let mut has_aggregate = false;
+        for (key, value) in map {
+            match key.as_str() {
+                "selector" => request.selector = Selector::parse(value)?,
+                "group_by" => request.group_by = parse_group_by(value)?,
+                "aggregate" => {
+                    request.aggregates = parse_aggregates(value)?;
+                    has_aggregate = true;
+                }
+                "scope" => {
+                    request.scope = match value.as_str() {
+                        Some("local") => Scope::Local,
+                        Some("devices") => Scope::Devices,
+                        Some("contacts") => Scope::Contacts,
+                        _ => {
+                            return Err(bad_value(
+                                "scope",
+                                "\"local\", \"devices\" or \"contacts\"",
+                                value,
+                            ));
+                        }
+                    }
+                }
+                "collection" => match value {
+                    Value::String(name) => request.collection = Some(name.clone()),
+                    other => return Err(bad_value("collection", "a collection name", other)),
+                },
+                other => {
+                    return Err(Error::UnknownKey {
+                        key: other.to_owned(),
+                        context: CONTEXT,
+                        expected: KEYS,
+                    });
+                }
+            }
+        }
+        if !has_aggregate {
+            return Err(Error::MissingKey {
+                key: "aggregate",
+                context: CONTEXT,
+            });
+        }
+        Ok(request)
+    }
+}
+
+fn parse_group_by(value: &Value) -> Result<Vec<FieldPath>, Error> {
+    const EXPECTED: &str = "an array of distinct field names";
+    let Value::Array(items) = value else {
+        return Err(bad_value("group_by", EXPECTED, value));
+    };
+    if items.len() > MAX_GROUP_BY {
+        return Err(Error::TooManyEntries {
+            key: "group_by",
+            context: CONTEXT,
+            limit: MAX_GROUP_BY,
+        });
+    }
+    let mut fields: Vec<FieldPath> = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::String(name) = item else {
+            return Err(bad_value("group_by", EXPECTED, item));
+        };
+        let field = FieldPath::parse(name)?;
+        if fields.iter().any(|f| f.as_str() == field.as_str()) {
+            return Err(Error::BadValue {
+                key: "group_by",
+                context: CONTEXT,
+                expected: EXPECTED,
+                got: format!("{name:?} twice"),
+            });
+        }
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+fn parse_aggregates(value: &Value) -> Result<Vec<AggregateSpec>, Error> {
+    const EXPECTED: &str = "an object like {\"n\": {\"$count\": true}}";
+    let Value::Object(map) = value else {
+        return Err(bad_value("aggregate", EXPECTED, value));
+    };
+    if map.is_empty() {
+        return Err(Error::BadValue {
+            key: "aggregate",
+            context: CONTEXT,
+            expected: EXPECTED,
+            got: "an empty object".to_owned(),
+        });
+    }
+    if map.len() > MAX_AGGREGATES {
+        return Err(Error::TooManyEntries {
+            key: "aggregate",
+            context: CONTEXT,
+            limit: MAX_AGGREGATES,
+        });
+    }
+    map.iter()
+        .map(|(name, definition)| parse_spec(name, definition))
+        .collect()
+}
+
+fn parse_spec(name: &str, definition: &Value) -> Result<AggregateSpec, Error> {
+    let bad = |op: &str, expected: &'static str, got: &Value| Error::BadAggregate {
+        name: name.to_owned(),
+        op: op.to_owned(),
+        expected,
+        got: match got {
+            Value::Number(n) => n.to_string(),
+            other => describe(other).to_owned(),
+        },
+    };
+    let single = match definition {
+        Value::Object(map) if map.len() == 1 => map.iter().next(),
+        _ => None,
+    };
+    let Some((op, arg)) = single else {
+        return Err(bad(
+            "its definition",
+            "an object with one operator, like {\"$avg\": \"kwh\"}",
+            definition,
+        ));
+    };
+    let field = |arg: &Value| match arg {
+        Value::String(f) => FieldPath::parse(f),
+        other => Err(bad(op, "a field name", other)),
+    };
+    let (reduce, field) = match op.as_str() {
+        "$count" => match arg {
+            Value::Bool(true) => (Reduce::Count, None),
+            Value::String(_) => (Reduce::Count, Some(field(arg)?)),
+            other => return Err(bad(op, "true or a field name", other)),
+        },
+        "$sum" => (Reduce::Sum, Some(field(arg)?)),
+        "$avg" => (Reduce::Avg, Some(field(arg)?)),
+        "$min" => (Reduce::Min, Some(field(arg)?)),
+        "$max" => (Reduce::Max, Some(field(arg)?)),
+        "$variance" => (Reduce::Variance, Some(field(arg)?)),
+        "$stddev" => (Reduce::Stddev, Some(field(arg)?)),
+        "$histogram" => {
+            const EXPECTED: &str =
+                "{\"field\": name, \"bounds\": [1 to 1024 strictly ascending numbers]}";
+            let Value::Object(spec) = arg else {
+                return Err(bad(op, EXPECTED, arg));
+            };
+            if spec.len() != 2 {
+                return Err(bad(op, EXPECTED, arg));
+            }
+            let (Some(Value::String(f)), Some(Value::Array(raw))) =
+                (spec.get("field"), spec.get("bounds"))
+            else {
+                return Err(bad(op, EXPECTED, arg));
+            };
+            if raw.is_empty() || raw.len() > MAX_HISTOGRAM_BOUNDS {
+                return Err(bad(op, EXPECTED, arg));
+            }
+            let bounds: Vec<Number> = raw
+                .iter()
+                .map(|b| match b {
+                    Value::Number(n) => Ok(n.clone()),
+                    other => Err(bad(op, EXPECTED, other)),
+                })
+                .collect::<Result<_, _>>()?;
+            if bounds
+                .windows(2)
+                .any(|w| compare_numbers(&w[0], &w[1]).is_ge())
+            {
+                return Err(Error::BadAggregate {
+                    name: name.to_owned(),
+                    op: op.clone(),
+                    expected: "strictly ascending bounds",
+                    got: Value::Array(raw.clone()).to_string(),
+                });
+            }
+            (Reduce::Histogram { bounds }, Some(FieldPath::parse(f)?))
+        }
+        _ => {
+            return Err(Error::UnknownAggregate {
+                name: name.to_owned(),
+                op: op.clone(),
+            });
+        }
+    };
+    Ok(AggregateSpec {
+        name: name.to_owned(),
+        reduce,
+        field,
+    })
+}
+
+/// The mergeable state of one aggregate over some values.
+///
+/// It tracks everything any [`Reduce`] needs: the count, an exact integer sum
+/// alongside a compensated float sum, the running mean and sum of squared
+/// deviations (Welford; merged with Chan et al.'s parallel formula), min,
+/// max, and histogram counts. Serialize it to ship it; [`Partial::merge`]
+/// checks that both sides computed the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    reduce: Reduce,
+    /// Records for `$count`, numeric values otherwise.
+    count: u64,
+    /// The exact sum while every value is an integer. `i128` cannot overflow
+    /// on real data (it would take 2^64 values near `u64::MAX`), so the sum
+    /// does not depend on the order of additions; `None` after an overflow.
+    #[serde(with = "wide_int")]
+    int_sum: Option<i128>,
+    /// The float sum, with its Neumaier compensation term.
+    float_sum: f64,
+    compensation: f64,
+    mean: f64,
+    /// Sum of squared deviations from the mean.
+    m2: f64,
+    min: Option<Number>,
+    max: Option<Number>,
+    /// Whether every value so far was an integer.
+    integral: bool,
+    histogram: Vec<u64>,
+}
+
+/// `i128` as a decimal string: JSON numbers (and serde_json) stop at 64 bits.
+mod wide_int {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<i128>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.map(|v| v.to_string()).serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i128>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| D::Error::custom("int_sum must be a decimal integer string"))
+            })
+            .transpose()
+    }
+}
+
+/// Adds `x` to a Neumaier-compensated sum.
+fn compensated_add(sum: &mut f64, compensation: &mut f64, x: f64) {
+    let total = *sum + x;
+    *compensation += if sum.abs() >= x.abs() {
+        (*sum - total) + x
+    } else {
+        (x - total) + *sum
+    };
+    *sum = total;
+}
+
+fn float_value(x: f64) -> Value {
+    Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+impl Partial {
+    /// The empty state for `reduce`.
+    pub fn new(reduce: Reduce) -> Partial {
+        let bins = match &reduce {
+            Reduce::Histogram { bounds } => bounds.len() + 1,
+            _ => 0,
+        };
+        Partial {
+            reduce,
+            count: 0,
+            int_sum: Some(0),
+            float_sum: 0.0,
+            compensation: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            min: None,
+            max: None,
+            integral: true,
+            histogram: vec![0; bins],
+        }
+    }
+
+    /// What this partial computes.
+    pub fn reduce(&self) -> &Reduce {
+        &self.reduce
+    }
+
+    /// Records counted (`$count`) or numeric values absorbed (the others).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The mean of the values, if any.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0 && self.reduce != Reduce::Count).then(|| self.sum_f64() / self.count as f64)
+    }
+
+    /// The population variance of the values, if any.
+    pub fn variance(&self) -> Option<f64> {
+        (self.count > 0 && self.reduce != Reduce::Count)
+            .then(|| (self.m2 / self.count as f64).max(0.0))
+    }
+
+    /// The smallest value, if any.
+    pub fn min(&self) -> Option<&Number> {
+        self.min.as_ref()
+    }
+
+    /// The largest value, if any.
+    pub fn max(&self) -> Option<&Number> {
+        self.max.as_ref()
+    }
+
+    /// Histogram counts: one more than there are bounds, or none.
+    pub fn histogram(&self) -> &[u64] {
+        &self.histogram
+    }
+
+    fn sum_f64(&self) -> f64 {
+        match self.int_sum {
+            Some(exact) if self.integral => exact as f64,
+            _ => self.float_sum + self.compensation,
+        }
+    }
+
+    /// Counts one record, for `{"$count": true}`.
+    pub fn add_record(&mut self) {
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Absorbs one field value: `$count` counts it unless it is null, the
+    /// others take it only if it is a number.
+    pub fn add(&mut self, value: &Value) {
+        if self.reduce == Reduce::Count {
+            if !value.is_null() {
+                self.add_record();
+            }
+            return;
+        }
+        let Value::Number(n) = value else { return };
+        let x = n.as_f64().unwrap_or(0.0);
+        self.count = self.count.saturating_add(1);
+        match n.as_i128() {
+            Some(i) => self.int_sum = self.int_sum.and_then(|s| s.checked_add(i)),
+            None => {
+                self.int_sum = None;
+                self.integral = false;
+            }
+        }
+        compensated_add(&mut self.float_sum, &mut self.compensation, x);
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+        if self
+            .min
+            .as_ref()
+            .is_none_or(|m| compare_numbers(n, m).is_lt())
+        {
+            self.min = Some(n.clone());
+        }
+        if self
+            .max
+            .as_ref()
+            .is_none_or(|m| compare_numbers(n, m).is_gt())
+        {
+            self.max = Some(n.clone());
+        }
+        if let Reduce::Histogram { bounds } = &self.reduce {
+            let bin = bounds.partition_point(|b| compare_numbers(b, n).is_le());
+            if let Some(slot) = self.histogram.get_mut(bin) {
+                *slot = slot.saturating_add(1);
+            }
+        }
+    }
+
+    /// Whether the state is shaped as its `reduce` requires: a partial from a
+    /// peer is untrusted.
+    fn well_formed(&self) -> bool {
+        let bins = match &self.reduce {
+            Reduce::Histogram { bounds } => bounds.len() + 1,
+            _ => 0,
+        };
+        self.histogram.len() == bins
+    }
+
+    /// Folds `other` into `self`, as if `self` had absorbed `other`'s values
+    /// too. Fails, leaving `self` unchanged, when `other` computes something
+    /// else (another operator or other histogram bounds).
+    pub fn merge(&mut self, other: &Partial) -> Result<(), Error> {
+        if self.reduce != other.reduce {
+            return Err(Error::MergeMismatch {
+                reason: "the aggregates use different operators or histogram bounds",
+            });
+        }
+        if !self.well_formed() || !other.well_formed() {
+            return Err(Error::MergeMismatch {
+                reason: "histogram counts do not match their bounds",
+            });
+        }
+        let (na, nb) = (self.count as f64, other.count as f64);
+        let n = self.count.saturating_add(other.count);
+        if other.count > 0 && self.reduce != Reduce::Count {
+            if self.count == 0 {
+                self.mean = other.mean;
+                self.m2 = other.m2;
+            } else {
+                let delta = other.mean - self.mean;
+                let total = na + nb;
+                self.mean += delta * nb / total;
+                self.m2 += other.m2 + delta * delta * na * nb / total;
+            }
+        }
+        self.count = n;
+        self.int_sum = match (self.int_sum, other.int_sum) {
+            (Some(a), Some(b)) => a.checked_add(b),
+            _ => None,
+        };
+        compensated_add(&mut self.float_sum, &mut self.compensation, other.float_sum);
+        self.compensation += other.compensation;
+        self.integral &= other.integral;
+        if let Some(m) = &other.min
+            && self
+                .min
+                .as_ref()
+                .is_none_or(|s| compare_numbers(m, s).is_lt())
+        {
+            self.min = Some(m.clone());
+        }
+        if let Some(m) = &other.max
+            && self
+                .max
+                .as_ref()
+                .is_none_or(|s| compare_numbers(m, s).is_gt())
+        {
+            self.max = Some(m.clone());
+        }
+        for (slot, add) in self.histogram.iter_mut().zip(&other.histogram) {
+            *slot = slot.saturating_add(*add);
+        }
+        Ok(())
+    }
+
+    /// The final JSON value of the aggregate.
+    pub fn value(&self) -> Value {
+        let number = |n: &Option<Number>| match n {
+            None => Value::Null,
+            Some(n) if self.integral => Value::Number(n.clone()),
+            Some(n) => float_value(n.as_f64().unwrap_or(f64::NAN)),
+        };
+        match &self.reduce {
+            Reduce::Count => Value::from(self.count),
+            Reduce::Sum => match self.int_sum {
+                Some(exact) if self.integral => match i64::try_from(exact) {
+                    Ok(small) => Value::from(small),
+                    Err(_) => float_value(exact as f64),
+                },
+                _ => float_value(self.float_sum + self.compensation),
+            },
+            Reduce::Avg => self.mean().map_or(Value::Null, float_value),
+            Reduce::Min => number(&self.min),
+            Reduce::Max => number(&self.max),
+            Reduce::Variance => self.variance().map_or(Value::Null, float_value),
+            Reduce::Stddev => self
+                .variance()
+                .map_or(Value::Null, |v| float_value(v.sqrt())),
+            Reduce::Histogram { bounds } => {
+                let mut out = Map::new();
+                out.insert(
+                    "bounds".into(),
+                    Value::Array(bounds.iter().cloned().map(Value::Number).collect()),
+                );
+                out.insert(
+                    "counts".into(),
+                    Value::Array(self.histogram.iter().map(|c| Value::from(*c)).collect()),
+                );
+                Value::Object(out)
+            }
+        }
+    }
+}
+
+/// One group: its key and the partial of each aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// Each `group_by` field and its value in this group (`null` if missing).
+    pub key: Map<String, Value>,
+    /// Each aggregate's partial state, by name.
+    pub partials: BTreeMap<String, Partial>,
+}
+
+/// The result of [`aggregate`]: groups in key collation order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregated {
+    /// The groups, ordered by their key values in `group_by` order. Without
+    /// `group_by` there is exactly one group, with an empty key.
+    pub groups: Vec<Group>,
+    /// How many records were evaluated against the selector.
+    pub examined: usize,
+    group_by: Vec<String>,
+    aggregates: BTreeMap<String, Reduce>,
+}
+
+type Buckets = HashMap<u64, Vec<usize>, BuildHasherDefault<DefaultHasher>>;
+
+/// Finds groups by key without cloning the key of every record: keys hash
+/// consistently with collation, and equality is checked by collation.
+struct Grouper {
+    keys: Vec<Vec<Value>>,
+    partials: Vec<Vec<Partial>>,
+    buckets: Buckets,
+    template: Vec<Partial>,
+}
+
+fn key_hash<'a>(key: impl IntoIterator<Item = &'a Value>) -> u64 {
+    // Fixed keys: deterministic, and only used to find candidates.
+    let mut hasher = DefaultHasher::new();
+    for value in key {
+        collate::hash_value(value, &mut hasher);
+    }
+    hasher.finish()
+}
+
+impl Grouper {
+    fn new(template: Vec<Partial>) -> Grouper {
+        Grouper {
+            keys: Vec::new(),
+            partials: Vec::new(),
+            buckets: Buckets::default(),
+            template,
+        }
+    }
+
+    fn slot(&mut self, key: &[&Value]) -> Result<usize, Error> {
+        let hash = key_hash(key.iter().copied());
+        let bucket = self.buckets.entry(hash).or_default();
+        if let Some(&found) = bucket.iter().find(|&&i| {
+            self.keys[i]
+                .iter()
+                .zip(key)
+                .all(|(a, b)| collate::equal(a, b))
+        }) {
+            return Ok(found);
+        }
+        if self.keys.len() >= MAX_GROUPS {
+            return Err(Error::TooManyGroups { limit: MAX_GROUPS });
+        }
+        bucket.push(self.keys.len());
+        self.keys.push(key.iter().map(|v| (*v).clone()).collect());
+        self.partials.push(self.template.clone());
+        Ok(self.keys.len() - 1)
+    }
+}
+
+static NULL: Value = Value::Null;
+
+/// Computes `req` over `records`, each evaluated against the selector.
+///
+/// Grouping compares keys by collation, so `1` and `1.0` fall in one group
+/// (keeping the first value seen), and a missing field groups with `null`.
+pub fn aggregate<'a, I>(req: &AggregateRequest, records: I) -> Result<Aggregated, Error>
+where
+    I: IntoIterator<Item = &'a Value>,
+{
+    let template: Vec<Partial> = req
+        .aggregates
+        .iter()
+        .map(|s| Partial::new(s.reduce.clone()))
+        .collect();
+    let mut grouper = Grouper::new(template);
+    if req.group_by.is_empty() {
+        grouper.slot(&[])?;
+    }
+    // Several aggregates often read one field: look each field up once per
+    // record, since the lookups (not the arithmetic) dominate the cost.
+    let mut fields: Vec<&FieldPath> = Vec::new();
+    let inputs: Vec<Option<usize>> = req
+        .aggregates
+        .iter()
+        .map(|spec| {
+            spec.field
+                .as_ref()
+                .map(|field| match fields.iter().position(|f| *f == field) {
+                    Some(i) => i,
+                    None => {
+                        fields.push(field);
+                        fields.len() - 1
+                    }
+                })
+        })
+        .collect();
+    let mut examined = 0;
+    let mut key: Vec<&Value> = Vec::with_capacity(req.group_by.len());
+    let mut values: Vec<Option<&Value>> = Vec::with_capacity(fields.len());
+    for record in records {
+        examined += 1;
+        if !req.selector.matches(record) {
+            continue;
+        }
+        let slot = if req.group_by.is_empty() {
+            0
+        } else {
+            key.clear();
+            key.extend(
+                req.group_by
+                    .iter()
+                    .map(|f| f.lookup(record).unwrap_or(&NULL)),
+            );
+            grouper.slot(&key)?
+        };
+        values.clear();
+        values.extend(fields.iter().map(|f| f.lookup(record)));
+        for (input, partial) in inputs.iter().zip(&mut grouper.partials[slot]) {
+            match input {
+                None => partial.add_record(),
+                Some(i) => {
+                    if let Some(Some(value)) = values.get(*i) {
+                        partial.add(value);
+                    }
+                }
+            }
+        }
+    }
+    let group_by: Vec<String> = req.group_by.iter().map(|f| f.as_str().to_owned()).collect();
+    let groups = grouper
+        .keys
+        .into_iter()
+        .zip(grouper.partials)
+        .map(|(values, partials)| Group {
+            key: group_by.iter().cloned().zip(values).collect(),
+            partials: req
+                .aggregates
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(partials)
+                .collect(),
+        })
+        .collect();
+    let aggregates = req
+        .aggregates
+        .iter()
+        .map(|s| (s.name.clone(), s.reduce.clone()))
+        .collect();
+    let mut out = Aggregated {
+        groups,
+        examined,
+        group_by,
+        aggregates,
+    };
+    out.sort_groups();
+    Ok(out)
+}
+
+impl Aggregated {
+    /// The `group_by` fields, as written in the request.
+    pub fn group_by(&self) -> &[String] {
+        &self.group_by
+    }
+
+    fn key_values<'a>(&self, group: &'a Group) -> impl Iterator<Item = &'a Value> + use<'a, '_> {
+        self.group_by
+            .iter()
+            .map(|f| group.key.get(f).unwrap_or(&NULL))
+    }
+
+    fn sort_groups(&mut self) {
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.sort_by(|a, b| {
+            self.key_values(a)
+                .zip(self.key_values(b))
+                .map(|(x, y)| collate::compare(x, y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        self.groups = groups;
+    }
+
+    /// Whether `group` has exactly the shape this result's groups must have.
+    fn fits(&self, group: &Group) -> bool {
+        group.key.len() == self.group_by.len()
+            && self.group_by.iter().all(|f| group.key.contains_key(f))
+            && group.partials.len() == self.aggregates.len()
+            && group
+                .partials
+                .iter()
+                .all(|(name, p)| self.aggregates.get(name) == Some(p.reduce()))
+    }
+
+    /// Merges the result of the same request over other records (another
+    /// node's answer): groups with equal keys merge their partials, and
+    /// `examined` adds up. Fails, leaving `self` unchanged, when `other` comes
+    /// from a different request or is malformed.
+    pub fn merge(&mut self, other: Aggregated) -> Result<(), Error> {
+        if self.group_by != other.group_by {
+            return Err(Error::MergeMismatch {
+                reason: "the results are grouped by different fields",
+            });
+        }
+        if self.aggregates != other.aggregates {
+            return Err(Error::MergeMismatch {
+                reason: "the results compute different aggregates",
+            });
+        }
+        if !other
+            .groups
+            .iter()
+            .chain(&self.groups)
+            .all(|g| self.fits(g))
+        {
+            return Err(Error::MergeMismatch {
+                reason: "a group does not match the request's fields and aggregates",
+            });
+        }
+        let mut merged = self.groups.clone();
+        let mut buckets = Buckets::default();
+        for (i, group) in merged.iter().enumerate() {
+            buckets
+                .entry(key_hash(self.key_values(group)))
+                .or_default()
+                .push(i);
+        }
+        for group in other.groups {
+            let hash = key_hash(self.key_values(&group));
+            let bucket = buckets.entry(hash).or_default();
+            let found = bucket.iter().copied().find(|&i| {
+                self.key_values(&merged[i])
+                    .zip(self.key_values(&group))
+                    .all(|(a, b)| collate::equal(a, b))
+            });
+            match found {
+                Some(i) => {
+                    for (name, partial) in &group.partials {
+                        if let Some(mine) = merged[i].partials.get_mut(name) {
+                            mine.merge(partial)?;
+                        }
+                    }
+                }
+                None => {
+                    if merged.len() >= MAX_GROUPS {
+                        return Err(Error::TooManyGroups { limit: MAX_GROUPS });
+                    }
+                    bucket.push(merged.len());
+                    merged.push(group);
+                }
+            }
+        }
+        self.groups = merged;
+        self.examined = self.examined.saturating_add(other.examined);
+        self.sort_groups();
+        Ok(())
+    }
+
+    /// The answer as JSON:
+    /// `{"groups": [{"key": {"month": 1}, "values": {"n": 10}}], "examined": N}`.
+    pub fn to_json(&self) -> Value {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                let values: Map<String, Value> = g
+                    .partials
+                    .iter()
+                    .map(|(name, p)| (name.clone(), p.value()))
+                    .collect();
+                let mut out = Map::new();
+                out.insert("key".into(), Value::Object(g.key.clone()));
+                out.insert("values".into(), Value::Object(values));
+                Value::Object(out)
+            })
+            .collect();
+        let mut out = Map::new();
+        out.insert("groups".into(), Value::Array(groups));
+        out.insert("examined".into(), Value::from(self.examined));
+        Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn agg(body: Value, records: &[Value]) -> Aggregated {
+        aggregate(&AggregateRequest::parse(&body).unwrap(), records).unwrap()
+    }
+
+    fn readings() -> Vec<Value> {
+        vec![
+            json!({"_id": "1", "month": 1, "kwh": 2, "site": {"id": "a"}}),
+            json!({"_id": "2", "month": 1, "kwh": 4, "site": {"id": "b"}}),
+            json!({"_id": "3", "month": 2, "kwh": 1.5, "site": {"id": "a"}}),
+            json!({"_id": "4", "month": 2, "kwh": "n/a", "site": {"id": "a"}}),
+            json!({"_id": "5", "month": 2.0, "site": {"id": "b"}}),
+            json!({"_id": "6", "kwh": 10, "site": {"id": "b"}}),
+            json!({"_id": "7", "month": 1, "kwh": 6, "year": 2020}),
+        ]
+    }
+
+    #[test]
+    fn groups_count_sum_avg_min_max() {
+        let out = agg(
+            json!({
+                "selector": {"year": {"$exists": false}},
+                "group_by": ["month"],
+                "aggregate": {
+                    "n": {"$count": true}, "nk": {"$count": "kwh"}, "total": {"$sum": "kwh"},
+                    "avg": {"$avg": "kwh"}, "lo": {"$min": "kwh"}, "hi": {"$max": "kwh"}
+                }
+            }),
+            &readings(),
+        );
+        assert_eq!(
+            out.to_json(),
+            json!({"groups": [
+                {"key": {"month": null}, "values": {"n": 1, "nk": 1, "total": 10, "avg": 10.0, "lo": 10, "hi": 10}},
+                {"key": {"month": 1}, "values": {"n": 2, "nk": 2, "total": 6, "avg": 3.0, "lo": 2, "hi": 4}},
+                {"key": {"month": 2}, "values": {"n": 3, "nk": 2, "total": 1.5, "avg": 1.5, "lo": 1.5, "hi": 1.5}}
+            ], "examined": 7})
+        );
+    }
+
+    #[test]
+    fn no_group_by_gives_one_group_even_when_empty() {
+        let out = agg(
+            json!({"selector": {"nope": 1}, "aggregate": {"n": {"$count": true}, "m": {"$min": "kwh"}, "s": {"$sum": "kwh"}, "v": {"$variance": "kwh"}}}),
+            &readings(),
+        );
+        assert_eq!(
+            out.to_json(),
+            json!({"groups": [{"key": {}, "values": {"n": 0, "m": null, "s": 0, "v": null}}], "examined": 7})
+        );
+        let out = agg(
+            json!({"group_by": ["x"], "selector": {"nope": 1}, "aggregate": {"n": {"$count": true}}}),
+            &readings(),
+        );
+        assert!(out.groups.is_empty());
+    }
+
+    #[test]
+    fn dotted_group_keys_and_float_outputs_for_mixed_inputs() {
+        let out = agg(
+            json!({"group_by": ["site.id"], "aggregate": {"s": {"$sum": "kwh"}, "hi": {"$max": "kwh"}}}),
+            &readings(),
+        );
+        let json = out.to_json();
+        assert_eq!(json["groups"][0]["key"], json!({"site.id": null}));
+        assert_eq!(json["groups"][1]["key"], json!({"site.id": "a"}));
+        // 2 + 1.5: a float sum, and max reported as a float too.
+        assert_eq!(json["groups"][1]["values"], json!({"s": 3.5, "hi": 2.0}));
+        assert_eq!(json["groups"][2]["values"], json!({"s": 14, "hi": 10}));
+    }
+
+    #[test]
+    fn variance_stddev_and_histogram() {
+        let records: Vec<Value> = [2, 4, 4, 4, 5, 5, 7, 9]
+            .iter()
+            .map(|v| json!({ "v": v }))
+            .collect();
+        let out = agg(
+            json!({"aggregate": {"var": {"$variance": "v"}, "sd": {"$stddev": "v"}, "h": {"$histogram": {"field": "v", "bounds": [0, 4, 5.5]}}}}),
+            &records,
+        );
+        let values = &out.to_json()["groups"][0]["values"];
+        assert!(
+            (values["var"].as_f64().unwrap() - 4.0).abs() < 1e-12,
+            "{values}"
+        );
+        assert!(
+            (values["sd"].as_f64().unwrap() - 2.0).abs() < 1e-12,
+            "{values}"
+        );
+        assert_eq!(
+            values["h"],
+            json!({"bounds": [0, 4, 5.5], "counts": [0, 1, 5, 2]})
+        );
+    }
+
+    #[test]
+    fn integer_sum_overflow_falls_back_to_float() {
+        let records = vec![json!({"v": i64::MAX}), json!({"v": 1})];
+        let out = agg(json!({"aggregate": {"s": {"$sum": "v"}}}), &records);
+        assert_eq!(
+            out.to_json()["groups"][0]["values"]["s"],
+            json!(2f64.powi(63))
+        );
+        let records = vec![json!({"v": u64::MAX})];
+        let out = agg(
+            json!({"aggregate": {"s": {"$sum": "v"}, "m": {"$max": "v"}}}),
+            &records,
+        );
+        assert_eq!(
+            out.to_json()["groups"][0]["values"],
+            json!({"s": 1.8446744073709552e19, "m": u64::MAX})
+        );
+    }
+
+    #[test]
+    fn merging_splits_equals_the_whole() {
+        let records: Vec<Value> = (0..200)
+            .map(|i| json!({"g": i % 3, "v": (i * 7919) % 101, "f": i as f64 / 7.0}))
+            .collect();
+        let body = json!({"group_by": ["g"], "aggregate": {
+            "n": {"$count": true}, "s": {"$sum": "v"}, "lo": {"$min": "f"}, "hi": {"$max": "v"},
+            "var": {"$variance": "f"}, "avg": {"$avg": "f"}, "h": {"$histogram": {"field": "v", "bounds": [10, 50]}}
+        }});
+        let whole = agg(body.clone(), &records);
+        let mut left = agg(body.clone(), &records[..37]);
+        let right = agg(body.clone(), &records[37..]);
+        left.merge(right).unwrap();
+        assert_eq!(left.examined, whole.examined);
+        assert_eq!(left.groups.len(), whole.groups.len());
+        for (a, b) in left.groups.iter().zip(&whole.groups) {
+            assert_eq!(a.key, b.key);
+            for name in ["n", "s", "lo", "hi", "h"] {
+                assert_eq!(a.partials[name].value(), b.partials[name].value(), "{name}");
+            }
+            for name in ["var", "avg"] {
+                let (x, y) = (
+                    a.partials[name].value().as_f64().unwrap(),
+                    b.partials[name].value().as_f64().unwrap(),
+                );
+                assert!(
+                    (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                    "{name}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn aggregated_round_trips_through_serde_and_merges() {
+        let body = json!({"group_by": ["month"], "aggregate": {"n": {"$count": true}, "h": {"$histogram": {"field": "kwh", "bounds": [3]}}}});
+        let a = agg(body.clone(), &readings()[..3]);
+        let b = agg(body, &readings()[3..]);
+        let wire = serde_json::to_string(&b).unwrap();
+        let mut merged = a.clone();
+        merged.merge(serde_json::from_str(&wire).unwrap()).unwrap();
+        let json = merged.to_json();
+        assert_eq!(json["examined"], json!(7));
+        assert_eq!(
+            json["groups"][1],
+            json!({"key": {"month": 1}, "values": {"n": 3, "h": {"bounds": [3], "counts": [1, 2]}}})
+        );
+        // 2 and 2.0 are one group, whichever side saw it first.
+        assert_eq!(json["groups"][2]["values"]["n"], json!(3));
+    }
+
+    #[test]
+    fn merging_mismatched_results_fails() {
+        let a = agg(
+            json!({"group_by": ["month"], "aggregate": {"n": {"$count": true}}}),
+            &readings(),
+        );
+        let b = agg(
+            json!({"group_by": ["kwh"], "aggregate": {"n": {"$count": true}}}),
+            &readings(),
+        );
+        let c = agg(
+            json!({"group_by": ["month"], "aggregate": {"n": {"$sum": "kwh"}}}),
+            &readings(),
+        );
+        assert!(
+            a.clone()
+                .merge(b)
+                .unwrap_err()
+                .to_string()
+                .contains("grouped by different fields")
+        );
+        assert!(
+            a.clone()
+                .merge(c)
+                .unwrap_err()
+                .to_string()
+                .contains("different aggregates")
+        );
+        let mut tampered = a.clone();
+        tampered.groups[0].key.insert("extra".into(), json!(1));
+        let mut target = a.clone();
+        assert!(target.merge(tampered).is_err());
+        assert_eq!(target, a);
+
+        let mut h1 = Partial::new(Reduce::Histogram {
+            bounds: vec![1.into()],
+        });
+        let h2 = Partial::new(Reduce::Histogram {
+            bounds: vec![2.into()],
+        });
+        assert!(h1.merge(&h2).is_err());
+        let mut bad: Partial = serde_json::from_value(serde_json::to_value(&h1).unwrap()).unwrap();
+        bad.histogram.push(9);
+        assert!(
+            h1.merge(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("histogram counts")
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_precise() {
+        let err = |v: Value| AggregateRequest::parse(&v).unwrap_err().to_string();
+        assert_eq!(
+            err(json!({})),
+            r#"aggregate request is missing the "aggregate" key"#
+        );
+        assert!(
+            err(json!({"aggregate": {"a": {"$median": "x"}}}))
+                .starts_with(r#"bad aggregate "a": unknown operator $median"#)
+        );
+        assert_eq!(
+            err(json!({"aggregate": {"a": {"$avg": 3}}})),
+            r#"bad aggregate "a": $avg expects a field name, got 3"#
+        );
+        assert!(
+            err(json!({"aggregate": {"a": {"$count": false}}}))
+                .contains("$count expects true or a field name")
+        );
+        assert!(
+            err(json!({"aggregate": {"a": {"$avg": "x", "$sum": "x"}}}))
+                .contains("its definition expects an object with one operator")
+        );
+        assert!(
+            err(json!({"aggregate": {"h": {"$histogram": {"field": "x", "bounds": [2, 1]}}}}))
+                .contains("strictly ascending")
+        );
+        assert!(
+            err(json!({"aggregate": {"h": {"$histogram": {"field": "x", "bounds": []}}}}))
+                .contains("$histogram expects")
+        );
+        assert!(
+            err(json!({"aggregate": {"h": {"$histogram": {"field": "x", "bounds": ["a"]}}}}))
+                .contains("$histogram expects")
+        );
+        assert!(err(json!({"aggregate": {}})).contains("got an empty object"));
+        assert!(
+            err(json!({"aggregate": {"n": {"$count": true}}, "scope": "world"}))
+                .contains(r#""scope" expects "local", "devices" or "contacts""#)
+        );
+        assert!(
+            err(json!({"aggregate": {"n": {"$count": true}}, "group_by": ["a", "a"]}))
+                .contains("twice")
+        );
+        assert!(
+            err(json!({"aggregate": {"n": {"$count": true}}, "limit": 3}))
+                .starts_with(r#"unknown key "limit" in aggregate request"#)
+        );
+        assert!(
+            err(json!({"aggregate": {"n": {"$count": true}}, "selector": {"a": {"$bad": 1}}}))
+                .contains("unknown operator $bad")
+        );
+    }
+
+    #[test]
+    fn parse_reads_scope_and_collection() {
+        let req = AggregateRequest::parse(&json!({"collection": "energy.readings", "scope": "contacts", "aggregate": {"n": {"$count": true}}})).unwrap();
+        assert_eq!(req.scope, Scope::Contacts);
+        assert_eq!(req.collection.as_deref(), Some("energy.readings"));
+        let req = AggregateRequest::parse(&json!({"aggregate": {"n": {"$count": true}}})).unwrap();
+        assert_eq!(req.scope, Scope::Local);
+    }
+
+    #[test]
+    fn too_many_groups_is_an_error() {
+        let records: Vec<Value> = (0..=MAX_GROUPS).map(|i| json!({ "k": i })).collect();
+        let req = AggregateRequest::parse(
+            &json!({"group_by": ["k"], "aggregate": {"n": {"$count": true}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            aggregate(&req, &records).unwrap_err(),
+            Error::TooManyGroups { limit: MAX_GROUPS }
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! The local HTTP API.
+//!
+//! It serves on loopback with a bearer token (`<home>/api-token`). The
+//! `/data/{doctype}/…` routes follow cozy-stack's data-system API (JSON shapes,
+//! `_id`/`_rev` semantics and status codes), so a client written for
+//! cozy-stack works against `hearth up` unchanged. `/_hearth/…` routes carry
+//! what the `hearth` CLI needs beyond that (status, bulk import, export).
+//!
+//! Every handler is a thin translation onto the engine [`Handle`]; errors go
+//! through one [`ApiError`], which says what was wrong for client errors and
+//! logs internal ones behind a plain 500.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hearth_crdt::collection::{self, PutMode};
+use hearth_crdt::query::{AggregateRequest, FindRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::ApiConfig;
+use crate::engine::{self, ExportFormat, Handle};
+
+/// Shared state of every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    handle: Handle,
+    token: Arc<str>,
+    config: ApiConfig,
+}
+
+impl AppState {
+    /// State for a router serving `handle`, guarded by `token`.
+    pub fn new(handle: Handle, token: String, config: ApiConfig) -> Self {
+        Self {
+            handle,
+            token: token.into(),
+            config,
+        }
+    }
+}
+
+/// The one error type of every handler.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No or wrong bearer token.
+    Unauthorized,
+    /// The request body or a parameter is malformed.
+    BadRequest(String),
+    /// The engine refused or failed.
+    Engine(engine::Error),
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        ApiError::Engine(e)
+    }
+}
+
+/// A CouchDB-style error body (`error`, `reason`, as cozy-stack relays them)
+/// plus `detail`, the full sentence the CLI shows.
+fn error_body(status: StatusCode, error: &str, reason: &str, detail: &str) -> Response {
+    let body = json!({
+        "status": status.as_u16().to_string(),
+        "error": error,
+        "reason": reason,
+        "detail": detail,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use engine::Error as E;
+        match self {
+            ApiError::Unauthorized => {
+                let why = "missing or wrong bearer token (see <home>/api-token)";
+                error_body(StatusCode::UNAUTHORIZED, "unauthorized", why, why)
+            }
+            ApiError::BadRequest(reason) => {
+                error_body(StatusCode::BAD_REQUEST, "bad_request", &reason, &reason)
+            }
+            ApiError::Engine(e) => match &e {
+                E::NotFound { .. } => {
+                    error_body(StatusCode::NOT_FOUND, "not_found", "missing", &e.to_string())
+                }
+                E::Record(collection::Error::Conflict { .. }) => error_body(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Document update conflict.",
+                    &e.to_string(),
+                ),
+                E::TooLarge { .. } => {
+                    let d = e.to_string();
+                    error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d)
+                }
+                E::BadDoctype(_) | E::Record(_) | E::Query(_) | E::IndexExists { .. } => {
+                    let d = e.to_string();
+                    error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
+                }
+                E::Store(_) | E::StoreKey(_) | E::Damaged { .. } | E::Stopped => {
+                    tracing::error!(error = %e, "internal error");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                }
+            },
+        }
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let data = Router::new()
+        .route("/data/{doctype}/", post(create))
+        .route("/data/{doctype}", post(create))
+        .route("/data/{doctype}/_find", post(find))
+        .route("/data/{doctype}/_index", post(define_index))
+        .route("/data/{doctype}/_aggregate", post(aggregate))
+        .route("/data/{doctype}/_all_docs", get(all_docs).post(all_docs_keys))
+        .route("/data/{doctype}/_normal_docs", get(normal_docs))
+        .route("/data/{doctype}/_changes", get(changes))
+        .route(
+            "/data/{doctype}/{id}",
+            get(read).put(update).delete(remove),
+        )
+        .route("/_hearth/status", get(status))
+        .route("/_hearth/collections", get(collections))
+        .route("/_hearth/import/{doctype}", post(import))
+        .route("/_hearth/export/{doctype}", get(export));
+    data.layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            state.config.max_concurrent_requests,
+        ))
+        .with_state(state)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if same_secret(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+fn parse_json(body: &Bytes) -> ApiResult<Value> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad json: {e}")))
+}
+
+fn parse_object(body: &Bytes) -> ApiResult<Value> {
+    let value = parse_json(body)?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "bad json: a record must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+fn written_body(doctype: &str, w: &collection::Written) -> Value {
+    json!({
+        "id": w.id,
+        "rev": w.rev,
+        "type": doctype,
+        "ok": true,
+        "data": w.after,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut record = parse_object(&body)?;
+    if let Some(map) = record.as_object_mut() {
+        map.remove("_rev");
+    }
+    let w = state
+        .handle
+        .put(&doctype, None, record, PutMode::Create)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(written_body(&doctype, &w))).into_response())
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path((doctype, id)): Path<(String, String)>,
+) -> ApiResult {
+    let record = state.handle.get(&doctype, &id).await?;
+    Ok(axum::Json(record).into_response())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path((doctype, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let record = parse_object(&body)?;
+    if let Some(body_id) = record.get("_id").and_then(Value::as_str)
+        && body_id != id
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the body's _id {body_id:?} does not match the path's {id:?}"
+        )));
+    }
+    let mode = match record.get("_rev").and_then(Value::as_str) {
+        Some(rev) => PutMode::Update {
+            expected_rev: rev.to_string(),
+        },
+        None => PutMode::Create,
+    };
+    let w = state.handle.put(&doctype, Some(id), record, mode).await?;
+    Ok(axum::Json(written_body(&doctype, &w)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RevQuery {
+    rev: Option<String>,
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path((doctype, id)): Path<(String, String)>,
+    Query(q): Query<RevQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let rev = q.rev.or_else(|| {
+        headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim_matches('"').to_string())
+    });
+    let Some(rev) = rev else {
+        return Err(ApiError::BadRequest(
+            "delete needs the current revision: ?rev=… or an If-Match header".into(),
+        ));
+    };
+    let w = state.handle.delete(&doctype, &id, Some(rev)).await?;
+    Ok(axum::Json(json!({
+        "id": w.id,
+        "rev": w.rev,
+        "type": doctype,
+        "ok": true,
+        "deleted": w.rev,
+    }))
+    .into_response())
+}
+
+async fn find(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let mut request = FindRequest::parse(&value).map_err(engine::Error::from)?;
+    // Ask for one more than the page to tell the client whether more exist.
+    let limit = request.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
+    request.limit = Some(limit + 1);
+    let mut found = state.handle.find(&doctype, request).await?;
+    let next = found.docs.len() > limit;
+    found.docs.truncate(limit);
+    Ok(axum::Json(json!({
+        "docs": found.docs,
+        "limit": limit,
+        "next": next,
+        "execution_stats": {
+            "total_docs_examined": found.examined,
+            "index": found.index,
+        },
+    }))
+    .into_response())
+}
+
+async fn aggregate(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let request = AggregateRequest::parse(&value).map_err(engine::Error::from)?;
+    let result = state.handle.aggregate(&doctype, request).await?;
+    Ok(axum::Json(result).into_response())
+}
+
+async fn define_index(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let fields = value
+        .pointer("/index/fields")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest("_index needs {\"index\": {\"fields\": [...]}}".into()))?
+        .iter()
+        .map(|f| match f {
+            Value::String(s) => Ok(s.clone()),
+            // CouchDB also accepts [{"field": "asc"}].
+            Value::Object(m) if m.len() == 1 => Ok(m.keys().next().cloned().unwrap_or_default()),
+            _ => Err(ApiError::BadRequest(format!(
+                "_index fields must be strings, got {f}"
+            ))),
+        })
+        .collect::<ApiResult<Vec<String>>>()?;
+    if fields.is_empty() {
+        return Err(ApiError::BadRequest("_index needs at least one field".into()));
+    }
+    let name = value
+        .get("name")
+        .or_else(|| value.get("ddoc"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let (name, created) = state.handle.define_index(&doctype, name, fields).await?;
+    Ok(axum::Json(json!({
+        "result": if created { "created" } else { "exists" },
+        "id": format!("_design/{name}"),
+        "name": name,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    include_docs: Option<bool>,
+    limit: Option<usize>,
+    skip: Option<usize>,
+}
+
+async fn all_docs(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
+    let skip = q.skip.unwrap_or(0);
+    let (docs, total) = state.handle.list(&doctype, skip, limit).await?;
+    let include = q.include_docs.unwrap_or(false);
+    Ok(axum::Json(json!({
+        "total_rows": total,
+        "offset": skip,
+        "rows": docs.iter().map(|d| row(d, include)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+fn row(doc: &Value, include: bool) -> Value {
+    let id = doc.get("_id").cloned().unwrap_or(Value::Null);
+    let rev = doc.get("_rev").cloned().unwrap_or(Value::Null);
+    let mut row = json!({ "id": id, "key": id, "value": { "rev": rev } });
+    if include && let Some(map) = row.as_object_mut() {
+        map.insert("doc".into(), doc.clone());
+    }
+    row
+}
+
+async fn all_docs_keys(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    Query(q): Query<PageQuery>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let keys = value
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::BadRequest("_all_docs needs {\"keys\": [...]}".into()))?;
+    let include = q.include_docs.unwrap_or(false);
+    let mut rows = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(id) = key.as_str() else {
+            return Err(ApiError::BadRequest(format!("keys must be strings, got {key}")));
+        };
+        match state.handle.get(&doctype, id).await {
+            Ok(doc) => rows.push(row(&doc, include)),
+            Err(engine::Error::NotFound { .. }) => {
+                rows.push(json!({ "key": id, "error": "not_found" }))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(axum::Json(json!({ "total_rows": rows.len(), "offset": 0, "rows": rows })).into_response())
+}
+
+async fn normal_docs(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(100).min(state.config.max_page);
+    let skip = q.skip.unwrap_or(0);
+    let (docs, total) = state.handle.list(&doctype, skip, limit).await?;
+    Ok(axum::Json(json!({
+        "rows": docs,
+        "total_rows": total,
+        "bookmark": "",
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+    include_docs: Option<bool>,
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
+    let since = match q.since.as_deref().map(|s| s.trim_matches('"')) {
+        None | Some("") | Some("0") => 0,
+        Some("now") => u64::MAX,
+        Some(s) => s
+            .split('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::BadRequest(format!("bad since {s:?}: expected a sequence from last_seq")))?,
+    };
+    let feed = if since == u64::MAX {
+        let c = state.handle.changes(&doctype, 0, 0, false).await?;
+        engine::Changes {
+            results: Vec::new(),
+            last_seq: c.last_seq,
+            pending: 0,
+        }
+    } else {
+        state
+            .handle
+            .changes(&doctype, since, limit, q.include_docs.unwrap_or(false))
+            .await?
+    };
+    let results: Vec<Value> = feed
+        .results
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "seq": c.seq.to_string(),
+                "id": c.id,
+                "changes": [{ "rev": c.rev }],
+            });
+            if let Some(map) = v.as_object_mut() {
+                if c.deleted {
+                    map.insert("deleted".into(), Value::Bool(true));
+                }
+                if let Some(doc) = &c.doc {
+                    map.insert("doc".into(), doc.clone());
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "results": results,
+        "last_seq": feed.last_seq.to_string(),
+        "pending": feed.pending,
+    }))
+    .into_response())
+}
+
+async fn status(State(state): State<AppState>) -> ApiResult {
+    Ok(axum::Json(state.handle.status().await?).into_response())
+}
+
+async fn collections(State(state): State<AppState>) -> ApiResult {
+    Ok(axum::Json(state.handle.collections().await?).into_response())
+}
+
+async fn import(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let Value::Array(records) = value else {
+        return Err(ApiError::BadRequest("import needs a JSON array of records".into()));
+    };
+    if let Some(bad) = records.iter().position(|r| !r.is_object()) {
+        return Err(ApiError::BadRequest(format!(
+            "record {bad} of the batch is not a JSON object"
+        )));
+    }
+    let written = state.handle.put_many(&doctype, records).await?;
+    let written: Vec<Value> = written
+        .into_iter()
+        .map(|(id, rev)| json!({ "id": id, "rev": rev }))
+        .collect();
+    Ok(axum::Json(Value::Array(written)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    format: Option<ExportFormat>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult {
+    let bytes = state
+        .handle
+        .export(&doctype, q.format.unwrap_or(ExportFormat::Jsonl))
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

@@ -1,0 +1,168 @@
+//! Command-line surface of `hearth`: the clap definitions, and nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Hearth: your personal data, encrypted on your own devices.
+///
+/// Every command works whether or not the daemon (`hearth up`) runs: with a
+/// daemon the CLI goes through its local API, without one it opens the store
+/// itself. Data goes to stdout as JSON; messages go to stderr. Exit codes: 0
+/// success, 1 error, 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The node's home directory (store, keys, API address and token).
+    /// Default: the platform data dir, e.g. ~/.local/share/hearth.
+    #[arg(long, global = true, env = "HEARTH_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Read the store passphrase from this file (first line). Without it,
+    /// HEARTH_PASSPHRASE is used; without either, the store is unlocked by the
+    /// key file <home>/keys/store.key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print data as JSON where a command otherwise prints text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Every `hearth` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this device's identity and a new account in an empty home.
+    Init {
+        /// A name for this device, shown to your other devices.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the node: serve the local API until SIGINT or SIGTERM.
+    /// Initialises the home first if it is empty.
+    Up {
+        /// Where the API listens; loopback only. `127.0.0.1:0` picks a free
+        /// port. The address is written to <home>/api.addr.
+        #[arg(long, default_value = "127.0.0.1:7464", value_name = "ADDR")]
+        api: SocketAddr,
+        /// The device name, if this run initialises the home.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show this device, its account and its data.
+    Status,
+    /// Write a record. JSON comes from the argument or stdin. Prints the
+    /// record's _id. An existing record with the same id is replaced.
+    Put {
+        /// The collection (doctype), e.g. io.cozy.notes.
+        collection: String,
+        /// The record as a JSON object; read from stdin when absent.
+        json: Option<String>,
+        /// The record's id; default: its "_id" field, else a new random id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Print one record, with its _id and _rev.
+    Get {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// Print every record of a collection, one JSON object per line.
+    List {
+        /// The collection.
+        collection: String,
+    },
+    /// Delete a record.
+    Delete {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// Only delete if the record is still at this revision.
+        #[arg(long)]
+        rev: Option<String>,
+    },
+    /// Find records with a Mango selector; prints JSON Lines.
+    ///
+    /// Example: hearth find bank.operations '{"amount": {"$lt": 0}}' --sort -date --limit 10
+    Find {
+        /// The collection.
+        collection: String,
+        /// A Mango selector, e.g. '{"year": 2026, "tags": {"$all": ["home"]}}'.
+        selector: String,
+        /// Only these fields (comma-separated, dotted paths allowed).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// Sort fields, comma-separated; prefix with - for descending.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        sort: Vec<String>,
+        /// Return at most N records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Skip the first N matches.
+        #[arg(long)]
+        skip: Option<usize>,
+    },
+    /// Run a grouped aggregate; prints JSON.
+    ///
+    /// Example: hearth aggregate energy.readings '{"selector": {"year": 2026},
+    /// "group_by": ["month"], "aggregate": {"avg": {"$avg": "kwh"}, "n": {"$count": true}}}'
+    Aggregate {
+        /// The collection.
+        collection: String,
+        /// The aggregate query as JSON.
+        query: String,
+    },
+    /// Declare an index on fields, used by `find` from then on.
+    Index {
+        /// The collection.
+        collection: String,
+        /// Fields to index, comma-separated.
+        #[arg(value_delimiter = ',', required = true)]
+        fields: Vec<String>,
+        /// The index name; default derived from the fields.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List collections, one JSON object per line.
+    Collections,
+    /// Import records from a .json (array), .jsonl or .csv file.
+    ///
+    /// CSV: the header row names the fields; cells that parse as integers,
+    /// floats or true/false are typed, empty cells are left out.
+    Import {
+        /// The collection.
+        collection: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Export a collection to stdout.
+    Export {
+        /// The collection.
+        collection: String,
+        /// jsonl: one record per line; automerge: one Automerge document.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// One JSON record per line.
+    Jsonl,
+    /// The Automerge document bytes.
+    Automerge,
+}

@@ -1,0 +1,429 @@
+//! What each CLI command does, over a [`Backend`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+use crate::cli::{Cli, Command, Format, Global};
+use crate::client::Backend;
+use crate::config::Config;
+use crate::daemon;
+use crate::engine::{Engine, ExportFormat};
+use crate::home::Home;
+use crate::store::Unlock;
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let result = dispatch(cli);
+    // `hearth list | head` closes stdout early: that is not an error.
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error chain as one line: `outer: inner: root`, without repeats.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// How the store is unlocked: `--passphrase-file`, else `HEARTH_PASSPHRASE`,
+/// else the key file.
+fn unlock(global: &Global) -> Result<Unlock> {
+    if let Some(path) = &global.passphrase_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read passphrase file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default().to_string();
+        if line.is_empty() {
+            bail!("passphrase file {} is empty", path.display());
+        }
+        return Ok(Unlock::Passphrase(zeroize::Zeroizing::new(line)));
+    }
+    match std::env::var("HEARTH_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => Ok(Unlock::Passphrase(zeroize::Zeroizing::new(p))),
+        _ => Ok(Unlock::KeyFile),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let global = cli.global;
+    let home = Home::resolve(global.home.as_deref())?;
+    let config = Config::load(&home.config_path())?;
+    match cli.command {
+        Command::Init { name } => init(&home, &global, &config, name),
+        Command::Up { api, name } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(daemon::run(
+                &home,
+                || unlock(&global),
+                config,
+                daemon::Options { api, name },
+            ))
+        }
+        command => {
+            if !home.is_initialised() {
+                bail!(
+                    "no hearth store in {}: run `hearth init` (or `hearth up`) first",
+                    home.root().display()
+                );
+            }
+            let backend = Backend::connect(&home, || unlock(&global), &config)?;
+            let result = data_command(&backend, &global, &config, command);
+            backend.close();
+            result
+        }
+    }
+}
+
+fn init(home: &Home, global: &Global, config: &Config, name: Option<String>) -> Result<()> {
+    if home.is_initialised() {
+        bail!(
+            "{} already holds a hearth store; refusing to overwrite it",
+            home.root().display()
+        );
+    }
+    home.ensure_dirs()
+        .with_context(|| format!("cannot create {}", home.root().display()))?;
+    let name = name.unwrap_or_else(crate::default_device_name);
+    let status = Engine::init(home, unlock(global)?, config.kdf.params(), &name)?;
+    if global.json {
+        emit(&serde_json::to_string(&status)?)?;
+    } else {
+        emit(&format!("device   {} ({})", status.device_id, status.device_name))?;
+        emit(&format!("account  {}", status.account_id))?;
+        emit(&format!("store    {}", status.store))?;
+    }
+    Ok(())
+}
+
+/// Writes one line to stdout.
+fn emit(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
+fn emit_json(value: &Value) -> Result<()> {
+    emit(&serde_json::to_string(value)?)
+}
+
+/// Parses a JSON argument, naming which argument is malformed.
+fn parse_arg(what: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| anyhow!("bad JSON in {what}: {e}"))
+}
+
+fn data_command(backend: &Backend, global: &Global, config: &Config, command: Command) -> Result<()> {
+    match command {
+        Command::Status => {
+            let status = backend.status()?;
+            if global.json {
+                let mut v = serde_json::to_value(&status)?;
+                v["daemon"] = json!({ "running": backend.api().is_some(), "api": backend.api() });
+                emit_json(&v)?;
+            } else {
+                emit(&format!("device    {} ({})", status.device_id, status.device_name))?;
+                emit(&format!("account   {} ({} device(s))", status.account_id, status.devices))?;
+                emit(&format!("store     {}", status.store))?;
+                emit(&format!(
+                    "data      {} collection(s), {} record(s)",
+                    status.collections, status.records
+                ))?;
+                match backend.api() {
+                    Some(api) => emit(&format!("daemon    running, api {api}"))?,
+                    None => emit("daemon    not running")?,
+                }
+            }
+        }
+        Command::Put {
+            collection,
+            json,
+            id,
+        } => {
+            let text = match json {
+                Some(text) => text,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        bail!("no record given: pass it as a JSON argument or on stdin");
+                    }
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .context("cannot read the record from stdin")?;
+                    text
+                }
+            };
+            let record = parse_arg("the record", &text)?;
+            if !record.is_object() {
+                bail!("the record must be a JSON object, got {}", kind(&record));
+            }
+            emit(&backend.put(&collection, id, record)?)?;
+        }
+        Command::Get { collection, id } => emit_json(&backend.get(&collection, &id)?)?,
+        Command::List { collection } => {
+            for record in backend.list(&collection)? {
+                emit_json(&record)?;
+            }
+        }
+        Command::Delete {
+            collection,
+            id,
+            rev,
+        } => {
+            let rev = backend.delete(&collection, &id, rev)?;
+            eprintln!("deleted {id} from {collection} (rev {rev})");
+        }
+        Command::Find {
+            collection,
+            selector,
+            fields,
+            sort,
+            limit,
+            skip,
+        } => {
+            let mut request = json!({ "selector": parse_arg("the selector", &selector)? });
+            if !fields.is_empty() {
+                request["fields"] = json!(fields);
+            }
+            if !sort.is_empty() {
+                let sort: Vec<Value> = sort
+                    .iter()
+                    .map(|f| match f.strip_prefix('-') {
+                        Some(f) => json!({ f: "desc" }),
+                        None => json!({ f.trim_start_matches('+'): "asc" }),
+                    })
+                    .collect();
+                request["sort"] = Value::Array(sort);
+            }
+            if let Some(limit) = limit {
+                request["limit"] = json!(limit);
+            }
+            if let Some(skip) = skip {
+                request["skip"] = json!(skip);
+            }
+            for doc in backend.find(&collection, request)? {
+                emit_json(&doc)?;
+            }
+        }
+        Command::Aggregate { collection, query } => {
+            let query = parse_arg("the aggregate query", &query)?;
+            emit_json(&backend.aggregate(&collection, query)?)?;
+        }
+        Command::Index {
+            collection,
+            fields,
+            name,
+        } => {
+            let (name, created) = backend.index(&collection, name, fields)?;
+            emit_json(&json!({ "name": name, "result": if created { "created" } else { "exists" } }))?;
+        }
+        Command::Collections => {
+            for info in backend.collections()? {
+                emit_json(&serde_json::to_value(info)?)?;
+            }
+        }
+        Command::Import { collection, file } => {
+            import(backend, global, config, &collection, &file)?;
+        }
+        Command::Export { collection, format } => {
+            let format = match format {
+                Format::Jsonl => ExportFormat::Jsonl,
+                Format::Automerge => ExportFormat::Automerge,
+            };
+            let mut out = std::io::stdout().lock();
+            if format == ExportFormat::Automerge && out.is_terminal() {
+                bail!("refusing to write binary Automerge data to a terminal; redirect stdout to a file");
+            }
+            out.write_all(&backend.export(&collection, format)?)?;
+            out.flush()?;
+        }
+        Command::Init { .. } | Command::Up { .. } => {
+            bail!("internal: {command:?} is not a data command")
+        }
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Imports a file in batches of `engine.import_batch` records, one durable
+/// commit per batch, with a progress bar when stderr is a terminal.
+fn import(backend: &Backend, global: &Global, config: &Config, collection: &str, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(collection.to_string());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let reader = BufReader::new(progress.wrap_read(file));
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let batch_size = config.engine.import_batch;
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut total = 0usize;
+    let mut flush = |batch: &mut Vec<Value>| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        backend.put_many(collection, std::mem::take(batch))?;
+        total += n;
+        Ok(())
+    };
+    let push = |record: Value, batch: &mut Vec<Value>, flush: &mut dyn FnMut(&mut Vec<Value>) -> Result<()>| -> Result<()> {
+        batch.push(record);
+        if batch.len() >= batch_size {
+            flush(batch)?;
+        }
+        Ok(())
+    };
+    let where_ = path.display();
+    match extension.as_str() {
+        "jsonl" | "ndjson" => {
+            for (n, line) in reader.lines().enumerate() {
+                let line = line.with_context(|| format!("cannot read {where_}"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let record: Value = serde_json::from_str(&line)
+                    .map_err(|e| anyhow!("{where_}:{}: bad JSON: {e}", n + 1))?;
+                if !record.is_object() {
+                    bail!("{where_}:{}: a record must be a JSON object, got {}", n + 1, kind(&record));
+                }
+                push(record, &mut batch, &mut flush)?;
+            }
+        }
+        "json" => {
+            let value: Value = serde_json::from_reader(reader)
+                .map_err(|e| anyhow!("{where_}: bad JSON: {e}"))?;
+            let records = match value {
+                Value::Array(records) => records,
+                record @ Value::Object(_) => vec![record],
+                other => bail!("{where_}: expected an array of records, got {}", kind(&other)),
+            };
+            if let Some(bad) = records.iter().position(|r| !r.is_object()) {
+                bail!("{where_}: record {bad} is not a JSON object");
+            }
+            for record in records {
+                push(record, &mut batch, &mut flush)?;
+            }
+        }
+        "csv" => {
+            let mut csv = csv::Reader::from_reader(reader);
+            let headers = csv
+                .headers()
+                .with_context(|| format!("{where_}: cannot read the header row"))?
+                .clone();
+            for (n, row) in csv.records().enumerate() {
+                let row = row.map_err(|e| anyhow!("{where_}: row {}: {e}", n + 2))?;
+                let mut record = Map::new();
+                for (field, cell) in headers.iter().zip(row.iter()) {
+                    if let Some(value) = csv_cell(cell) {
+                        record.insert(field.to_string(), value);
+                    }
+                }
+                push(Value::Object(record), &mut batch, &mut flush)?;
+            }
+        }
+        other => bail!(
+            "cannot import {where_}: unknown file type {:?}; use .json, .jsonl or .csv",
+            other
+        ),
+    }
+    flush(&mut batch)?;
+    progress.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        emit_json(&json!({ "collection": collection, "imported": total, "seconds": secs }))?;
+    }
+    eprintln!(
+        "imported {total} record(s) into {collection} in {secs:.2} s ({:.0} records/s)",
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// A CSV cell as JSON: integers, floats and booleans typed, empty cells absent.
+fn csv_cell(cell: &str) -> Option<Value> {
+    if cell.is_empty() {
+        return None;
+    }
+    if let Ok(i) = cell.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    if let Ok(f) = cell.parse::<f64>()
+        && f.is_finite()
+        && cell.bytes().any(|b| b.is_ascii_digit())
+    {
+        return Some(Value::from(f));
+    }
+    match cell {
+        "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        _ => Some(Value::String(cell.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_typed() {
+        assert_eq!(csv_cell(""), None);
+        assert_eq!(csv_cell("42"), Some(json!(42)));
+        assert_eq!(csv_cell("-1.5"), Some(json!(-1.5)));
+        assert_eq!(csv_cell("true"), Some(json!(true)));
+        assert_eq!(csv_cell("inf"), Some(json!("inf")));
+        assert_eq!(csv_cell("NaN"), Some(json!("NaN")));
+        assert_eq!(csv_cell("Zoë"), Some(json!("Zoë")));
+    }
+
+    #[test]
+    fn one_line_joins_the_chain_without_repeats() {
+        let e = anyhow!("root cause").context("while opening");
+        assert_eq!(one_line(&e), "while opening: root cause");
+    }
+}

@@ -1,0 +1,276 @@
+//! Node configuration: plain serde data with defaults, read from
+//! `<home>/hearth.toml`, then the environment (`HEARTH_*`), then flags, and
+//! validated in one place ([`Config::validate`]).
+//!
+//! Every limit the node enforces lives here, with its unit and default, so a
+//! person can see (and tune) every bound in one file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The local HTTP API.
+    pub api: ApiConfig,
+    /// The engine that owns the replica.
+    pub engine: EngineConfig,
+    /// Store key derivation (used when a passphrase protects the store).
+    pub kdf: KdfConfig,
+}
+
+/// Limits of the local HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes. Default 32 MiB.
+    pub max_body_bytes: usize,
+    /// Most requests served at once; further ones wait. Default 64.
+    pub max_concurrent_requests: usize,
+    /// Most records one `_find`, `_all_docs` or `_changes` page returns when the
+    /// client asks for no limit. Default 100 000.
+    pub max_page: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_concurrent_requests: 64,
+            max_page: 100_000,
+        }
+    }
+}
+
+/// Limits and tuning of the engine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Commands queued for the engine before callers wait. Default 1024.
+    pub queue: usize,
+    /// Automerge documents a new collection is sharded across. Default 16.
+    pub shards: u16,
+    /// Incremental chunks a shard keeps before they are compacted into one
+    /// snapshot. Default 128.
+    pub compact_after_chunks: u32,
+    /// Records written per durable commit by `hearth import`. Default 5000.
+    pub import_batch: usize,
+    /// Largest single record, in bytes of JSON. Default 1 MiB.
+    pub max_record_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            queue: 1024,
+            shards: 16,
+            compact_after_chunks: 128,
+            import_batch: 5000,
+            max_record_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Argon2id parameters for a passphrase-protected store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KdfConfig {
+    /// Memory cost in KiB. Default 65536 (64 MiB).
+    pub memory_kib: u32,
+    /// Iterations. Default 3.
+    pub iterations: u32,
+    /// Lanes. Default 1.
+    pub lanes: u32,
+}
+
+impl Default for KdfConfig {
+    fn default() -> Self {
+        let d = hearth_crypto::wrap::KdfParams::default();
+        Self {
+            memory_kib: d.m_cost_kib,
+            iterations: d.t_cost,
+            lanes: d.p_cost,
+        }
+    }
+}
+
+impl KdfConfig {
+    /// The crypto crate's parameters.
+    pub fn params(&self) -> hearth_crypto::wrap::KdfParams {
+        hearth_crypto::wrap::KdfParams {
+            m_cost_kib: self.memory_kib,
+            t_cost: self.iterations,
+            p_cost: self.lanes,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("bad config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: toml::de::Error,
+    },
+    /// An environment variable holds a value that does not parse.
+    #[error("bad value for {name}: {value:?} is not a whole number")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A value is outside its allowed range.
+    #[error("bad config: {field} must be {rule}")]
+    Invalid {
+        /// The field, dotted.
+        field: &'static str,
+        /// What it must be.
+        rule: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads `<home>/hearth.toml` if present, then applies `HEARTH_*`
+    /// environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|source| Error::Parse {
+                path: path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the environment overrides through `get` (a seam for tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        fn num<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            slot: &mut T,
+        ) -> Result<(), Error> {
+            if let Some(value) = get(name) {
+                *slot = value.trim().parse().map_err(|_| Error::Env { name, value })?;
+            }
+            Ok(())
+        }
+        num(&get, "HEARTH_KDF_MEMORY_KIB", &mut self.kdf.memory_kib)?;
+        num(&get, "HEARTH_KDF_ITERATIONS", &mut self.kdf.iterations)?;
+        num(&get, "HEARTH_SHARDS", &mut self.engine.shards)?;
+        num(&get, "HEARTH_IMPORT_BATCH", &mut self.engine.import_batch)?;
+        Ok(())
+    }
+
+    /// Checks every bound in one place.
+    pub fn validate(&self) -> Result<(), Error> {
+        let e = &self.engine;
+        let rules: [(bool, &'static str, &'static str); 8] = [
+            (e.queue >= 1 && e.queue <= 1 << 20, "engine.queue", "between 1 and 1048576"),
+            (e.shards >= 1 && e.shards <= 1024, "engine.shards", "between 1 and 1024"),
+            (e.compact_after_chunks >= 1, "engine.compact_after_chunks", "at least 1"),
+            (
+                e.import_batch >= 1 && e.import_batch <= 1_000_000,
+                "engine.import_batch",
+                "between 1 and 1000000",
+            ),
+            (
+                e.max_record_bytes >= 1024,
+                "engine.max_record_bytes",
+                "at least 1024",
+            ),
+            (
+                self.api.max_body_bytes >= 1024,
+                "api.max_body_bytes",
+                "at least 1024",
+            ),
+            (
+                self.api.max_concurrent_requests >= 1,
+                "api.max_concurrent_requests",
+                "at least 1",
+            ),
+            (self.api.max_page >= 1, "api.max_page", "at least 1"),
+        ];
+        for (ok, field, rule) in rules {
+            if !ok {
+                return Err(Error::Invalid { field, rule });
+            }
+        }
+        if self.kdf.params().validate().is_err() {
+            return Err(Error::Invalid {
+                field: "kdf",
+                rule: "within Argon2id's limits (memory_kib 8..=4194304, iterations >= 1, lanes >= 1)",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(&path, "[engine]\nshards = 4\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().engine.shards, 4);
+        std::fs::write(&path, "[engine]\nshardz = 4\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `shardz`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_and_bad_env_is_named() {
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "HEARTH_SHARDS").then(|| "8".into()))
+            .unwrap();
+        assert_eq!(c.engine.shards, 8);
+        let err = c
+            .apply_env(|n| (n == "HEARTH_SHARDS").then(|| "many".into()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad value for HEARTH_SHARDS: \"many\" is not a whole number"
+        );
+    }
+
+    #[test]
+    fn out_of_range_is_refused_with_the_field_name() {
+        let mut c = Config::default();
+        c.engine.shards = 0;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "bad config: engine.shards must be between 1 and 1024"
+        );
+    }
+}

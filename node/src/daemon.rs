@@ -1,0 +1,167 @@
+//! `hearth up`: the long-running node.
+//!
+//! It takes the home's daemon lock (so a second `up` is refused), opens the
+//! engine, serves the API on loopback, writes `<home>/api.addr`, and on SIGINT
+//! or SIGTERM stops taking requests, lets the in-flight ones finish, and closes
+//! the store. Every write was durable before it was acknowledged, so a
+//! `kill -9` loses nothing acknowledged either; a clean stop only spares redb
+//! its repair on the next open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use rand::RngCore;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::home::Home;
+use crate::store::Unlock;
+
+/// Holds `<home>/daemon.lock` for as long as it lives. The OS releases the
+/// lock when the process dies, even on `kill -9`.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    /// Takes the lock or explains who holds it.
+    pub fn acquire(home: &Home) -> Result<Self> {
+        let path = home.daemon_lock_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                bail!(
+                    "hearth is already running on {} ({}); stop it first or use another --home",
+                    home.root().display(),
+                    holder.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        write!(file, "pid {}", std::process::id())?;
+        file.sync_all()?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// The API token of this home, created on first use.
+pub fn ensure_token(home: &Home) -> Result<String> {
+    let path = home.api_token_path();
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    crate::home::write_atomic(&path, token.as_bytes(), crate::home::SECRET_FILE_MODE)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+/// What `up` needs.
+#[derive(Debug)]
+pub struct Options {
+    /// API listen address; loopback only.
+    pub api: SocketAddr,
+    /// Device name if this run initialises the home.
+    pub name: Option<String>,
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(
+    home: &Home,
+    unlock: impl FnOnce() -> Result<Unlock>,
+    config: Config,
+    options: Options,
+) -> Result<()> {
+    if !options.api.ip().is_loopback() {
+        bail!(
+            "refusing to serve the API on {}: it must listen on loopback (127.0.0.1 or ::1)",
+            options.api
+        );
+    }
+    home.ensure_dirs()
+        .with_context(|| format!("cannot create {}", home.root().display()))?;
+    let _lock = DaemonLock::acquire(home)?;
+    let unlock = unlock()?;
+    let started = Instant::now();
+    if !home.is_initialised() {
+        let name = options.name.unwrap_or_else(crate::default_device_name);
+        let status = Engine::init(home, unlock.clone(), config.kdf.params(), &name)?;
+        eprintln!(
+            "initialised {}: device {} in new account {}",
+            home.root().display(),
+            status.device_id,
+            status.account_id
+        );
+    }
+    let engine = Engine::open(home, unlock, config.engine.clone())?.spawn()?;
+    let token = ensure_token(home)?;
+    let listener = tokio::net::TcpListener::bind(options.api)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; pass --api 127.0.0.1:0 to pick a free port",
+                options.api
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let addr_file = home.api_addr_path();
+    crate::home::write_atomic(&addr_file, addr.to_string().as_bytes(), crate::home::PUBLIC_FILE_MODE)
+        .with_context(|| format!("cannot write {}", home.api_addr_path().display()))?;
+    let status = engine.handle.status().await?;
+    tracing::info!(
+        device = %status.device_id,
+        records = status.records,
+        ready_ms = started.elapsed().as_millis() as u64,
+        api = %addr,
+        "hearth is up"
+    );
+    eprintln!("hearth is up: api http://{addr} (token in {})", home.api_token_path().display());
+
+    let state = AppState::new(engine.handle.clone(), token, config.api.clone());
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(home.api_addr_path());
+    tokio::task::spawn_blocking(move || engine.stop()).await?;
+    served.context("the API server failed")?;
+    eprintln!("hearth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+}

@@ -1,0 +1,46 @@
+//! The catalog row of a collection (table `collections-1`, key = name).
+//!
+//! The row is rewritten in the same transaction as every write to the
+//! collection, so its counters always match the chunks and changes on disk.
+
+use serde::{Deserialize, Serialize};
+
+/// What the store knows about one collection besides its chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CatalogEntry {
+    /// Automerge documents the collection is sharded across; fixed at creation.
+    pub shards: u16,
+    /// When the collection was created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Declared indexes.
+    pub indexes: Vec<IndexDef>,
+    /// Per shard: the sequence number the next chunk gets.
+    pub next_chunk: Vec<u64>,
+    /// Per shard: chunks currently stored (compaction resets it to 1).
+    pub chunk_count: Vec<u32>,
+    /// The latest changes-feed sequence.
+    pub last_seq: u64,
+}
+
+/// A declared index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexDef {
+    /// Its name.
+    pub name: String,
+    /// Indexed fields, dotted paths.
+    pub fields: Vec<String>,
+}
+
+impl CatalogEntry {
+    /// A new, empty collection.
+    pub fn new(shards: u16, created_ms: i64) -> Self {
+        Self {
+            shards,
+            created_ms,
+            indexes: Vec::new(),
+            next_chunk: vec![0; usize::from(shards)],
+            chunk_count: vec![0; usize::from(shards)],
+            last_seq: 0,
+        }
+    }
+}

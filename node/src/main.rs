@@ -1,0 +1,51 @@
+//! `hearth`: one device's node of the Hearth personal data mesh.
+//!
+//! The shape, top to bottom:
+//!
+//! ```text
+//!  hearth <command>            (cli: clap definitions)
+//!     │
+//!     ├─ up ──► daemon ──► api (axum, loopback, bearer token, cozy data routes)
+//!     │                     │
+//!     └─ put/get/find/… ──► client::Backend ── daemon running? ── yes ─► HTTP to api
+//!                                              └─ no ─► in-process engine
+//!                                                          │
+//!                              engine (one thread, bounded queue, Handle + oneshot replies)
+//!                                 │  hearth_crdt::collection (Automerge shards, _id/_rev)
+//!                                 │  hearth_crdt::query      (Mango find, aggregates, indexes)
+//!                                 ▼
+//!                              store (redb, every value sealed with XChaCha20-Poly1305,
+//!                                     store key wrapped by Argon2id(passphrase) or keys/store.key)
+//! ```
+//!
+//! Exit codes: 0 success, 1 error (one line on stderr), 2 usage (from clap).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hearth_node::cli::{Cli, Command};
+use hearth_node::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Up { .. }));
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", commands::one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr. The daemon logs at `info`, other commands only warnings;
+/// `HEARTH_LOG` (tracing's env-filter syntax) overrides both.
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,361 @@
+//! The HTTP API in-process: a router over a real engine on a temporary home,
+//! driven with `tower::ServiceExt::oneshot`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hearth_node::api::{self, AppState};
+use hearth_node::config::Config;
+use hearth_node::engine::{Engine, Running};
+use hearth_node::home::Home;
+use hearth_node::store::Unlock;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    router: Router,
+    engine: Option<Running>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            drop(std::mem::replace(&mut self.router, Router::new()));
+            engine.stop();
+        }
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(Config::default())
+}
+
+fn fixture_with(config: Config) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::resolve(Some(dir.path())).unwrap();
+    home.ensure_dirs().unwrap();
+    let kdf = hearth_crypto::wrap::KdfParams::default();
+    Engine::init(&home, Unlock::KeyFile, kdf, "test").unwrap();
+    let engine = Engine::open(&home, Unlock::KeyFile, config.engine.clone())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let state = AppState::new(engine.handle.clone(), TOKEN.into(), config.api.clone());
+    Fixture {
+        _dir: dir,
+        router: api::router(state),
+        engine: Some(engine),
+    }
+}
+
+impl Fixture {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_raw(method, uri, body.map(|b| b.to_string()), Some(TOKEN))
+            .await
+    }
+
+    async fn call_raw(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .header("Content-Type", "application/json")
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json)
+    }
+}
+
+#[tokio::test]
+async fn requests_without_the_right_token_get_401() {
+    let f = fixture();
+    let (status, body) = f
+        .call_raw("GET", "/data/io.cozy.notes/_all_docs", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "unauthorized");
+    let (status, _) = f
+        .call_raw("GET", "/data/io.cozy.notes/_all_docs", None, Some("wrong"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn create_read_update_delete_follow_cozy_semantics() {
+    let f = fixture();
+    let (status, created) = f
+        .call("POST", "/data/io.cozy.notes/", Some(json!({"title": "a", "n": 1})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["ok"], true);
+    assert_eq!(created["type"], "io.cozy.notes");
+    let id = created["id"].as_str().unwrap().to_string();
+    let rev = created["rev"].as_str().unwrap().to_string();
+    assert_eq!(created["data"]["_id"], id.as_str());
+    assert_eq!(created["data"]["_rev"], rev.as_str());
+
+    let (status, doc) = f.call("GET", &format!("/data/io.cozy.notes/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc, json!({"_id": id, "_rev": rev, "title": "a", "n": 1}));
+
+    // Update needs the current rev; a stale one gets 409.
+    let (status, updated) = f
+        .call(
+            "PUT",
+            &format!("/data/io.cozy.notes/{id}"),
+            Some(json!({"_id": id, "_rev": rev, "title": "b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let rev2 = updated["rev"].as_str().unwrap().to_string();
+    assert_ne!(rev2, rev);
+    assert!(rev2.starts_with("2-"));
+    let (status, conflict) = f
+        .call(
+            "PUT",
+            &format!("/data/io.cozy.notes/{id}"),
+            Some(json!({"_id": id, "_rev": rev, "title": "c"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["error"], "conflict");
+    // PUT without a rev on an existing record is a conflict, like CouchDB.
+    let (status, _) = f
+        .call("PUT", &format!("/data/io.cozy.notes/{id}"), Some(json!({"title": "d"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // PUT without a rev on a new id creates it.
+    let (status, fixed) = f
+        .call("PUT", "/data/io.cozy.notes/fixed-id", Some(json!({"title": "e"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fixed}");
+    assert_eq!(fixed["id"], "fixed-id");
+
+    // Delete with a stale rev is refused; with the current one it works.
+    let (status, _) = f
+        .call("DELETE", &format!("/data/io.cozy.notes/{id}?rev={rev}"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, deleted) = f
+        .call("DELETE", &format!("/data/io.cozy.notes/{id}?rev={rev2}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["ok"], true);
+    let (status, missing) = f.call("GET", &format!("/data/io.cozy.notes/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"], "not_found");
+    let (status, _) = f.call("DELETE", "/data/io.cozy.notes/fixed-id", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "delete without a rev says so");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_the_reason() {
+    let f = fixture();
+    let (status, body) = f
+        .call_raw("POST", "/data/io.cozy.notes/", Some("{\"a\":".into()), Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["reason"].as_str().unwrap().starts_with("bad json"), "{body}");
+    let (status, body) = f
+        .call("POST", "/data/io.cozy.notes/", Some(json!([1, 2])))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["reason"].as_str().unwrap().contains("object"), "{body}");
+    let (status, body) = f
+        .call(
+            "POST",
+            "/data/io.cozy.notes/_find",
+            Some(json!({"selector": {"a": {"$bogus": 1}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["reason"].as_str().unwrap().contains("$bogus"), "{body}");
+    let (status, _) = f.call("POST", "/data/Not%20A%20Doctype/", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let mut config = Config::default();
+    config.api.max_body_bytes = 4096;
+    let f = fixture_with(config);
+    let big = json!({ "blob": "x".repeat(10_000) });
+    let (status, _) = f.call("POST", "/data/io.cozy.notes/", Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn find_uses_a_declared_index_and_pages_with_next() {
+    let f = fixture();
+    for i in 0..30 {
+        let (status, _) = f
+            .call(
+                "PUT",
+                &format!("/data/energy.readings/r{i:02}"),
+                Some(json!({"month": i % 12, "kwh": i})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, index) = f
+        .call(
+            "POST",
+            "/data/energy.readings/_index",
+            Some(json!({"index": {"fields": ["month"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(index["result"], "created");
+    let (_, again) = f
+        .call(
+            "POST",
+            "/data/energy.readings/_index",
+            Some(json!({"index": {"fields": ["month"]}})),
+        )
+        .await;
+    assert_eq!(again["result"], "exists");
+
+    let (status, found) = f
+        .call(
+            "POST",
+            "/data/energy.readings/_find",
+            Some(json!({"selector": {"month": 3}, "fields": ["_id", "kwh"], "sort": ["kwh"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(
+        found["docs"],
+        json!([{"_id": "r03", "kwh": 3}, {"_id": "r15", "kwh": 15}, {"_id": "r27", "kwh": 27}])
+    );
+    assert_eq!(found["next"], false);
+    assert_eq!(found["execution_stats"]["total_docs_examined"], 3);
+
+    let (_, page) = f
+        .call(
+            "POST",
+            "/data/energy.readings/_find",
+            Some(json!({"selector": {"kwh": {"$gte": 0}}, "limit": 10})),
+        )
+        .await;
+    assert_eq!(page["docs"].as_array().unwrap().len(), 10);
+    assert_eq!(page["next"], true);
+}
+
+#[tokio::test]
+async fn all_docs_normal_docs_and_changes() {
+    let f = fixture();
+    for id in ["b", "a", "c"] {
+        f.call("PUT", &format!("/data/io.cozy.contacts/{id}"), Some(json!({"name": id})))
+            .await;
+    }
+    let (_, all) = f
+        .call("GET", "/data/io.cozy.contacts/_all_docs?include_docs=true", None)
+        .await;
+    assert_eq!(all["total_rows"], 3);
+    let ids: Vec<&str> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(all["rows"][0]["doc"]["name"], "a");
+    assert!(all["rows"][0]["value"]["rev"].is_string());
+
+    let (_, keyed) = f
+        .call(
+            "POST",
+            "/data/io.cozy.contacts/_all_docs?include_docs=true",
+            Some(json!({"keys": ["c", "zz"]})),
+        )
+        .await;
+    assert_eq!(keyed["rows"][0]["doc"]["name"], "c");
+    assert_eq!(keyed["rows"][1]["error"], "not_found");
+
+    let (_, normal) = f
+        .call("GET", "/data/io.cozy.contacts/_normal_docs?limit=2", None)
+        .await;
+    assert_eq!(normal["total_rows"], 3);
+    assert_eq!(normal["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(normal["rows"][0]["_id"], "a");
+
+    let (_, changes) = f.call("GET", "/data/io.cozy.contacts/_changes", None).await;
+    let results = changes["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["id"], "b");
+    let last = changes["last_seq"].as_str().unwrap().to_string();
+
+    // Edit one and delete another: only those two show after `last`.
+    let rev_a = f.call("GET", "/data/io.cozy.contacts/a", None).await.1["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.call(
+        "PUT",
+        "/data/io.cozy.contacts/a",
+        Some(json!({"_rev": rev_a, "name": "A"})),
+    )
+    .await;
+    let rev_c = f.call("GET", "/data/io.cozy.contacts/c", None).await.1["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.call("DELETE", &format!("/data/io.cozy.contacts/c?rev={rev_c}"), None)
+        .await;
+    let (_, since) = f
+        .call(
+            "GET",
+            &format!("/data/io.cozy.contacts/_changes?since={last}&include_docs=true"),
+            None,
+        )
+        .await;
+    let results = since["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{since}");
+    assert_eq!(results[0]["id"], "a");
+    assert_eq!(results[0]["doc"]["name"], "A");
+    assert_eq!(results[1]["id"], "c");
+    assert_eq!(results[1]["deleted"], true);
+}
+
+#[tokio::test]
+async fn aggregate_groups_and_merges() {
+    let f = fixture();
+    let records: Vec<Value> = (0..12)
+        .map(|i| json!({"_id": format!("r{i}"), "month": i % 3, "kwh": i}))
+        .collect();
+    let (status, _) = f
+        .call("POST", "/_hearth/import/energy.readings", Some(Value::Array(records)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, agg) = f
+        .call(
+            "POST",
+            "/data/energy.readings/_aggregate",
+            Some(json!({
+                "group_by": ["month"],
+                "aggregate": {"n": {"$count": true}, "total": {"$sum": "kwh"}}
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{agg}");
+    let groups = agg["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[0]["key"], json!({"month": 0}));
+    assert_eq!(groups[0]["values"]["n"], 4);
+    assert_eq!(groups[0]["values"]["total"], 0 + 3 + 6 + 9);
+}
