@@ -100,7 +100,11 @@ impl IntoResponse for ApiError {
                     let d = e.to_string();
                     error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d)
                 }
-                E::BadDoctype(_) | E::Record(_) | E::Query(_) | E::IndexExists { .. } => {
+                E::BadDoctype(_)
+                | E::Record(_)
+                | E::Query(_)
+                | E::IndexExists { .. }
+                | E::TooManyIndexes { .. } => {
                     let d = e.to_string();
                     error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
                 }

@@ -67,7 +67,8 @@ pub enum Command {
         /// The collection (doctype), e.g. io.cozy.notes.
         collection: String,
         /// The record as a JSON object; read from stdin when absent.
-        json: Option<String>,
+        #[arg(value_name = "JSON")]
+        record: Option<String>,
         /// The record's id; default: its "_id" field, else a new random id.
         #[arg(long)]
         id: Option<String>,
@@ -165,4 +166,15 @@ pub enum Format {
     Jsonl,
     /// The Automerge document bytes.
     Automerge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -158,10 +158,10 @@ fn data_command(backend: &Backend, global: &Global, config: &Config, command: Co
         }
         Command::Put {
             collection,
-            json,
+            record,
             id,
         } => {
-            let text = match json {
+            let text = match record {
                 Some(text) => text,
                 None => {
                     if std::io::stdin().is_terminal() {

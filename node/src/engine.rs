@@ -89,6 +89,14 @@ pub enum Error {
         /// Its fields.
         fields: Vec<String>,
     },
+    /// The collection already has the most indexes allowed.
+    #[error("{doctype} already has {limit} indexes, the most a collection may have")]
+    TooManyIndexes {
+        /// The collection.
+        doctype: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The engine thread has stopped.
     #[error("the engine has stopped")]
     Stopped,
@@ -350,6 +358,10 @@ impl std::fmt::Debug for Engine {
             .finish_non_exhaustive()
     }
 }
+
+/// Most indexes one collection may declare: each costs memory per record and
+/// time on every write.
+pub const MAX_INDEXES: usize = 32;
 
 const META_DEVICE_KEY: &[u8] = b"device-key";
 const META_DEVICE_NAME: &[u8] = b"device-name";
@@ -869,7 +881,16 @@ impl Engine {
             if existing.fields == fields {
                 return Ok((name, false));
             }
-            return Err(Error::IndexExists { name, fields: existing.fields.clone() });
+            return Err(Error::IndexExists {
+                name,
+                fields: existing.fields.clone(),
+            });
+        }
+        if loaded.meta.indexes.len() >= MAX_INDEXES {
+            return Err(Error::TooManyIndexes {
+                doctype: doctype.to_string(),
+                limit: MAX_INDEXES,
+            });
         }
         index.rebuild(loaded.data.records());
         let previous = loaded.meta.clone();

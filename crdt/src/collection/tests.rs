@@ -1062,3 +1062,111 @@ fn measure_bulk_import_and_reopen() {
     }
     eprintln!("merge of 16 chunks carrying 1000 updates into 100k records: {:?}", t.elapsed());
 }
+
+#[test]
+#[ignore = "measurement"]
+fn measure_load_parts() {
+    use std::time::Instant;
+    let mut c = collection(1, 1);
+    let items: Vec<(String, Value)> = (0..6250)
+        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
+        .collect();
+    for part in items.chunks(500) {
+        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
+    }
+    let bytes = c.compact_shard(0).unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let doc = Automerge::load(&bytes).unwrap();
+        let t1 = t.elapsed();
+        let t = Instant::now();
+        let doc2 = Automerge::load_with_options(&bytes, automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck)).unwrap();
+        let t2 = t.elapsed();
+        let t = Instant::now();
+        let recs = view::read_shard(&doc, 0, 1);
+        let t3 = t.elapsed();
+        let t = Instant::now();
+        let map: BTreeMap<String, Value> = recs.into_iter().collect();
+        let t4 = t.elapsed();
+        let t = Instant::now();
+        drop(map);
+        let t5 = t.elapsed();
+        eprintln!("{} bytes: load {t1:?} nocheck {t2:?} read {t3:?} btree {t4:?} drop {t5:?}", bytes.len());
+        drop(doc2);
+    }
+}
+
+#[test]
+#[ignore = "measurement"]
+fn measure_read_only() {
+    let mut c = collection(1, 1);
+    let items: Vec<(String, Value)> = (0..6250)
+        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
+        .collect();
+    for part in items.chunks(500) {
+        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
+    }
+    let bytes = c.compact_shard(0).unwrap();
+    let doc = Automerge::load(&bytes).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(view::read_shard(&doc, 0, 1));
+    }
+    eprintln!("read x20: {:?}", t.elapsed());
+}
+
+#[test]
+#[ignore = "measurement"]
+fn measure_iter_styles() {
+    let mut c = collection(1, 1);
+    let items: Vec<(String, Value)> = (0..6250)
+        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
+        .collect();
+    for part in items.chunks(500) {
+        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
+    }
+    let bytes = c.compact_shard(0).unwrap();
+    let doc = Automerge::load(&bytes).unwrap();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for item in doc.map_range(ROOT, ..) {
+            let obj = item.id();
+            for f in doc.map_range(&obj, ..) {
+                n += f.key.len();
+            }
+        }
+        let t1 = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut m = 0;
+        let mut objs = 0;
+        let mut last: Option<std::sync::Arc<automerge::ObjId>> = None;
+        for item in doc.iter() {
+            if last.as_ref().is_none_or(|l| !std::sync::Arc::ptr_eq(l, &item.obj)) {
+                objs += 1;
+                last = Some(item.obj.clone());
+            }
+            if let automerge::iter::DocItem::Map(f) = item.item {
+                m += f.key.len();
+            }
+        }
+        let t2 = t.elapsed();
+        eprintln!("nested map_range {t1:?} ({n}), doc.iter {t2:?} ({m}, {objs} objs)");
+    }
+}
+
+#[test]
+#[ignore = "measurement"]
+fn measure_put_many_only() {
+    let mut c = collection(16, 1);
+    let categories = ["food", "rent", "travel", "misc"];
+    let items: Vec<Vec<(String, Value)>> = (0..20)
+        .map(|b| (b * 5000..(b + 1) * 5000).map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25 - 500.0, "date": format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1), "category": categories[i % 4], "account": i % 7}))).collect())
+        .collect();
+    let t = std::time::Instant::now();
+    for batch in items {
+        std::hint::black_box(c.put_many(batch, PutMode::Create, 0).unwrap());
+        std::hint::black_box(c.take_chunks());
+    }
+    eprintln!("put_many 100k: {:?}", t.elapsed());
+}

@@ -8,15 +8,13 @@
 //! [`Aggregated`] (it is serde-serializable), and merge the answers in any
 //! order.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::Error;
-use super::collate::{self, compare_numbers, describe};
+use super::collate::{Collated, compare_numbers, describe};
 use super::path::FieldPath;
 use super::selector::Selector;
 
@@ -328,11 +326,12 @@ fn parse_spec(name: &str, definition: &Value) -> Result<AggregateSpec, Error> {
 
 /// The mergeable state of one aggregate over some values.
 ///
-/// It tracks everything any [`Reduce`] needs: the count, an exact integer sum
-/// alongside a compensated float sum, the running mean and sum of squared
-/// deviations (Welford; merged with Chan et al.'s parallel formula), min,
-/// max, and histogram counts. Serialize it to ship it; [`Partial::merge`]
-/// checks that both sides computed the same thing.
+/// It holds the count and what its [`Reduce`] needs: an exact integer sum
+/// alongside a compensated float sum (`$sum`, `$avg`), the running mean and
+/// sum of squared deviations (`$variance`, `$stddev`: Welford's update,
+/// merged with Chan et al.'s parallel formula), min, max, or histogram
+/// counts. Serialize it to ship it; [`Partial::merge`] checks that both sides
+/// computed the same thing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
     reduce: Reduce,
@@ -427,85 +426,66 @@ impl Partial {
         self.count
     }
 
-    /// The mean of the values, if any.
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0 && self.reduce != Reduce::Count).then(|| self.sum_f64() / self.count as f64)
-    }
-
-    /// The population variance of the values, if any.
-    pub fn variance(&self) -> Option<f64> {
-        (self.count > 0 && self.reduce != Reduce::Count)
-            .then(|| (self.m2 / self.count as f64).max(0.0))
-    }
-
-    /// The smallest value, if any.
-    pub fn min(&self) -> Option<&Number> {
-        self.min.as_ref()
-    }
-
-    /// The largest value, if any.
-    pub fn max(&self) -> Option<&Number> {
-        self.max.as_ref()
-    }
-
-    /// Histogram counts: one more than there are bounds, or none.
-    pub fn histogram(&self) -> &[u64] {
-        &self.histogram
-    }
-
-    fn sum_f64(&self) -> f64 {
-        match self.int_sum {
-            Some(exact) if self.integral => exact as f64,
-            _ => self.float_sum + self.compensation,
-        }
-    }
-
     /// Counts one record, for `{"$count": true}`.
     pub fn add_record(&mut self) {
         self.count = self.count.saturating_add(1);
     }
 
     /// Absorbs one field value: `$count` counts it unless it is null, the
-    /// others take it only if it is a number.
+    /// others take it only if it is a number. Only the statistics the
+    /// operator reports are updated, since this runs once per record.
     pub fn add(&mut self, value: &Value) {
-        if self.reduce == Reduce::Count {
-            if !value.is_null() {
+        let Value::Number(n) = value else {
+            if self.reduce == Reduce::Count && !value.is_null() {
                 self.add_record();
             }
             return;
-        }
-        let Value::Number(n) = value else { return };
-        let x = n.as_f64().unwrap_or(0.0);
+        };
         self.count = self.count.saturating_add(1);
-        match n.as_i128() {
-            Some(i) => self.int_sum = self.int_sum.and_then(|s| s.checked_add(i)),
-            None => {
-                self.int_sum = None;
-                self.integral = false;
+        match &self.reduce {
+            Reduce::Count => {}
+            Reduce::Sum | Reduce::Avg => {
+                match n.as_i128() {
+                    Some(i) => self.int_sum = self.int_sum.and_then(|s| s.checked_add(i)),
+                    None => {
+                        self.int_sum = None;
+                        self.integral = false;
+                    }
+                }
+                let x = n.as_f64().unwrap_or(0.0);
+                compensated_add(&mut self.float_sum, &mut self.compensation, x);
             }
-        }
-        compensated_add(&mut self.float_sum, &mut self.compensation, x);
-        let delta = x - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (x - self.mean);
-        if self
-            .min
-            .as_ref()
-            .is_none_or(|m| compare_numbers(n, m).is_lt())
-        {
-            self.min = Some(n.clone());
-        }
-        if self
-            .max
-            .as_ref()
-            .is_none_or(|m| compare_numbers(n, m).is_gt())
-        {
-            self.max = Some(n.clone());
-        }
-        if let Reduce::Histogram { bounds } = &self.reduce {
-            let bin = bounds.partition_point(|b| compare_numbers(b, n).is_le());
-            if let Some(slot) = self.histogram.get_mut(bin) {
-                *slot = slot.saturating_add(1);
+            Reduce::Min => {
+                self.integral &= !n.is_f64();
+                if self
+                    .min
+                    .as_ref()
+                    .is_none_or(|m| compare_numbers(n, m).is_lt())
+                {
+                    self.min = Some(n.clone());
+                }
+            }
+            Reduce::Max => {
+                self.integral &= !n.is_f64();
+                if self
+                    .max
+                    .as_ref()
+                    .is_none_or(|m| compare_numbers(n, m).is_gt())
+                {
+                    self.max = Some(n.clone());
+                }
+            }
+            Reduce::Variance | Reduce::Stddev => {
+                let x = n.as_f64().unwrap_or(0.0);
+                let delta = x - self.mean;
+                self.mean += delta / self.count as f64;
+                self.m2 += delta * (x - self.mean);
+            }
+            Reduce::Histogram { bounds } => {
+                let bin = bounds.partition_point(|b| compare_numbers(b, n).is_le());
+                if let Some(slot) = self.histogram.get_mut(bin) {
+                    *slot = slot.saturating_add(1);
+                }
             }
         }
     }
@@ -593,13 +573,20 @@ impl Partial {
                 },
                 _ => float_value(self.float_sum + self.compensation),
             },
-            Reduce::Avg => self.mean().map_or(Value::Null, float_value),
+            Reduce::Avg if self.count == 0 => Value::Null,
+            Reduce::Avg => {
+                let sum = match self.int_sum {
+                    Some(exact) if self.integral => exact as f64,
+                    _ => self.float_sum + self.compensation,
+                };
+                float_value(sum / self.count as f64)
+            }
             Reduce::Min => number(&self.min),
             Reduce::Max => number(&self.max),
-            Reduce::Variance => self.variance().map_or(Value::Null, float_value),
-            Reduce::Stddev => self
-                .variance()
-                .map_or(Value::Null, |v| float_value(v.sqrt())),
+            Reduce::Variance | Reduce::Stddev if self.count == 0 => Value::Null,
+            // Rounding can leave M2 a hair below zero for constant inputs.
+            Reduce::Variance => float_value((self.m2 / self.count as f64).max(0.0)),
+            Reduce::Stddev => float_value((self.m2 / self.count as f64).max(0.0).sqrt()),
             Reduce::Histogram { bounds } => {
                 let mut out = Map::new();
                 out.insert(
@@ -637,54 +624,40 @@ pub struct Aggregated {
     aggregates: BTreeMap<String, Reduce>,
 }
 
-type Buckets = HashMap<u64, Vec<usize>, BuildHasherDefault<DefaultHasher>>;
-
-/// Finds groups by key without cloning the key of every record: keys hash
-/// consistently with collation, and equality is checked by collation.
+/// Finds a record's group. Keys are ordered by collation in a `BTreeMap`, so
+/// a lookup costs O(log groups) whatever the keys are: unlike a hash table
+/// with fixed keys, records crafted by a peer cannot make it quadratic.
 struct Grouper {
-    keys: Vec<Vec<Value>>,
+    index: BTreeMap<Vec<Collated>, usize>,
     partials: Vec<Vec<Partial>>,
-    buckets: Buckets,
     template: Vec<Partial>,
-}
-
-fn key_hash<'a>(key: impl IntoIterator<Item = &'a Value>) -> u64 {
-    // Fixed keys: deterministic, and only used to find candidates.
-    let mut hasher = DefaultHasher::new();
-    for value in key {
-        collate::hash_value(value, &mut hasher);
-    }
-    hasher.finish()
+    /// Reused to build each record's key without a fresh allocation.
+    probe: Vec<Collated>,
 }
 
 impl Grouper {
     fn new(template: Vec<Partial>) -> Grouper {
         Grouper {
-            keys: Vec::new(),
+            index: BTreeMap::new(),
             partials: Vec::new(),
-            buckets: Buckets::default(),
             template,
+            probe: Vec::new(),
         }
     }
 
-    fn slot(&mut self, key: &[&Value]) -> Result<usize, Error> {
-        let hash = key_hash(key.iter().copied());
-        let bucket = self.buckets.entry(hash).or_default();
-        if let Some(&found) = bucket.iter().find(|&&i| {
-            self.keys[i]
-                .iter()
-                .zip(key)
-                .all(|(a, b)| collate::equal(a, b))
-        }) {
+    fn slot<'a>(&mut self, key: impl Iterator<Item = &'a Value>) -> Result<usize, Error> {
+        self.probe.clear();
+        self.probe.extend(key.map(|v| Collated(v.clone())));
+        if let Some(&found) = self.index.get(self.probe.as_slice()) {
             return Ok(found);
         }
-        if self.keys.len() >= MAX_GROUPS {
+        if self.partials.len() >= MAX_GROUPS {
             return Err(Error::TooManyGroups { limit: MAX_GROUPS });
         }
-        bucket.push(self.keys.len());
-        self.keys.push(key.iter().map(|v| (*v).clone()).collect());
+        let slot = self.partials.len();
+        self.index.insert(self.probe.clone(), slot);
         self.partials.push(self.template.clone());
-        Ok(self.keys.len() - 1)
+        Ok(slot)
     }
 }
 
@@ -705,7 +678,7 @@ where
         .collect();
     let mut grouper = Grouper::new(template);
     if req.group_by.is_empty() {
-        grouper.slot(&[])?;
+        grouper.slot(std::iter::empty())?;
     }
     // Several aggregates often read one field: look each field up once per
     // record, since the lookups (not the arithmetic) dominate the cost.
@@ -726,7 +699,6 @@ where
         })
         .collect();
     let mut examined = 0;
-    let mut key: Vec<&Value> = Vec::with_capacity(req.group_by.len());
     let mut values: Vec<Option<&Value>> = Vec::with_capacity(fields.len());
     for record in records {
         examined += 1;
@@ -736,13 +708,11 @@ where
         let slot = if req.group_by.is_empty() {
             0
         } else {
-            key.clear();
-            key.extend(
+            grouper.slot(
                 req.group_by
                     .iter()
                     .map(|f| f.lookup(record).unwrap_or(&NULL)),
-            );
-            grouper.slot(&key)?
+            )?
         };
         values.clear();
         values.extend(fields.iter().map(|f| f.lookup(record)));
@@ -758,18 +728,26 @@ where
         }
     }
     let group_by: Vec<String> = req.group_by.iter().map(|f| f.as_str().to_owned()).collect();
+    let mut partials: Vec<Option<Vec<Partial>>> = grouper.partials.into_iter().map(Some).collect();
+    // The index iterates in key collation order: the groups come out sorted.
     let groups = grouper
-        .keys
+        .index
         .into_iter()
-        .zip(grouper.partials)
-        .map(|(values, partials)| Group {
-            key: group_by.iter().cloned().zip(values).collect(),
-            partials: req
-                .aggregates
-                .iter()
-                .map(|s| s.name.clone())
-                .zip(partials)
-                .collect(),
+        .filter_map(|(key, slot)| {
+            let partials = partials.get_mut(slot)?.take()?;
+            Some(Group {
+                key: group_by
+                    .iter()
+                    .cloned()
+                    .zip(key.into_iter().map(|c| c.0))
+                    .collect(),
+                partials: req
+                    .aggregates
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .zip(partials)
+                    .collect(),
+            })
         })
         .collect();
     let aggregates = req
@@ -777,14 +755,12 @@ where
         .iter()
         .map(|s| (s.name.clone(), s.reduce.clone()))
         .collect();
-    let mut out = Aggregated {
+    Ok(Aggregated {
         groups,
         examined,
         group_by,
         aggregates,
-    };
-    out.sort_groups();
-    Ok(out)
+    })
 }
 
 impl Aggregated {
@@ -793,21 +769,17 @@ impl Aggregated {
         &self.group_by
     }
 
-    fn key_values<'a>(&self, group: &'a Group) -> impl Iterator<Item = &'a Value> + use<'a, '_> {
+    /// A group's key values in `group_by` order, ordered by collation.
+    fn collated_key(&self, group: &Group) -> Vec<Collated> {
         self.group_by
             .iter()
-            .map(|f| group.key.get(f).unwrap_or(&NULL))
+            .map(|f| Collated(group.key.get(f).unwrap_or(&NULL).clone()))
+            .collect()
     }
 
     fn sort_groups(&mut self) {
         let mut groups = std::mem::take(&mut self.groups);
-        groups.sort_by(|a, b| {
-            self.key_values(a)
-                .zip(self.key_values(b))
-                .map(|(x, y)| collate::compare(x, y))
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        groups.sort_by_cached_key(|g| self.collated_key(g));
         self.groups = groups;
     }
 
@@ -848,23 +820,13 @@ impl Aggregated {
             });
         }
         let mut merged = self.groups.clone();
-        let mut buckets = Buckets::default();
+        let mut index: BTreeMap<Vec<Collated>, usize> = BTreeMap::new();
         for (i, group) in merged.iter().enumerate() {
-            buckets
-                .entry(key_hash(self.key_values(group)))
-                .or_default()
-                .push(i);
+            index.entry(self.collated_key(group)).or_insert(i);
         }
         for group in other.groups {
-            let hash = key_hash(self.key_values(&group));
-            let bucket = buckets.entry(hash).or_default();
-            let found = bucket.iter().copied().find(|&i| {
-                self.key_values(&merged[i])
-                    .zip(self.key_values(&group))
-                    .all(|(a, b)| collate::equal(a, b))
-            });
-            match found {
-                Some(i) => {
+            match index.get(&self.collated_key(&group)) {
+                Some(&i) => {
                     for (name, partial) in &group.partials {
                         if let Some(mine) = merged[i].partials.get_mut(name) {
                             mine.merge(partial)?;
@@ -875,7 +837,7 @@ impl Aggregated {
                     if merged.len() >= MAX_GROUPS {
                         return Err(Error::TooManyGroups { limit: MAX_GROUPS });
                     }
-                    bucket.push(merged.len());
+                    index.insert(self.collated_key(&group), merged.len());
                     merged.push(group);
                 }
             }

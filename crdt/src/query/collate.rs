@@ -5,7 +5,6 @@
 //! agree on what "greater" means.
 
 use std::cmp::Ordering;
-use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Number, Value};
 
@@ -127,48 +126,6 @@ fn compare_int_float(i: i128, f: f64) -> Ordering {
     }
 }
 
-/// Feeds a hash of `value` to `state` such that values equal under
-/// [`compare`] hash equally (`1` and `1.0` included).
-pub(crate) fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
-    match value {
-        Value::Null => state.write_u8(0),
-        Value::Bool(b) => {
-            state.write_u8(1);
-            b.hash(state);
-        }
-        Value::Number(n) => {
-            state.write_u8(2);
-            match exact(n) {
-                Exact::Int(i) => i.hash(state),
-                Exact::Float(f) if f.fract() == 0.0 && f.abs() < TWO_POW_64 => {
-                    // An integral float must hash like the integer it equals.
-                    (f as i128).hash(state);
-                }
-                Exact::Float(f) => f.to_bits().hash(state),
-            }
-        }
-        Value::String(s) => {
-            state.write_u8(3);
-            s.hash(state);
-        }
-        Value::Array(items) => {
-            state.write_u8(4);
-            state.write_usize(items.len());
-            for item in items {
-                hash_value(item, state);
-            }
-        }
-        Value::Object(map) => {
-            state.write_u8(5);
-            state.write_usize(map.len());
-            for (k, v) in sorted_pairs(map) {
-                k.hash(state);
-                hash_value(v, state);
-            }
-        }
-    }
-}
-
 /// A value ordered by collation, usable as a `BTreeMap` key.
 #[derive(Debug, Clone)]
 pub(crate) struct Collated(pub(crate) Value);
@@ -245,13 +202,6 @@ pub(crate) fn describe(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::collections::hash_map::DefaultHasher;
-
-    fn h(v: &Value) -> u64 {
-        let mut s = DefaultHasher::new();
-        hash_value(v, &mut s);
-        s.finish()
-    }
 
     #[test]
     fn types_collate_null_bool_number_string_array_object() {
@@ -317,15 +267,6 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
         assert!(equal(&a, &b));
-        assert_eq!(h(&a), h(&b));
-    }
-
-    #[test]
-    fn equal_values_hash_equally() {
-        assert_eq!(h(&json!(3)), h(&json!(3.0)));
-        assert_eq!(h(&json!(0)), h(&json!(-0.0)));
-        assert_eq!(h(&json!([1, {"x": 2.0}])), h(&json!([1.0, {"x": 2}])));
-        assert_ne!(h(&json!("1")), h(&json!(1)));
     }
 
     #[test]

@@ -568,3 +568,92 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hostile input: any JSON parses to a value or an error, never a panic.
+
+fn hostile_json() -> impl Strategy<Value = Value> {
+    let keys = prop::sample::select(vec![
+        "$and",
+        "$or",
+        "$nor",
+        "$not",
+        "$eq",
+        "$ne",
+        "$gt",
+        "$in",
+        "$nin",
+        "$all",
+        "$exists",
+        "$type",
+        "$size",
+        "$mod",
+        "$regex",
+        "$elemMatch",
+        "$allMatch",
+        "$keyMapMatch",
+        "$beginsWith",
+        "$foo",
+        "a",
+        "a.b",
+        "",
+        "a..b",
+        "selector",
+        "fields",
+        "sort",
+        "limit",
+        "skip",
+        "use_index",
+        "bookmark",
+        "group_by",
+        "aggregate",
+        "$count",
+        "$sum",
+        "$histogram",
+        "field",
+        "bounds",
+        "scope",
+        "asc",
+        "desc",
+    ]);
+    let leaf = prop_oneof![
+        scalar(),
+        prop::sample::select(vec![
+            json!(0),
+            json!(-1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!("(")
+        ]),
+    ];
+    leaf.prop_recursive(4, 48, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..4).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn arbitrary_json_never_panics(input in hostile_json(), doc in record()) {
+        if let Ok(selector) = Selector::parse(&input) {
+            let _ = selector.matches(&doc);
+        }
+        if let Ok(req) = FindRequest::parse(&input) {
+            let records: BTreeMap<String, Value> = [("x".to_owned(), doc.clone())].into_iter().collect();
+            let _ = find(&req, &records, &Indexes::default());
+        }
+        if let Ok(req) = AggregateRequest::parse(&input) {
+            let _ = aggregate(&req, [&doc]).map(|out| out.to_json());
+        }
+        for wrapped in [json!({ "selector": input.clone() }), json!({ "aggregate": input.clone() })] {
+            let _ = FindRequest::parse(&wrapped);
+            let _ = AggregateRequest::parse(&wrapped);
+        }
+    }
+}

@@ -4,7 +4,14 @@
 //! topological order (an entry is accepted only after its parents). For each
 //! entry the log keeps the set of its ancestors as a bitset over those
 //! positions, so "is `a` in the causal past of `b`" is one bit test and the
-//! causal past of a new entry is the union of its parents' sets.
+//! causal past of a new entry is the union of its parents' sets. Devices get
+//! dense slot numbers, so evaluating a causal past walks plain vectors.
+//!
+//! Cost: an entry that builds on every head (the usual case) is checked and
+//! applied in time independent of the log's size, apart from the ancestor
+//! bitset. An entry concurrent with others is checked against a fresh
+//! evaluation of its causal past, linear in the log's size, so a log full of
+//! concurrent entries costs quadratic time to verify; [`MAX_ENTRIES`] bounds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -44,25 +51,78 @@ pub enum Applied {
 pub struct Log {
     // Invariants: entries[0] is the genesis; every entry's parents come before
     // it; index maps each hash to its position; ancestors[i] holds exactly the
-    // positions of entries[i]'s ancestors; heads are the entries no other entry
-    // names as parent; state == evaluate(all entries).
+    // positions of entries[i]'s ancestors; heads are the entries no other
+    // entry names as parent; slots/devices number every device an entry
+    // names; meta[i] describes entries[i] by slot; unless `stale` (only while
+    // decoding), state == evaluate(all entries) and members is derived from it.
     entries: Vec<Entry>,
     index: HashMap<EntryHash, usize>,
     ancestors: Vec<Bits>,
     heads: BTreeSet<EntryHash>,
-    state: State,
+    slots: HashMap<DeviceId, usize>,
+    devices: Vec<DeviceId>,
+    meta: Vec<Meta>,
+    state: Eval,
+    members: BTreeMap<DeviceId, Member>,
+    stale: bool,
 }
 
-/// Who is in and who is out, for some causally closed set of entries, with
-/// the bookkeeping needed to update it when an entry is added.
+/// An entry reduced to what the membership rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    kind: Kind,
+    /// Slot of the author.
+    author: usize,
+    /// Slot of the device the entry adds or removes.
+    device: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Genesis,
+    Add,
+    Remove,
+}
+
+/// The membership rules applied to a causally closed set of entries, by
+/// device slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct State {
-    /// Positions of the removals, per removed device.
-    removals: HashMap<DeviceId, Vec<usize>>,
-    /// Positions of the adds (and the genesis) that count, per added device,
+struct Eval {
+    /// Positions of the removals of each device.
+    removals: Vec<Vec<usize>>,
+    /// Positions of the adds (and the genesis) of each device that count,
     /// ascending.
-    counting: HashMap<DeviceId, Vec<usize>>,
-    members: BTreeMap<DeviceId, Member>,
+    counting: Vec<Vec<usize>>,
+}
+
+impl Eval {
+    fn with_slots(slots: usize) -> Eval {
+        Eval {
+            removals: vec![Vec::new(); slots],
+            counting: vec![Vec::new(); slots],
+        }
+    }
+
+    fn grow(&mut self, slots: usize) {
+        if self.removals.len() < slots {
+            self.removals.resize(slots, Vec::new());
+            self.counting.resize(slots, Vec::new());
+        }
+    }
+
+    fn is_removed(&self, slot: usize) -> bool {
+        self.removals.get(slot).is_some_and(|r| !r.is_empty())
+    }
+
+    fn is_member(&self, slot: usize) -> bool {
+        !self.is_removed(slot) && self.counting.get(slot).is_some_and(|c| !c.is_empty())
+    }
+
+    fn member_count(&self) -> usize {
+        (0..self.counting.len())
+            .filter(|&s| self.is_member(s))
+            .count()
+    }
 }
 
 impl Log {
@@ -92,14 +152,24 @@ impl Log {
 
     fn start(genesis: Entry) -> Log {
         let hash = genesis.hash();
+        let device = genesis.author();
         let mut log = Log {
             entries: vec![genesis],
             index: HashMap::from([(hash, 0)]),
             ancestors: vec![Bits::default()],
             heads: BTreeSet::from([hash]),
-            state: State::default(),
+            slots: HashMap::from([(device, 0)]),
+            devices: vec![device],
+            meta: vec![Meta {
+                kind: Kind::Genesis,
+                author: 0,
+                device: 0,
+            }],
+            state: Eval::default(),
+            members: BTreeMap::new(),
+            stale: true,
         };
-        log.state = log.evaluate(&Bits::full(1));
+        log.refresh();
         log
     }
 
@@ -144,7 +214,7 @@ impl Log {
     fn append(&mut self, author: &DeviceKey, op: Op, at_ms: u64) -> Result<Entry, Error> {
         let parents = self.heads.iter().take(MAX_PARENTS).copied().collect();
         let entry = Entry::sign(author, op, parents, at_ms)?;
-        self.insert(entry.clone())?;
+        self.insert(entry.clone(), false)?;
         Ok(entry)
     }
 
@@ -158,7 +228,7 @@ impl Log {
         if self.index.contains_key(&entry.hash()) {
             return Ok(Applied::Duplicate);
         }
-        self.insert(entry)?;
+        self.insert(entry, false)?;
         Ok(Applied::Added)
     }
 
@@ -185,22 +255,24 @@ impl Log {
 
     /// The current members, ordered by device id.
     pub fn members(&self) -> Vec<Member> {
-        self.state.members.values().cloned().collect()
+        self.members.values().cloned().collect()
     }
 
     /// The member record of `device`, if it is a member.
     pub fn member(&self, device: &DeviceId) -> Option<&Member> {
-        self.state.members.get(device)
+        self.members.get(device)
     }
 
     /// Whether `device` is currently a member.
     pub fn is_member(&self, device: &DeviceId) -> bool {
-        self.state.members.contains_key(device)
+        self.members.contains_key(device)
     }
 
     /// Whether `device` has been removed (and so can never be a member again).
     pub fn is_removed(&self, device: &DeviceId) -> bool {
-        self.state.removals.contains_key(device)
+        self.slots
+            .get(device)
+            .is_some_and(|&s| self.state.is_removed(s))
     }
 
     /// The entries no other entry builds on, sorted. A new local entry names
@@ -264,13 +336,18 @@ impl Log {
             if log.contains(&entry.hash()) {
                 return Err(Error::DuplicateEntry { hash: entry.hash() });
             }
-            log.insert(entry)?;
+            log.insert(entry, true)?;
+        }
+        if log.stale {
+            log.refresh();
         }
         Ok(log)
     }
 
-    /// Checks `entry` against its causal past and appends it.
-    fn insert(&mut self, entry: Entry) -> Result<(), Error> {
+    /// Checks `entry` against its causal past and appends it. With `defer`,
+    /// a needed re-evaluation of the whole log may be left for later (marking
+    /// the state stale), which spares decoding a re-evaluation per entry.
+    fn insert(&mut self, entry: Entry, defer: bool) -> Result<(), Error> {
         if let Op::Genesis { .. } = entry.op() {
             return Err(Error::UnexpectedGenesis { hash: entry.hash() });
         }
@@ -298,6 +375,9 @@ impl Log {
         // log, whose state is already known. That is the common case.
         let sees_everything = entry.parents().len() == self.heads.len()
             && entry.parents().iter().all(|h| self.heads.contains(h));
+        if sees_everything && self.stale {
+            self.refresh();
+        }
         let evaluated;
         let past = if sees_everything {
             &self.state
@@ -305,14 +385,24 @@ impl Log {
             evaluated = self.evaluate(&ancestors);
             &evaluated
         };
-        check_admissible(&entry, past)?;
+        self.check_admissible(&entry, past)?;
 
-        // An add never changes whether other entries count, so the state can
-        // be updated in place. So can a removal that saw everything: every add
-        // by the removed device precedes it and keeps counting. A concurrent
-        // removal can cascade (the device's unseen adds stop counting, then
-        // the adds of the devices they brought in), so it re-evaluates.
-        let incremental = sees_everything || matches!(entry.op(), Op::AddDevice { .. });
+        // Commit. An add never changes whether other entries count, so the
+        // state can be updated in place. So can a removal that saw everything:
+        // every add by the removed device precedes it and keeps counting. A
+        // concurrent removal can cascade (the device's unseen adds stop
+        // counting, then the adds of the devices they brought in), so it
+        // re-evaluates.
+        let (kind, device) = match entry.op() {
+            Op::AddDevice { device, .. } => (Kind::Add, *device),
+            Op::RemoveDevice { device } => (Kind::Remove, *device),
+            Op::Genesis { device, .. } => (Kind::Genesis, *device),
+        };
+        let meta = Meta {
+            kind,
+            author: self.slot(entry.author()),
+            device: self.slot(device),
+        };
         let hash = entry.hash();
         for parent in entry.parents() {
             self.heads.remove(parent);
@@ -321,161 +411,161 @@ impl Log {
         self.index.insert(hash, self.entries.len());
         self.ancestors.push(ancestors);
         self.entries.push(entry);
-        if incremental {
-            advance(
-                &mut self.state,
-                &self.entries,
-                &self.ancestors,
-                self.entries.len() - 1,
-            );
+        self.meta.push(meta);
+        if self.stale {
+            // Brought up to date by the next refresh.
+        } else if sees_everything || kind == Kind::Add {
+            self.advance(self.entries.len() - 1);
+        } else if defer {
+            self.stale = true;
         } else {
-            self.state = self.evaluate(&Bits::full(self.entries.len()));
+            self.refresh();
         }
         Ok(())
     }
 
-    /// Computes the member state of the entries at the positions in `mask`,
-    /// which must be closed under ancestry. Only the set matters, not the
-    /// order entries arrived in.
-    fn evaluate(&self, mask: &Bits) -> State {
-        let mut state = State::default();
+    /// The slot of `device`, assigning a new one if needed.
+    fn slot(&mut self, device: DeviceId) -> usize {
+        let next = self.devices.len();
+        let slot = *self.slots.entry(device).or_insert(next);
+        if slot == next {
+            self.devices.push(device);
+        }
+        slot
+    }
+
+    /// The acceptance rules, judged against the evaluation of the entry's
+    /// causal past.
+    fn check_admissible(&self, entry: &Entry, past: &Eval) -> Result<(), Error> {
+        let slot = |device: &DeviceId| self.slots.get(device).copied();
+        let member = |device: &DeviceId| slot(device).is_some_and(|s| past.is_member(s));
+        let removed = |device: &DeviceId| slot(device).is_some_and(|s| past.is_removed(s));
+
+        let author = entry.author();
+        if !member(&author) {
+            return Err(if removed(&author) {
+                Error::AuthorRemoved { author }
+            } else {
+                Error::NotMember { author }
+            });
+        }
+        match entry.op() {
+            Op::Genesis { .. } => Err(Error::UnexpectedGenesis { hash: entry.hash() }),
+            Op::AddDevice { device, .. } => {
+                if removed(device) {
+                    Err(Error::DeviceRemoved { device: *device })
+                } else if member(device) {
+                    Err(Error::AlreadyMember { device: *device })
+                } else {
+                    Ok(())
+                }
+            }
+            Op::RemoveDevice { device } => {
+                if removed(device) {
+                    Err(Error::AlreadyRemoved { device: *device })
+                } else if !member(device) {
+                    Err(Error::UnknownDevice { device: *device })
+                } else if past.member_count() == 1 {
+                    Err(Error::LastMember { device: *device })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Applies the membership rules to the entries at the positions in
+    /// `mask`, which must be closed under ancestry. Only the set matters, not
+    /// the order entries arrived in.
+    fn evaluate(&self, mask: &Bits) -> Eval {
+        let mut eval = Eval::with_slots(self.devices.len());
         for i in mask.iter() {
-            if let Op::RemoveDevice { device } = self.entries[i].op() {
-                state.removals.entry(*device).or_default().push(i);
+            let meta = self.meta[i];
+            if meta.kind == Kind::Remove {
+                eval.removals[meta.device].push(i);
             }
         }
         // Positions are visited in a topological order, so whether an add's
         // author counts is settled before the add itself is looked at.
         for i in mask.iter() {
-            let entry = &self.entries[i];
-            let device = match entry.op() {
-                Op::Genesis { device, .. } => device,
-                Op::AddDevice { device, .. } => {
-                    let author = entry.author();
-                    let author_counts = state
-                        .counting
-                        .get(&author)
-                        .is_some_and(|adds| adds.iter().any(|&a| self.ancestors[i].contains(a)));
+            let meta = self.meta[i];
+            let counts = match meta.kind {
+                Kind::Genesis => true,
+                Kind::Add => {
+                    let author_counts = eval.counting[meta.author]
+                        .iter()
+                        .any(|&a| self.ancestors[i].contains(a));
                     // Some device that removed the author had seen this add
                     // and let it stand.
-                    let before_a_removal = state
-                        .removals
-                        .get(&author)
-                        .is_none_or(|rs| rs.iter().any(|&r| self.ancestors[r].contains(i)));
-                    if !(author_counts && before_a_removal) {
-                        continue;
-                    }
-                    device
+                    let removals = &eval.removals[meta.author];
+                    let before_a_removal = removals.is_empty()
+                        || removals.iter().any(|&r| self.ancestors[r].contains(i));
+                    author_counts && before_a_removal
                 }
-                Op::RemoveDevice { .. } => continue,
+                Kind::Remove => false,
             };
-            state.counting.entry(*device).or_default().push(i);
-        }
-        let State {
-            removals,
-            counting,
-            members,
-        } = &mut state;
-        for (device, adds) in counting.iter() {
-            if !removals.contains_key(device)
-                && let Some(member) = first_member(&self.entries, adds)
-            {
-                members.insert(*device, member);
-            }
-        }
-        state
-    }
-}
-
-/// Updates the state of a log's first `i` entries to include entry `i`,
-/// when that entry cannot change whether any earlier entry counts.
-fn advance(state: &mut State, entries: &[Entry], ancestors: &[Bits], i: usize) {
-    let entry = &entries[i];
-    match entry.op() {
-        Op::Genesis { device, .. } => {
-            state.counting.entry(*device).or_default().push(i);
-            if let Some(member) = member_from(entry) {
-                state.members.insert(*device, member);
-            }
-        }
-        Op::AddDevice { device, .. } => {
-            let author = entry.author();
-            // No removal can follow a brand-new entry, so an add by an
-            // already removed device does not count.
-            let counts = !state.removals.contains_key(&author)
-                && state
-                    .counting
-                    .get(&author)
-                    .is_some_and(|adds| adds.iter().any(|&a| ancestors[i].contains(a)));
             if counts {
-                let adds = state.counting.entry(*device).or_default();
-                adds.push(i);
-                if !state.removals.contains_key(device)
-                    && let Some(member) = first_member(entries, adds)
-                {
-                    state.members.insert(*device, member);
+                eval.counting[meta.device].push(i);
+            }
+        }
+        eval
+    }
+
+    /// Updates the state (of all entries but the last) to include the last
+    /// entry, when that entry cannot change whether any earlier one counts.
+    fn advance(&mut self, i: usize) {
+        let meta = self.meta[i];
+        self.state.grow(self.devices.len());
+        match meta.kind {
+            Kind::Genesis => self.state.counting[meta.device].push(i),
+            Kind::Add => {
+                // No removal can follow a brand-new entry, so an add by an
+                // already removed device does not count.
+                let counts = !self.state.is_removed(meta.author)
+                    && self.state.counting[meta.author]
+                        .iter()
+                        .any(|&a| self.ancestors[i].contains(a));
+                if counts {
+                    self.state.counting[meta.device].push(i);
                 }
             }
+            Kind::Remove => self.state.removals[meta.device].push(i),
         }
-        Op::RemoveDevice { device } => {
-            state.removals.entry(*device).or_default().push(i);
-            state.members.remove(device);
+        self.update_member(meta.device);
+    }
+
+    /// Re-evaluates the whole log.
+    fn refresh(&mut self) {
+        self.state = self.evaluate(&Bits::full(self.entries.len()));
+        self.members.clear();
+        for slot in 0..self.devices.len() {
+            self.update_member(slot);
         }
+        self.stale = false;
     }
-}
 
-/// The member record from the earliest of a device's counting adds, by
-/// `(at_ms, hash)`, which every replica computes alike.
-fn first_member(entries: &[Entry], adds: &[usize]) -> Option<Member> {
-    adds.iter()
-        .map(|&i| &entries[i])
-        .min_by_key(|e| (e.at_ms(), e.hash()))
-        .and_then(member_from)
-}
-
-/// The member an add or genesis entry describes.
-fn member_from(entry: &Entry) -> Option<Member> {
-    match entry.op() {
-        Op::Genesis { device, name } | Op::AddDevice { device, name } => Some(Member {
-            device: *device,
-            name: name.clone(),
-            added_at_ms: entry.at_ms(),
-        }),
-        Op::RemoveDevice { .. } => None,
-    }
-}
-
-/// The acceptance rules, judged against the state of the entry's causal past.
-fn check_admissible(entry: &Entry, past: &State) -> Result<(), Error> {
-    let author = entry.author();
-    if !past.members.contains_key(&author) {
-        return Err(if past.removals.contains_key(&author) {
-            Error::AuthorRemoved { author }
-        } else {
-            Error::NotMember { author }
-        });
-    }
-    match entry.op() {
-        Op::Genesis { .. } => Err(Error::UnexpectedGenesis { hash: entry.hash() }),
-        Op::AddDevice { device, .. } => {
-            if past.removals.contains_key(device) {
-                Err(Error::DeviceRemoved { device: *device })
-            } else if past.members.contains_key(device) {
-                Err(Error::AlreadyMember { device: *device })
-            } else {
-                Ok(())
-            }
+    /// Brings the member record of one device in line with the state.
+    fn update_member(&mut self, slot: usize) {
+        let device = self.devices[slot];
+        if !self.state.is_member(slot) {
+            self.members.remove(&device);
+            return;
         }
-        Op::RemoveDevice { device } => {
-            if past.removals.contains_key(device) {
-                Err(Error::AlreadyRemoved { device: *device })
-            } else if !past.members.contains_key(device) {
-                Err(Error::UnknownDevice { device: *device })
-            } else if past.members.len() == 1 {
-                Err(Error::LastMember { device: *device })
-            } else {
-                Ok(())
-            }
+        // The earliest counting add by (at_ms, hash) names the member, which
+        // every replica computes alike.
+        let first = self.state.counting[slot]
+            .iter()
+            .map(|&i| &self.entries[i])
+            .min_by_key(|e| (e.at_ms(), e.hash()));
+        if let Some(entry) = first
+            && let Op::Genesis { device, name } | Op::AddDevice { device, name } = entry.op()
+        {
+            let member = Member {
+                device: *device,
+                name: name.clone(),
+                added_at_ms: entry.at_ms(),
+            };
+            self.members.insert(*device, member);
         }
     }
 }
@@ -486,7 +576,7 @@ impl fmt::Debug for Log {
             .field("account", &self.account_id())
             .field("entries", &self.entries.len())
             .field("heads", &self.heads)
-            .field("members", &self.state.members.keys())
+            .field("members", &self.members.keys())
             .finish()
     }
 }
@@ -984,7 +1074,19 @@ mod tests {
     impl Log {
         /// Recomputes everything the log caches and compares.
         fn assert_invariants(&self) {
+            assert!(!self.stale);
             assert_eq!(self.state, self.evaluate(&Bits::full(self.entries.len())));
+            let mut fresh = self.clone();
+            fresh.refresh();
+            assert_eq!(fresh.members, self.members);
+            assert_eq!(self.devices.len(), self.slots.len());
+            for (slot, device) in self.devices.iter().enumerate() {
+                assert_eq!(self.slots[device], slot);
+            }
+            for (entry, meta) in self.entries.iter().zip(&self.meta) {
+                assert_eq!(self.devices[meta.author], entry.author());
+                assert_eq!(self.devices[meta.device], entry.op().device());
+            }
             let mut referenced = BTreeSet::new();
             for (i, entry) in self.entries.iter().enumerate() {
                 assert_eq!(self.index[&entry.hash()], i);

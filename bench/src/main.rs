@@ -1,0 +1,282 @@
+//! `hearth-bench`: Hearth's performance scenarios, each against a baseline
+//! measured in the same run.
+//!
+//! ```text
+//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p11|all] [--records N] [--out FILE.json]
+//! ```
+//!
+//! | scenario | Hearth | same-run baseline |
+//! |---|---|---|
+//! | P1 | bulk import through the engine (`put_many`, 5000 per durable commit) | the same Automerge work in a plain redb file |
+//! | P2 | one durable `PUT` through the HTTP API of a running node | one durable raw redb commit |
+//! | P3 | reopening a 100k-record store until the first `status`, and the node's RSS | `Automerge::load` of the same records |
+//! | P4 | indexed `_find` and count/sum/avg aggregates over 100k records | a scan of the Automerge maps |
+//! | P11 | an idle node's RSS and CPU | an idle `sleep` process |
+//!
+//! A table goes to stderr, JSON to stdout (or `--out`). Targets come from
+//! `design/TARGETS.md`; a miss is reported as a miss. The machines are
+//! shared, so ratios matter more than absolute times.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hearth_bench::records;
+use serde_json::{Value, json};
+
+mod baseline;
+mod daemon;
+mod node;
+mod p1;
+mod p11;
+mod p2;
+mod p3;
+mod p4;
+mod report;
+
+use report::Outcome;
+
+/// Hearth's macro benchmarks (TARGETS.md P1–P4, P11), each with a same-run baseline.
+#[derive(Debug, Parser)]
+#[command(name = "hearth-bench", version)]
+struct Cli {
+    /// Records per scenario (P1, P3, P4).
+    #[arg(long, global = true, default_value_t = 100_000)]
+    records: usize,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long, global = true, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Repetitions of the whole-run measurements (P1 imports, P3 opens); the
+    /// median is reported.
+    #[arg(long, global = true, default_value_t = 3)]
+    rounds: usize,
+    /// Where scratch homes and databases go (a fresh directory is made and
+    /// removed inside it). It must be a real disk for fsync to mean anything.
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Seed of the generated records.
+    #[arg(long, global = true, default_value_t = records::DEFAULT_SEED)]
+    seed: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bulk import: engine `put_many` vs Automerge + plain redb.
+    P1,
+    /// Single durable PUT over HTTP vs a raw redb commit.
+    P2,
+    /// Reopen a 100k-record store: time to ready and RSS vs Automerge::load.
+    P3,
+    /// Indexed find and aggregates vs an Automerge map scan.
+    P4,
+    /// Idle node: RSS and CPU.
+    P11,
+    /// Every scenario, in order (the default).
+    All,
+    /// Internal: run a node as `hearth up` does (used when target/release/hearth is absent).
+    #[command(hide = true)]
+    Daemon {
+        /// The node's home.
+        #[arg(long)]
+        home: PathBuf,
+        /// API address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    P1,
+    P2,
+    P3,
+    P4,
+    P11,
+}
+
+/// What every scenario shares within one run.
+pub(crate) struct Ctx {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) records: Vec<Value>,
+    pub(crate) batch: usize,
+    pub(crate) rounds: usize,
+    pub(crate) launcher: daemon::Launcher,
+    scratch: tempfile::TempDir,
+    next_dir: usize,
+    /// A 100k-record home and its baseline shards, made by P1 (or on demand)
+    /// and reused by P3 and P4.
+    pub(crate) prepared: Option<p1::Prepared>,
+}
+
+impl Ctx {
+    /// A fresh, empty directory under the scratch dir.
+    pub(crate) fn fresh_dir(&mut self, what: &str) -> Result<PathBuf> {
+        self.next_dir += 1;
+        let dir = self.scratch.path().join(format!("{what}-{}", self.next_dir));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the chosen scenarios; `Ok(false)` when one of them failed to run
+/// (a missed target is not a failure).
+fn run(cli: Cli) -> Result<bool> {
+    let scenarios = match cli.command {
+        Some(Command::Daemon { home, api }) => {
+            daemon::run_self_daemon(&home, api)?;
+            return Ok(true);
+        }
+        Some(Command::P1) => vec![Scenario::P1],
+        Some(Command::P2) => vec![Scenario::P2],
+        Some(Command::P3) => vec![Scenario::P3],
+        Some(Command::P4) => vec![Scenario::P4],
+        Some(Command::P11) => vec![Scenario::P11],
+        Some(Command::All) | None => vec![
+            Scenario::P1,
+            Scenario::P2,
+            Scenario::P3,
+            Scenario::P4,
+            Scenario::P11,
+        ],
+    };
+    anyhow::ensure!(cli.records > 0, "--records must be at least 1");
+    anyhow::ensure!(cli.rounds > 0, "--rounds must be at least 1");
+    let base = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix("hearth-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))?;
+    let launcher = daemon::Launcher::find()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    eprintln!(
+        "hearth-bench: {} records (seed {:#x}), {} round(s), scratch {}, node via {}",
+        cli.records,
+        cli.seed,
+        cli.rounds,
+        scratch.path().display(),
+        launcher.describe()
+    );
+    let mut ctx = Ctx {
+        rt,
+        records: records::generate(cli.records, cli.seed),
+        batch: hearth_node::config::EngineConfig::default().import_batch,
+        rounds: cli.rounds,
+        launcher,
+        scratch,
+        next_dir: 0,
+        prepared: None,
+    };
+    let mut outcomes: Vec<Value> = Vec::new();
+    let mut all_ran = true;
+    for scenario in scenarios {
+        let result: Result<Outcome> = match scenario {
+            Scenario::P1 => p1::run(&mut ctx),
+            Scenario::P2 => p2::run(&mut ctx),
+            Scenario::P3 => p3::run(&mut ctx),
+            Scenario::P4 => p4::run(&mut ctx),
+            Scenario::P11 => p11::run(&mut ctx),
+        };
+        match result {
+            Ok(outcome) => {
+                eprint!("{}", outcome.to_table());
+                outcomes.push(outcome.to_json());
+            }
+            Err(e) => {
+                all_ran = false;
+                let id = format!("{scenario:?}");
+                eprintln!("\n== {id} — FAILED TO RUN: {e:#}");
+                outcomes.push(json!({ "id": id, "error": format!("{e:#}") }));
+            }
+        }
+    }
+    let report = json!({
+        "date_utc": now_utc(),
+        "records": cli.records,
+        "batch": ctx.batch,
+        "rounds": cli.rounds,
+        "seed": cli.seed,
+        "cores": std::thread::available_parallelism().map_or(1, usize::from),
+        "node": ctx.launcher.describe(),
+        "scenarios": outcomes,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    match &cli.out {
+        Some(path) => std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(all_ran)
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn now_utc() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+    }
+
+    #[test]
+    fn the_cli_parses_scenarios_and_global_options() {
+        let cli = Cli::try_parse_from(["hearth-bench", "p1", "--records", "10", "--out", "x.json"])
+            .expect("parses");
+        assert!(matches!(cli.command, Some(Command::P1)));
+        assert_eq!(cli.records, 10);
+        let cli = Cli::try_parse_from(["hearth-bench"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.records, 100_000);
+    }
+}
