@@ -125,7 +125,10 @@ fn selector(c: &mut Criterion) {
         let Ok(selector) = parsed else {
             panic!("selector {body} does not parse: {parsed:?}");
         };
-        assert!(selector.matches(&record) && by_hand(&record), "{name} must match");
+        assert!(
+            selector.matches(&record) && by_hand(&record),
+            "{name} must match"
+        );
         let mut group = c.benchmark_group(format!("selector/{name}"));
         group.bench_function("hearth-matches", |b| {
             b.iter(|| selector.matches(black_box(&record)))

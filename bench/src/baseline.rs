@@ -158,10 +158,7 @@ impl AmShards {
         for (i, (doc, saved)) in self.docs.iter().zip(self.saved.iter_mut()).enumerate() {
             let heads = doc.get_heads();
             if heads != *saved {
-                out.push((
-                    u16::try_from(i).unwrap_or(u16::MAX),
-                    doc.save_after(saved),
-                ));
+                out.push((u16::try_from(i).unwrap_or(u16::MAX), doc.save_after(saved)));
                 *saved = heads;
             }
         }
@@ -250,7 +247,8 @@ pub(crate) struct ScanResult {
     pub(crate) by_month: std::collections::BTreeMap<i64, (u64, f64)>,
 }
 
-const CHUNKS: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("chunks");
+const CHUNKS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("chunks");
 const ROWS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("rows");
 
 /// A plain redb file: no sealing, no catalog, no changes feed.
@@ -357,8 +355,14 @@ mod tests {
         let hydrate::Value::Map(m) = to_hydrate(&v) else {
             panic!("not a map")
         };
-        assert_eq!(m.get("i"), Some(&hydrate::Value::Scalar(ScalarValue::Int(3))));
-        assert_eq!(m.get("f"), Some(&hydrate::Value::Scalar(ScalarValue::F64(1.0))));
+        assert_eq!(
+            m.get("i"),
+            Some(&hydrate::Value::Scalar(ScalarValue::Int(3)))
+        );
+        assert_eq!(
+            m.get("f"),
+            Some(&hydrate::Value::Scalar(ScalarValue::F64(1.0)))
+        );
         assert!(matches!(m.get("a"), Some(hydrate::Value::List(_))));
     }
 

@@ -85,7 +85,8 @@ impl Daemon {
         // A node killed earlier leaves its address behind; it must not be read
         // as the new one's.
         let _ = std::fs::remove_file(home.api_addr_path());
-        let log_file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let log_file =
+            File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let started = Instant::now();
         let child = launcher
             .command(home)
@@ -109,7 +110,10 @@ impl Daemon {
         loop {
             daemon.check_alive(log)?;
             if started.elapsed() > START_TIMEOUT {
-                bail!("the node did not come up within {START_TIMEOUT:?}; see {}", log.display());
+                bail!(
+                    "the node did not come up within {START_TIMEOUT:?}; see {}",
+                    log.display()
+                );
             }
             if daemon.base.is_empty() {
                 if let Some(addr) = read_addr(home) {

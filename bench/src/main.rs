@@ -87,6 +87,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         api: SocketAddr,
     },
+    /// Internal: load a prepared home's collection and print the RSS it takes (P3).
+    #[command(hide = true)]
+    Probe {
+        /// The prepared home.
+        #[arg(long)]
+        home: PathBuf,
+        /// What to load.
+        #[arg(long, value_enum)]
+        what: p3::Probe,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +126,10 @@ impl Ctx {
     /// A fresh, empty directory under the scratch dir.
     pub(crate) fn fresh_dir(&mut self, what: &str) -> Result<PathBuf> {
         self.next_dir += 1;
-        let dir = self.scratch.path().join(format!("{what}-{}", self.next_dir));
+        let dir = self
+            .scratch
+            .path()
+            .join(format!("{what}-{}", self.next_dir));
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
@@ -140,6 +153,10 @@ fn run(cli: Cli) -> Result<bool> {
     let scenarios = match cli.command {
         Some(Command::Daemon { home, api }) => {
             daemon::run_self_daemon(&home, api)?;
+            return Ok(true);
+        }
+        Some(Command::Probe { home, what }) => {
+            p3::probe(&home, what)?;
             return Ok(true);
         }
         Some(Command::P1) => vec![Scenario::P1],

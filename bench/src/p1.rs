@@ -149,7 +149,10 @@ pub(crate) fn prepare(ctx: &mut Ctx) -> Result<()> {
     if ctx.prepared.is_some() {
         return Ok(());
     }
-    eprintln!("preparing a {}-record home and baseline shards…", ctx.records.len());
+    eprintln!(
+        "preparing a {}-record home and baseline shards…",
+        ctx.records.len()
+    );
     let (home, _, _) = hearth_import(ctx)?;
     let run = baseline_import(ctx, false)?;
     ctx.prepared = Some(Prepared {
@@ -176,7 +179,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         base.push(n / stored.secs);
         let alone = baseline_import(ctx, false)?;
         am_only.push(n / alone.secs);
-        sizes = (std::fs::metadata(home.store_path())?.len(), stored.file_bytes);
+        sizes = (
+            std::fs::metadata(home.store_path())?.len(),
+            stored.file_bytes,
+        );
         ends = (h_ends, stored.ends, alone.ends);
         last = Some(Prepared {
             home,
@@ -187,11 +193,31 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     ctx.prepared = last;
 
     let mut o = Outcome::new("P1", "bulk import, encrypted and durable");
-    let h = o.figure("hearth put_many via engine", stats::median(&hearth), "records/s");
-    let b = o.figure("baseline automerge + plain redb", stats::median(&base), "records/s");
-    let a = o.figure("automerge work alone (no storage)", stats::median(&am_only), "records/s");
-    o.figure("hearth time per 5000-record batch", ctx.batch as f64 / h * 1000.0, "ms");
-    o.figure("baseline time per 5000-record batch", ctx.batch as f64 / b * 1000.0, "ms");
+    let h = o.figure(
+        "hearth put_many via engine",
+        stats::median(&hearth),
+        "records/s",
+    );
+    let b = o.figure(
+        "baseline automerge + plain redb",
+        stats::median(&base),
+        "records/s",
+    );
+    let a = o.figure(
+        "automerge work alone (no storage)",
+        stats::median(&am_only),
+        "records/s",
+    );
+    o.figure(
+        "hearth time per 5000-record batch",
+        ctx.batch as f64 / h * 1000.0,
+        "ms",
+    );
+    o.figure(
+        "baseline time per 5000-record batch",
+        ctx.batch as f64 / b * 1000.0,
+        "ms",
+    );
     o.figure("automerge share of the baseline's time", b / a * 100.0, "%");
     o.figure("hearth first batch", ends.0.first * 1000.0, "ms");
     o.figure("hearth last batch", ends.0.last * 1000.0, "ms");

@@ -59,7 +59,12 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     o.figure("floor: idle `sleep` VmRSS", mib(floor.rss), "MiB");
     o.at_most("idle RSS", mib(mem_after.rss), 40.0, "≤ 40 MiB".into());
     let tick_ms = 1000.0 / hz as f64;
-    o.at_most("idle CPU over 3 s", cpu_ms, tick_ms, format!("≤ {tick_ms:.0} ms"));
+    o.at_most(
+        "idle CPU over 3 s",
+        cpu_ms,
+        tick_ms,
+        format!("≤ {tick_ms:.0} ms"),
+    );
     o.note(format!(
         "node: {}; empty initialised home; CPU resolution one clock tick ({tick_ms:.0} ms)",
         ctx.launcher.describe()

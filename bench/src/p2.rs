@@ -18,6 +18,10 @@ use anyhow::{Result, bail};
 use hearth_bench::stats::Summary;
 use serde_json::json;
 
+use automerge::ActorId;
+use hearth_crdt::collection::{Collection, PutMode};
+use hearth_node::engine::Handle;
+
 use crate::Ctx;
 use crate::baseline::RawRedb;
 use crate::daemon::Daemon;
@@ -50,6 +54,28 @@ fn status(daemon: &Daemon) -> Result<Duration> {
     let started = Instant::now();
     daemon.get("/_hearth/status")?;
     Ok(started.elapsed())
+}
+
+fn engine_put(ctx: &Ctx, handle: &Handle, i: usize) -> Result<Duration> {
+    let id = format!("note-{i:06}");
+    let body = json!({"title": format!("note {i}"), "n": i, "done": false});
+    let started = Instant::now();
+    ctx.rt
+        .block_on(handle.put("bench.notes", Some(id), body, PutMode::Create))?;
+    Ok(started.elapsed())
+}
+
+fn collection_put(collection: &mut Collection, i: usize) -> Result<Duration> {
+    let id = format!("note-{i:06}");
+    let body = json!({"title": format!("note {i}"), "n": i, "done": false});
+    let started = Instant::now();
+    collection.put(&id, body, PutMode::Create, 1_700_000_000_000)?;
+    let chunks = collection.take_chunks();
+    let took = started.elapsed();
+    if chunks.len() != 1 {
+        bail!("a put produced {} chunks", chunks.len());
+    }
+    Ok(took)
 }
 
 fn commit(db: &mut RawRedb, value: &[u8]) -> Result<Duration> {
@@ -91,11 +117,32 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
             gets.push(status(&daemon)?);
         }
     }
-    let records = daemon.get("/_hearth/status")?["records"].as_u64().unwrap_or(0);
+    let records = daemon.get("/_hearth/status")?["records"]
+        .as_u64()
+        .unwrap_or(0);
     daemon.stop()?;
     if records != next as u64 {
         bail!("the node holds {records} records after {next} PUTs");
     }
+
+    // Where the time goes: the same puts without HTTP (engine in-process),
+    // and without storage (the collection alone).
+    let engine_dir = ctx.fresh_dir("p2-engine")?;
+    let engine_home = node::init_home(&engine_dir)?;
+    let running = node::open(&engine_home)?;
+    let handle = running.handle.clone();
+    let mut collection = Collection::new("bench.notes", 16, ActorId::from([3u8; 32].as_slice()))?;
+    let (mut engine_puts, mut crdt_puts) = (vec![], vec![]);
+    for i in 0..WARMUP {
+        engine_put(ctx, &handle, i)?;
+        collection_put(&mut collection, i)?;
+    }
+    for i in WARMUP..WARMUP + BLOCKS * PER_BLOCK {
+        engine_puts.push(engine_put(ctx, &handle, i)?);
+        crdt_puts.push(collection_put(&mut collection, i)?);
+    }
+    drop(handle);
+    running.stop();
 
     let summary = |s: &[Duration]| Summary::of(s).ok_or_else(|| anyhow::anyhow!("no samples"));
     let (p, c, c2, g) = (
@@ -104,6 +151,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         summary(&commits2)?,
         summary(&gets)?,
     );
+    let (e, k) = (summary(&engine_puts)?, summary(&crdt_puts)?);
     let mut o = Outcome::new("P2", "single durable put through the HTTP API");
     o.figure("hearth HTTP PUT p50", p.p50_us, "µs");
     o.figure("hearth HTTP PUT p99", p.p99_us, "µs");
@@ -112,6 +160,16 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     o.figure("raw redb two-phase commit p50", c2.p50_us, "µs");
     o.figure("raw redb two-phase commit p99", c2.p99_us, "µs");
     o.figure("HTTP GET /_hearth/status p50 (no commit)", g.p50_us, "µs");
+    o.figure(
+        "engine Handle::put p50 (in-process, no HTTP)",
+        e.p50_us,
+        "µs",
+    );
+    o.figure(
+        "Collection::put + take_chunks p50 (no storage)",
+        k.p50_us,
+        "µs",
+    );
     o.figure("PUT p50 / two-phase commit p50", p.p50_us / c2.p50_us, "×");
     o.at_most(
         "PUT p50 / raw commit p50",

@@ -34,7 +34,9 @@ const AGGREGATE_RUNS: usize = 15;
 const SCAN_RUNS: usize = 5;
 
 fn p50_ms(samples: &[Duration]) -> Result<f64> {
-    Ok(Summary::of(samples).ok_or_else(|| anyhow!("no samples"))?.p50_ms())
+    Ok(Summary::of(samples)
+        .ok_or_else(|| anyhow!("no samples"))?
+        .p50_ms())
 }
 
 /// Times `runs` finds of `{"month": m}` (months spread over the range), with
@@ -60,10 +62,16 @@ async fn finds(
         let expected = per_month.get(&month).copied().unwrap_or(0);
         let expected = limit.map_or(expected, |l| expected.min(l));
         if found.docs.len() != expected {
-            bail!("find month {month}: {} docs, expected {expected}", found.docs.len());
+            bail!(
+                "find month {month}: {} docs, expected {expected}",
+                found.docs.len()
+            );
         }
         if found.index.as_deref() != want_index {
-            bail!("find month {month} used index {:?}, expected {want_index:?}", found.index);
+            bail!(
+                "find month {month} used index {:?}, expected {want_index:?}",
+                found.index
+            );
         }
     }
     Ok(out)
@@ -78,7 +86,12 @@ async fn aggregates(handle: &Handle, body: &Value, n: usize) -> Result<Vec<Durat
         out.push(started.elapsed());
         let total: u64 = result["groups"]
             .as_array()
-            .map(|groups| groups.iter().filter_map(|g| g["values"]["n"].as_u64()).sum())
+            .map(|groups| {
+                groups
+                    .iter()
+                    .filter_map(|g| g["values"]["n"].as_u64())
+                    .sum()
+            })
             .unwrap_or(0);
         if total != n as u64 {
             bail!("aggregate counted {total} records, expected {n}: {result}");
@@ -92,9 +105,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     let n = ctx.records.len();
     let mut per_month: BTreeMap<i64, usize> = BTreeMap::new();
     for r in &ctx.records {
-        *per_month.entry(r["month"].as_i64().unwrap_or(0)).or_default() += 1;
+        *per_month
+            .entry(r["month"].as_i64().unwrap_or(0))
+            .or_default() += 1;
     }
-    let prepared = ctx.prepared.as_ref().ok_or_else(|| anyhow!("no prepared home"))?;
+    let prepared = ctx
+        .prepared
+        .as_ref()
+        .ok_or_else(|| anyhow!("no prepared home"))?;
     let running = node::open(&prepared.home)?;
     let handle = running.handle.clone();
     let grouped = json!({
@@ -132,26 +150,60 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         let result = scan_aggregate(docs)?;
         b_agg.push(started.elapsed());
         if result.count != n as u64 {
-            bail!("the baseline scan counted {} records, expected {n}", result.count);
+            bail!(
+                "the baseline scan counted {} records, expected {n}",
+                result.count
+            );
         }
         let month = records::month_value(i as i64 * 37 % MONTHS);
         let started = Instant::now();
         let ids = scan_find(docs, month)?;
         b_find.push(started.elapsed());
         if ids.len() != per_month.get(&month).copied().unwrap_or(0) {
-            bail!("the baseline scan found {} records of month {month}", ids.len());
+            bail!(
+                "the baseline scan found {} records of month {month}",
+                ids.len()
+            );
         }
     }
 
     let mut o = Outcome::new("P4", "local queries over N records");
     let f = o.figure("hearth indexed find month=M p50", p50_ms(&indexed)?, "ms");
-    o.figure("hearth indexed find month=M, limit 25, p50", p50_ms(&limited)?, "ms");
-    o.figure("hearth unindexed find month=M p50 (full scan)", p50_ms(&scan)?, "ms");
-    o.figure("hearth define_index(month) on N records", define.as_secs_f64() * 1000.0, "ms");
-    let ag = o.figure("hearth aggregate count/sum/avg by month p50", p50_ms(&agg_grouped)?, "ms");
-    let aa = o.figure("hearth aggregate count/sum/avg, no group, p50", p50_ms(&agg_all)?, "ms");
-    let bf = o.figure("baseline automerge scan find month=M p50", p50_ms(&b_find)?, "ms");
-    let ba = o.figure("baseline automerge scan count/sum/avg by month p50", p50_ms(&b_agg)?, "ms");
+    o.figure(
+        "hearth indexed find month=M, limit 25, p50",
+        p50_ms(&limited)?,
+        "ms",
+    );
+    o.figure(
+        "hearth unindexed find month=M p50 (full scan)",
+        p50_ms(&scan)?,
+        "ms",
+    );
+    o.figure(
+        "hearth define_index(month) on N records",
+        define.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    let ag = o.figure(
+        "hearth aggregate count/sum/avg by month p50",
+        p50_ms(&agg_grouped)?,
+        "ms",
+    );
+    let aa = o.figure(
+        "hearth aggregate count/sum/avg, no group, p50",
+        p50_ms(&agg_all)?,
+        "ms",
+    );
+    let bf = o.figure(
+        "baseline automerge scan find month=M p50",
+        p50_ms(&b_find)?,
+        "ms",
+    );
+    let ba = o.figure(
+        "baseline automerge scan count/sum/avg by month p50",
+        p50_ms(&b_agg)?,
+        "ms",
+    );
     o.figure("hearth indexed find / baseline scan", f / bf, "×");
     o.figure("hearth grouped aggregate / baseline scan", ag / ba, "×");
     o.at_most("indexed find p50", f, 5.0, "≤ 5 ms".into());

@@ -57,7 +57,12 @@ impl Outcome {
     }
 
     /// Records a figure and returns its value.
-    pub(crate) fn figure(&mut self, name: impl Into<String>, value: f64, unit: &'static str) -> f64 {
+    pub(crate) fn figure(
+        &mut self,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> f64 {
         self.figures.push(Figure {
             name: name.into(),
             value,
@@ -67,7 +72,13 @@ impl Outcome {
     }
 
     /// Records a check that passes when `measured <= limit`.
-    pub(crate) fn at_most(&mut self, what: impl Into<String>, measured: f64, limit: f64, shown: String) {
+    pub(crate) fn at_most(
+        &mut self,
+        what: impl Into<String>,
+        measured: f64,
+        limit: f64,
+        shown: String,
+    ) {
         self.checks.push(Check {
             what: what.into(),
             measured,
@@ -77,7 +88,13 @@ impl Outcome {
     }
 
     /// Records a check that passes when `measured >= limit`.
-    pub(crate) fn at_least(&mut self, what: impl Into<String>, measured: f64, limit: f64, shown: String) {
+    pub(crate) fn at_least(
+        &mut self,
+        what: impl Into<String>,
+        measured: f64,
+        limit: f64,
+        shown: String,
+    ) {
         self.checks.push(Check {
             what: what.into(),
             measured,

@@ -387,7 +387,7 @@ pub(crate) fn read_record<R: ReadDoc>(
     Ok(Stored { fields, rev })
 }
 
-fn read_rev<R: ReadDoc>(
+pub(crate) fn read_rev<R: ReadDoc>(
     doc: &R,
     obj: &automerge::ObjId,
     winner: &ValueRef<'_>,
@@ -467,7 +467,10 @@ mod tests {
     fn prepare_refuses_non_objects_with_their_type() {
         let err = prepare("a", json!([1, 2])).unwrap_err();
         assert_eq!(err, Error::NotAnObject { found: "an array" });
-        assert_eq!(err.to_string(), "a record must be a JSON object, got an array");
+        assert_eq!(
+            err.to_string(),
+            "a record must be a JSON object, got an array"
+        );
     }
 
     #[test]
@@ -502,7 +505,11 @@ mod tests {
         // `levels` containers including the record itself.
         let mut v = json!(1);
         for n in 1..levels {
-            v = if n % 2 == 0 { json!([v]) } else { json!({ "k": v }) };
+            v = if n % 2 == 0 {
+                json!([v])
+            } else {
+                json!({ "k": v })
+            };
         }
         json!({ "deep": v })
     }

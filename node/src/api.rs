@@ -87,9 +87,12 @@ impl IntoResponse for ApiError {
                 error_body(StatusCode::BAD_REQUEST, "bad_request", &reason, &reason)
             }
             ApiError::Engine(e) => match &e {
-                E::NotFound { .. } => {
-                    error_body(StatusCode::NOT_FOUND, "not_found", "missing", &e.to_string())
-                }
+                E::NotFound { .. } => error_body(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "missing",
+                    &e.to_string(),
+                ),
                 E::Record(collection::Error::Conflict { .. }) => error_body(
                     StatusCode::CONFLICT,
                     "conflict",
@@ -127,13 +130,15 @@ pub fn router(state: AppState) -> Router {
         .route("/data/{doctype}/_find", post(find))
         .route("/data/{doctype}/_index", post(define_index))
         .route("/data/{doctype}/_aggregate", post(aggregate))
-        .route("/data/{doctype}/_all_docs", get(all_docs).post(all_docs_keys))
+        .route(
+            "/data/{doctype}/_all_docs",
+            get(all_docs).post(all_docs_keys),
+        )
         .route("/data/{doctype}/_normal_docs", get(normal_docs))
         .route("/data/{doctype}/_changes", get(changes))
-        .route(
-            "/data/{doctype}/{id}",
-            get(read).put(update).delete(remove),
-        )
+        .route("/data/{doctype}/_bulk_docs", post(bulk_docs))
+        .route("/data/{doctype}/_design_docs", get(design_docs))
+        .route("/data/{doctype}/{id}", get(read).put(update).delete(remove))
         .route("/_hearth/status", get(status))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import))
@@ -175,12 +180,14 @@ fn parse_json(body: &Bytes) -> ApiResult<Value> {
 }
 
 fn parse_object(body: &Bytes) -> ApiResult<Value> {
-    let value = parse_json(body)?;
-    if !value.is_object() {
+    let mut value = parse_json(body)?;
+    let Some(map) = value.as_object_mut() else {
         return Err(ApiError::BadRequest(
             "bad json: a record must be a JSON object".into(),
         ));
-    }
+    };
+    // Cozy clients send the doctype back as `_type`; cozy-stack never stores it.
+    map.remove("_type");
     Ok(value)
 }
 
@@ -269,7 +276,7 @@ async fn remove(
         "rev": w.rev,
         "type": doctype,
         "ok": true,
-        "deleted": w.rev,
+        "deleted": true,
     }))
     .into_response())
 }
@@ -281,16 +288,20 @@ async fn find(
 ) -> ApiResult {
     let value = parse_json(&body)?;
     let mut request = FindRequest::parse(&value).map_err(engine::Error::from)?;
-    // Ask for one more than the page to tell the client whether more exist.
-    let limit = request.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
-    request.limit = Some(limit + 1);
-    let mut found = state.handle.find(&doctype, request).await?;
-    let next = found.docs.len() > limit;
-    found.docs.truncate(limit);
+    let limit = request
+        .limit
+        .unwrap_or(state.config.max_page)
+        .min(state.config.max_page);
+    request.limit = Some(limit);
+    let found = state.handle.find(&doctype, request).await?;
+    // As cozy-stack does: a full page may have a successor; the client asks
+    // again with the bookmark and gets an empty page at the end.
+    let next = found.docs.len() >= limit;
     Ok(axum::Json(json!({
         "docs": found.docs,
         "limit": limit,
         "next": next,
+        "bookmark": found.bookmark,
         "execution_stats": {
             "total_docs_examined": found.examined,
             "index": found.index,
@@ -319,7 +330,9 @@ async fn define_index(
     let fields = value
         .pointer("/index/fields")
         .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::BadRequest("_index needs {\"index\": {\"fields\": [...]}}".into()))?
+        .ok_or_else(|| {
+            ApiError::BadRequest("_index needs {\"index\": {\"fields\": [...]}}".into())
+        })?
         .iter()
         .map(|f| match f {
             Value::String(s) => Ok(s.clone()),
@@ -331,7 +344,9 @@ async fn define_index(
         })
         .collect::<ApiResult<Vec<String>>>()?;
     if fields.is_empty() {
-        return Err(ApiError::BadRequest("_index needs at least one field".into()));
+        return Err(ApiError::BadRequest(
+            "_index needs at least one field".into(),
+        ));
     }
     let name = value
         .get("name")
@@ -352,6 +367,8 @@ struct PageQuery {
     include_docs: Option<bool>,
     limit: Option<usize>,
     skip: Option<usize>,
+    /// A JSON array of ids, as CouchDB accepts on GET.
+    keys: Option<String>,
 }
 
 async fn all_docs(
@@ -359,7 +376,15 @@ async fn all_docs(
     Path(doctype): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
+    if let Some(keys) = &q.keys {
+        let keys: Value = serde_json::from_str(keys)
+            .map_err(|e| ApiError::BadRequest(format!("bad keys parameter: {e}")))?;
+        return rows_for_keys(&state, &doctype, &keys, q.include_docs.unwrap_or(false)).await;
+    }
+    let limit = q
+        .limit
+        .unwrap_or(state.config.max_page)
+        .min(state.config.max_page);
     let skip = q.skip.unwrap_or(0);
     let (docs, total) = state.handle.list(&doctype, skip, limit).await?;
     let include = q.include_docs.unwrap_or(false);
@@ -388,17 +413,30 @@ async fn all_docs_keys(
     body: Bytes,
 ) -> ApiResult {
     let value = parse_json(&body)?;
-    let keys = value
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::BadRequest("_all_docs needs {\"keys\": [...]}".into()))?;
-    let include = q.include_docs.unwrap_or(false);
+    let keys = value.get("keys").cloned().unwrap_or(Value::Null);
+    rows_for_keys(&state, &doctype, &keys, q.include_docs.unwrap_or(false)).await
+}
+
+/// `_all_docs` rows for the given ids, in their order; a missing id gets an
+/// error row, as CouchDB answers.
+async fn rows_for_keys(state: &AppState, doctype: &str, keys: &Value, include: bool) -> ApiResult {
+    let keys = keys
+        .as_array()
+        .ok_or_else(|| ApiError::BadRequest("_all_docs keys must be a JSON array of ids".into()))?;
+    if keys.len() > state.config.max_page {
+        return Err(ApiError::BadRequest(format!(
+            "_all_docs takes at most {} keys",
+            state.config.max_page
+        )));
+    }
     let mut rows = Vec::with_capacity(keys.len());
     for key in keys {
         let Some(id) = key.as_str() else {
-            return Err(ApiError::BadRequest(format!("keys must be strings, got {key}")));
+            return Err(ApiError::BadRequest(format!(
+                "keys must be strings, got {key}"
+            )));
         };
-        match state.handle.get(&doctype, id).await {
+        match state.handle.get(doctype, id).await {
             Ok(doc) => rows.push(row(&doc, include)),
             Err(engine::Error::NotFound { .. }) => {
                 rows.push(json!({ "key": id, "error": "not_found" }))
@@ -437,7 +475,10 @@ async fn changes(
     Path(doctype): Path<String>,
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(state.config.max_page).min(state.config.max_page);
+    let limit = q
+        .limit
+        .unwrap_or(state.config.max_page)
+        .min(state.config.max_page);
     let since = match q.since.as_deref().map(|s| s.trim_matches('"')) {
         None | Some("") | Some("0") => 0,
         Some("now") => u64::MAX,
@@ -445,8 +486,13 @@ async fn changes(
             .split('-')
             .next()
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| ApiError::BadRequest(format!("bad since {s:?}: expected a sequence from last_seq")))?,
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "bad since {s:?}: expected a sequence from last_seq"
+                ))
+            })?,
     };
+    let include_docs = q.include_docs.unwrap_or(false);
     let feed = if since == u64::MAX {
         let c = state.handle.changes(&doctype, 0, 0, false).await?;
         engine::Changes {
@@ -457,7 +503,7 @@ async fn changes(
     } else {
         state
             .handle
-            .changes(&doctype, since, limit, q.include_docs.unwrap_or(false))
+            .changes(&doctype, since, limit, include_docs)
             .await?
     };
     let results: Vec<Value> = feed
@@ -472,6 +518,12 @@ async fn changes(
             if let Some(map) = v.as_object_mut() {
                 if c.deleted {
                     map.insert("deleted".into(), Value::Bool(true));
+                    if include_docs {
+                        map.insert(
+                            "doc".into(),
+                            json!({ "_id": c.id, "_rev": c.rev, "_deleted": true }),
+                        );
+                    }
                 }
                 if let Some(doc) = &c.doc {
                     map.insert("doc".into(), doc.clone());
@@ -486,6 +538,89 @@ async fn changes(
         "pending": feed.pending,
     }))
     .into_response())
+}
+
+async fn bulk_docs(
+    State(state): State<AppState>,
+    Path(doctype): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let value = parse_json(&body)?;
+    let Some(Value::Array(docs)) = value.get("docs").cloned() else {
+        return Err(ApiError::BadRequest(
+            "_bulk_docs needs {\"docs\": [...]}".into(),
+        ));
+    };
+    let mut cleaned = Vec::with_capacity(docs.len());
+    for (n, mut doc) in docs.into_iter().enumerate() {
+        let Some(map) = doc.as_object_mut() else {
+            return Err(ApiError::BadRequest(format!(
+                "doc {n} of _bulk_docs is not a JSON object"
+            )));
+        };
+        map.remove("_type");
+        cleaned.push(doc);
+    }
+    let results = state.handle.bulk(&doctype, cleaned).await?;
+    let body: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(w) => json!({ "ok": true, "id": w.id, "rev": w.rev }),
+            Err(engine::BulkError { id, error }) => {
+                let (kind, reason) = match &error {
+                    engine::Error::Record(collection::Error::Conflict { .. }) => {
+                        ("conflict", "Document update conflict.".to_string())
+                    }
+                    engine::Error::NotFound { .. } => ("not_found", "missing".to_string()),
+                    other => ("bad_request", other.to_string()),
+                };
+                json!({ "id": id, "error": kind, "reason": reason })
+            }
+        })
+        .collect();
+    Ok((StatusCode::CREATED, axum::Json(Value::Array(body))).into_response())
+}
+
+/// Declared indexes as CouchDB design documents of language "query", the
+/// shape Cozy clients read to find an index for a query.
+async fn design_docs(State(state): State<AppState>, Path(doctype): Path<String>) -> ApiResult {
+    engine::check_doctype(&doctype)?;
+    let collections = state.handle.collections().await?;
+    let indexes = collections
+        .into_iter()
+        .find(|c| c.name == doctype)
+        .map(|c| c.indexes)
+        .unwrap_or_default();
+    let rows: Vec<Value> = indexes
+        .iter()
+        .map(|index| {
+            let id = format!("_design/{}", index.name);
+            let fields: serde_json::Map<String, Value> = index
+                .fields
+                .iter()
+                .map(|f| (f.clone(), Value::String("asc".into())))
+                .collect();
+            let rev = "1-0";
+            json!({
+                "id": id,
+                "key": id,
+                "value": { "rev": rev },
+                "doc": {
+                    "_id": id,
+                    "_rev": rev,
+                    "language": "query",
+                    "views": {
+                        index.name.clone(): {
+                            "map": { "fields": fields, "partial_filter_selector": {} },
+                            "reduce": "_count",
+                            "options": { "def": { "fields": index.fields } },
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "total_rows": rows.len(), "offset": 0, "rows": rows })).into_response())
 }
 
 async fn status(State(state): State<AppState>) -> ApiResult {
@@ -503,7 +638,9 @@ async fn import(
 ) -> ApiResult {
     let value = parse_json(&body)?;
     let Value::Array(records) = value else {
-        return Err(ApiError::BadRequest("import needs a JSON array of records".into()));
+        return Err(ApiError::BadRequest(
+            "import needs a JSON array of records".into(),
+        ));
     };
     if let Some(bad) = records.iter().position(|r| !r.is_object()) {
         return Err(ApiError::BadRequest(format!(

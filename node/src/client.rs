@@ -48,7 +48,11 @@ const MAX_RESPONSE_BYTES: u64 = 1 << 30;
 
 impl Backend {
     /// Connects to the daemon if one answers, else opens the store.
-    pub fn connect(home: &Home, unlock: impl FnOnce() -> Result<Unlock>, config: &Config) -> Result<Self> {
+    pub fn connect(
+        home: &Home,
+        unlock: impl FnOnce() -> Result<Unlock>,
+        config: &Config,
+    ) -> Result<Self> {
         if let Some(remote) = Remote::find(home)? {
             return Ok(Backend::Remote(remote));
         }
@@ -73,9 +77,11 @@ impl Backend {
         f: impl AsyncFnOnce(&engine::Handle) -> Result<T, engine::Error>,
     ) -> Option<Result<T>> {
         match self {
-            Backend::Local { engine, runtime } => {
-                Some(runtime.block_on(f(&engine.handle)).map_err(anyhow::Error::from))
-            }
+            Backend::Local { engine, runtime } => Some(
+                runtime
+                    .block_on(f(&engine.handle))
+                    .map_err(anyhow::Error::from),
+            ),
             Backend::Remote(_) => None,
         }
     }
@@ -100,12 +106,17 @@ impl Backend {
         if let Some(r) = self.local(async |h| h.status().await) {
             return r;
         }
-        Ok(serde_json::from_value(self.remote()?.get("/_hearth/status")?)?)
+        Ok(serde_json::from_value(
+            self.remote()?.get("/_hearth/status")?,
+        )?)
     }
 
     /// Upserts one record; returns its id.
     pub fn put(&self, doctype: &str, id: Option<String>, body: Value) -> Result<String> {
-        if let Some(r) = self.local(async |h| h.put(doctype, id.clone(), body.clone(), PutMode::Upsert).await) {
+        if let Some(r) = self.local(async |h| {
+            h.put(doctype, id.clone(), body.clone(), PutMode::Upsert)
+                .await
+        }) {
             return r.map(|w| w.id);
         }
         let mut body = body;
@@ -124,9 +135,11 @@ impl Backend {
         if let Some(r) = self.local(async |h| h.put_many(doctype, records.clone()).await) {
             return r.map(|w| w.into_iter().map(|(id, _)| id).collect());
         }
-        let reply = self
-            .remote()?
-            .send("POST", &format!("/_hearth/import/{doctype}"), &Value::Array(records))?;
+        let reply = self.remote()?.send(
+            "POST",
+            &format!("/_hearth/import/{doctype}"),
+            &Value::Array(records),
+        )?;
         let ids = reply
             .as_array()
             .ok_or_else(|| anyhow!("unexpected reply from the daemon"))?
@@ -141,7 +154,8 @@ impl Backend {
         if let Some(r) = self.local(async |h| h.get(doctype, id).await) {
             return r;
         }
-        self.remote()?.get(&format!("/data/{doctype}/{}", encode(id)))
+        self.remote()?
+            .get(&format!("/data/{doctype}/{}", encode(id)))
     }
 
     /// Every record, ordered by id.
@@ -208,8 +222,15 @@ impl Backend {
     }
 
     /// Declares an index; returns its name and whether it was created.
-    pub fn index(&self, doctype: &str, name: Option<String>, fields: Vec<String>) -> Result<(String, bool)> {
-        if let Some(r) = self.local(async |h| h.define_index(doctype, name.clone(), fields.clone()).await) {
+    pub fn index(
+        &self,
+        doctype: &str,
+        name: Option<String>,
+        fields: Vec<String>,
+    ) -> Result<(String, bool)> {
+        if let Some(r) =
+            self.local(async |h| h.define_index(doctype, name.clone(), fields.clone()).await)
+        {
             return r;
         }
         let mut body = json!({ "index": { "fields": fields } });
@@ -230,7 +251,9 @@ impl Backend {
         if let Some(r) = self.local(async |h| h.collections().await) {
             return r;
         }
-        Ok(serde_json::from_value(self.remote()?.get("/_hearth/collections")?)?)
+        Ok(serde_json::from_value(
+            self.remote()?.get("/_hearth/collections")?,
+        )?)
     }
 
     /// A collection's export.
@@ -314,7 +337,11 @@ impl Remote {
         let url = format!("{}{path}", self.base);
         let auth = self.auth();
         let response = match method {
-            "DELETE" => self.agent.delete(&url).header("Authorization", &auth).call(),
+            "DELETE" => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
             "PUT" => self
                 .agent
                 .put(&url)

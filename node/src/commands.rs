@@ -111,7 +111,10 @@ fn init(home: &Home, global: &Global, config: &Config, name: Option<String>) -> 
     if global.json {
         emit(&serde_json::to_string(&status)?)?;
     } else {
-        emit(&format!("device   {} ({})", status.device_id, status.device_name))?;
+        emit(&format!(
+            "device   {} ({})",
+            status.device_id, status.device_name
+        ))?;
         emit(&format!("account  {}", status.account_id))?;
         emit(&format!("store    {}", status.store))?;
     }
@@ -134,7 +137,12 @@ fn parse_arg(what: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| anyhow!("bad JSON in {what}: {e}"))
 }
 
-fn data_command(backend: &Backend, global: &Global, config: &Config, command: Command) -> Result<()> {
+fn data_command(
+    backend: &Backend,
+    global: &Global,
+    config: &Config,
+    command: Command,
+) -> Result<()> {
     match command {
         Command::Status => {
             let status = backend.status()?;
@@ -143,8 +151,14 @@ fn data_command(backend: &Backend, global: &Global, config: &Config, command: Co
                 v["daemon"] = json!({ "running": backend.api().is_some(), "api": backend.api() });
                 emit_json(&v)?;
             } else {
-                emit(&format!("device    {} ({})", status.device_id, status.device_name))?;
-                emit(&format!("account   {} ({} device(s))", status.account_id, status.devices))?;
+                emit(&format!(
+                    "device    {} ({})",
+                    status.device_id, status.device_name
+                ))?;
+                emit(&format!(
+                    "account   {} ({} device(s))",
+                    status.account_id, status.devices
+                ))?;
                 emit(&format!("store     {}", status.store))?;
                 emit(&format!(
                     "data      {} collection(s), {} record(s)",
@@ -236,7 +250,9 @@ fn data_command(backend: &Backend, global: &Global, config: &Config, command: Co
             name,
         } => {
             let (name, created) = backend.index(&collection, name, fields)?;
-            emit_json(&json!({ "name": name, "result": if created { "created" } else { "exists" } }))?;
+            emit_json(
+                &json!({ "name": name, "result": if created { "created" } else { "exists" } }),
+            )?;
         }
         Command::Collections => {
             for info in backend.collections()? {
@@ -253,7 +269,9 @@ fn data_command(backend: &Backend, global: &Global, config: &Config, command: Co
             };
             let mut out = std::io::stdout().lock();
             if format == ExportFormat::Automerge && out.is_terminal() {
-                bail!("refusing to write binary Automerge data to a terminal; redirect stdout to a file");
+                bail!(
+                    "refusing to write binary Automerge data to a terminal; redirect stdout to a file"
+                );
             }
             out.write_all(&backend.export(&collection, format)?)?;
             out.flush()?;
@@ -278,16 +296,24 @@ fn kind(v: &Value) -> &'static str {
 
 /// Imports a file in batches of `engine.import_batch` records, one durable
 /// commit per batch, with a progress bar when stderr is a terminal.
-fn import(backend: &Backend, global: &Global, config: &Config, collection: &str, path: &Path) -> Result<()> {
+fn import(
+    backend: &Backend,
+    global: &Global,
+    config: &Config,
+    collection: &str,
+    path: &Path,
+) -> Result<()> {
     let started = Instant::now();
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(size);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(collection.to_string());
         bar
@@ -312,7 +338,10 @@ fn import(backend: &Backend, global: &Global, config: &Config, collection: &str,
         total += n;
         Ok(())
     };
-    let push = |record: Value, batch: &mut Vec<Value>, flush: &mut dyn FnMut(&mut Vec<Value>) -> Result<()>| -> Result<()> {
+    let push = |record: Value,
+                batch: &mut Vec<Value>,
+                flush: &mut dyn FnMut(&mut Vec<Value>) -> Result<()>|
+     -> Result<()> {
         batch.push(record);
         if batch.len() >= batch_size {
             flush(batch)?;
@@ -330,18 +359,25 @@ fn import(backend: &Backend, global: &Global, config: &Config, collection: &str,
                 let record: Value = serde_json::from_str(&line)
                     .map_err(|e| anyhow!("{where_}:{}: bad JSON: {e}", n + 1))?;
                 if !record.is_object() {
-                    bail!("{where_}:{}: a record must be a JSON object, got {}", n + 1, kind(&record));
+                    bail!(
+                        "{where_}:{}: a record must be a JSON object, got {}",
+                        n + 1,
+                        kind(&record)
+                    );
                 }
                 push(record, &mut batch, &mut flush)?;
             }
         }
         "json" => {
-            let value: Value = serde_json::from_reader(reader)
-                .map_err(|e| anyhow!("{where_}: bad JSON: {e}"))?;
+            let value: Value =
+                serde_json::from_reader(reader).map_err(|e| anyhow!("{where_}: bad JSON: {e}"))?;
             let records = match value {
                 Value::Array(records) => records,
                 record @ Value::Object(_) => vec![record],
-                other => bail!("{where_}: expected an array of records, got {}", kind(&other)),
+                other => bail!(
+                    "{where_}: expected an array of records, got {}",
+                    kind(&other)
+                ),
             };
             if let Some(bad) = records.iter().position(|r| !r.is_object()) {
                 bail!("{where_}: record {bad} is not a JSON object");

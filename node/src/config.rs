@@ -174,7 +174,10 @@ impl Config {
             slot: &mut T,
         ) -> Result<(), Error> {
             if let Some(value) = get(name) {
-                *slot = value.trim().parse().map_err(|_| Error::Env { name, value })?;
+                *slot = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Env { name, value })?;
             }
             Ok(())
         }
@@ -189,9 +192,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.engine;
         let rules: [(bool, &'static str, &'static str); 8] = [
-            (e.queue >= 1 && e.queue <= 1 << 20, "engine.queue", "between 1 and 1048576"),
-            (e.shards >= 1 && e.shards <= 1024, "engine.shards", "between 1 and 1024"),
-            (e.compact_after_chunks >= 1, "engine.compact_after_chunks", "at least 1"),
+            (
+                e.queue >= 1 && e.queue <= 1 << 20,
+                "engine.queue",
+                "between 1 and 1048576",
+            ),
+            (
+                e.shards >= 1 && e.shards <= 1024,
+                "engine.shards",
+                "between 1 and 1024",
+            ),
+            (
+                e.compact_after_chunks >= 1,
+                "engine.compact_after_chunks",
+                "at least 1",
+            ),
             (
                 e.import_batch >= 1 && e.import_batch <= 1_000_000,
                 "engine.import_batch",

@@ -127,8 +127,12 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
     let addr_file = home.api_addr_path();
-    crate::home::write_atomic(&addr_file, addr.to_string().as_bytes(), crate::home::PUBLIC_FILE_MODE)
-        .with_context(|| format!("cannot write {}", home.api_addr_path().display()))?;
+    crate::home::write_atomic(
+        &addr_file,
+        addr.to_string().as_bytes(),
+        crate::home::PUBLIC_FILE_MODE,
+    )
+    .with_context(|| format!("cannot write {}", home.api_addr_path().display()))?;
     let status = engine.handle.status().await?;
     tracing::info!(
         device = %status.device_id,
@@ -137,7 +141,10 @@ pub async fn run(
         api = %addr,
         "hearth is up"
     );
-    eprintln!("hearth is up: api http://{addr} (token in {})", home.api_token_path().display());
+    eprintln!(
+        "hearth is up: api http://{addr} (token in {})",
+        home.api_token_path().display()
+    );
 
     let state = AppState::new(engine.handle.clone(), token, config.api.clone());
     let served = axum::serve(listener, api::router(state))

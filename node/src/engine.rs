@@ -217,6 +217,17 @@ pub enum Command {
         /// Reply: (id, rev) per record, in order.
         reply: oneshot::Sender<Result<Vec<(String, String)>, Error>>,
     },
+    /// Write or delete many documents in one durable commit, each on its own
+    /// terms (`_rev` → update, `_deleted: true` → delete, else create), as
+    /// CouchDB's `_bulk_docs` does.
+    Bulk {
+        /// Collection.
+        doctype: String,
+        /// The documents.
+        docs: Vec<Value>,
+        /// Reply: one result per document, in order.
+        reply: oneshot::Sender<Result<Vec<Result<Written, BulkError>>, Error>>,
+    },
     /// Read one record.
     Get {
         /// Collection.
@@ -301,6 +312,15 @@ pub enum Command {
     },
 }
 
+/// One document of a bulk write that failed, and why; the others still apply.
+#[derive(Debug)]
+pub struct BulkError {
+    /// The document's id, if it had or got one.
+    pub id: String,
+    /// Why it failed.
+    pub error: Error,
+}
+
 /// A cloneable client of the engine.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -380,7 +400,10 @@ pub(crate) fn now_ms() -> i64 {
 pub fn check_doctype(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
@@ -535,7 +558,10 @@ impl Engine {
         if found != meta.chunk_count {
             return Err(self.damaged(
                 &format!("chunks of {name}"),
-                format!("expected {:?} chunks per shard, found {found:?}", meta.chunk_count),
+                format!(
+                    "expected {:?} chunks per shard, found {found:?}",
+                    meta.chunk_count
+                ),
             ));
         }
         let data = Collection::load(name, self.actor(), shards)?;
@@ -600,7 +626,9 @@ impl Engine {
 
     fn check_size(&self, id: &str, body: &Value) -> Result<(), Error> {
         let limit = self.config.max_record_bytes;
-        let size = serde_json::to_vec(body).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(body)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > limit {
             return Err(Error::TooLarge {
                 id: id.to_string(),
@@ -650,7 +678,11 @@ impl Engine {
                 txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &full)?;
                 meta.chunk_count[slot] = 1;
             } else {
-                txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &chunk.bytes)?;
+                txn.insert(
+                    Table::Chunks,
+                    &keys::chunk_key(name, shard, next)?,
+                    &chunk.bytes,
+                )?;
                 meta.chunk_count[slot] += 1;
             }
             meta.next_chunk[slot] = next + 1;
@@ -704,6 +736,13 @@ impl Engine {
                 reply,
             } => {
                 let _ = reply.send(self.put_many(&doctype, records));
+            }
+            Command::Bulk {
+                doctype,
+                docs,
+                reply,
+            } => {
+                let _ = reply.send(self.bulk(&doctype, docs));
             }
             Command::Get { doctype, id, reply } => {
                 let _ = reply.send(self.get(&doctype, &id));
@@ -814,6 +853,55 @@ impl Engine {
         let written = loaded.data.put_many(items, PutMode::Upsert, now_ms())?;
         self.commit(doctype, &written)?;
         Ok(written.into_iter().map(|w| (w.id, w.rev)).collect())
+    }
+
+    fn bulk(
+        &mut self,
+        doctype: &str,
+        docs: Vec<Value>,
+    ) -> Result<Vec<Result<Written, BulkError>>, Error> {
+        let mut results = Vec::with_capacity(docs.len());
+        let mut written = Vec::new();
+        self.collection_mut(doctype)?;
+        for mut doc in docs {
+            let id = doc
+                .get("_id")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(new_id);
+            let rev = doc.get("_rev").and_then(Value::as_str).map(String::from);
+            let deleted = doc.get("_deleted") == Some(&Value::Bool(true));
+            if let Some(map) = doc.as_object_mut() {
+                map.remove("_deleted");
+            }
+            let outcome = self.check_size(&id, &doc).and_then(|()| {
+                let loaded = self.collection_mut(doctype)?;
+                if deleted {
+                    if loaded.data.get(&id).is_none() {
+                        return Err(Error::NotFound {
+                            doctype: doctype.to_string(),
+                            id: id.clone(),
+                        });
+                    }
+                    Ok(loaded.data.delete(&id, rev.as_deref(), now_ms())?)
+                } else {
+                    let mode = match rev {
+                        Some(expected_rev) => PutMode::Update { expected_rev },
+                        None => PutMode::Create,
+                    };
+                    Ok(loaded.data.put(&id, doc, mode, now_ms())?)
+                }
+            });
+            match outcome {
+                Ok(w) => {
+                    written.push(w.clone());
+                    results.push(Ok(w));
+                }
+                Err(error) => results.push(Err(BulkError { id, error })),
+            }
+        }
+        self.commit(doctype, &written)?;
+        Ok(results)
     }
 
     fn get(&self, doctype: &str, id: &str) -> Result<Value, Error> {
@@ -1003,7 +1091,10 @@ impl Handle {
         make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
     ) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -1044,6 +1135,20 @@ impl Handle {
         self.call(|reply| Command::PutMany {
             doctype: doctype.to_string(),
             records,
+            reply,
+        })
+        .await
+    }
+
+    /// Writes or deletes many documents in one durable commit.
+    pub async fn bulk(
+        &self,
+        doctype: &str,
+        docs: Vec<Value>,
+    ) -> Result<Vec<Result<Written, BulkError>>, Error> {
+        self.call(|reply| Command::Bulk {
+            doctype: doctype.to_string(),
+            docs,
             reply,
         })
         .await

@@ -1,6 +1,8 @@
 //! The HTTP API in-process: a router over a real engine on a temporary home,
 //! driven with `tower::ServiceExt::oneshot`.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -99,7 +101,11 @@ async fn requests_without_the_right_token_get_401() {
 async fn create_read_update_delete_follow_cozy_semantics() {
     let f = fixture();
     let (status, created) = f
-        .call("POST", "/data/io.cozy.notes/", Some(json!({"title": "a", "n": 1})))
+        .call(
+            "POST",
+            "/data/io.cozy.notes/",
+            Some(json!({"title": "a", "n": 1})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(created["ok"], true);
@@ -109,7 +115,9 @@ async fn create_read_update_delete_follow_cozy_semantics() {
     assert_eq!(created["data"]["_id"], id.as_str());
     assert_eq!(created["data"]["_rev"], rev.as_str());
 
-    let (status, doc) = f.call("GET", &format!("/data/io.cozy.notes/{id}"), None).await;
+    let (status, doc) = f
+        .call("GET", &format!("/data/io.cozy.notes/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc, json!({"_id": id, "_rev": rev, "title": "a", "n": 1}));
 
@@ -136,46 +144,79 @@ async fn create_read_update_delete_follow_cozy_semantics() {
     assert_eq!(conflict["error"], "conflict");
     // PUT without a rev on an existing record is a conflict, like CouchDB.
     let (status, _) = f
-        .call("PUT", &format!("/data/io.cozy.notes/{id}"), Some(json!({"title": "d"})))
+        .call(
+            "PUT",
+            &format!("/data/io.cozy.notes/{id}"),
+            Some(json!({"title": "d"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     // PUT without a rev on a new id creates it.
     let (status, fixed) = f
-        .call("PUT", "/data/io.cozy.notes/fixed-id", Some(json!({"title": "e"})))
+        .call(
+            "PUT",
+            "/data/io.cozy.notes/fixed-id",
+            Some(json!({"title": "e"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{fixed}");
     assert_eq!(fixed["id"], "fixed-id");
 
     // Delete with a stale rev is refused; with the current one it works.
     let (status, _) = f
-        .call("DELETE", &format!("/data/io.cozy.notes/{id}?rev={rev}"), None)
+        .call(
+            "DELETE",
+            &format!("/data/io.cozy.notes/{id}?rev={rev}"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, deleted) = f
-        .call("DELETE", &format!("/data/io.cozy.notes/{id}?rev={rev2}"), None)
+        .call(
+            "DELETE",
+            &format!("/data/io.cozy.notes/{id}?rev={rev2}"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert_eq!(deleted["ok"], true);
-    let (status, missing) = f.call("GET", &format!("/data/io.cozy.notes/{id}"), None).await;
+    let (status, missing) = f
+        .call("GET", &format!("/data/io.cozy.notes/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(missing["error"], "not_found");
     let (status, _) = f.call("DELETE", "/data/io.cozy.notes/fixed-id", None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "delete without a rev says so");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "delete without a rev says so"
+    );
 }
 
 #[tokio::test]
 async fn malformed_bodies_get_400_with_the_reason() {
     let f = fixture();
     let (status, body) = f
-        .call_raw("POST", "/data/io.cozy.notes/", Some("{\"a\":".into()), Some(TOKEN))
+        .call_raw(
+            "POST",
+            "/data/io.cozy.notes/",
+            Some("{\"a\":".into()),
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["reason"].as_str().unwrap().starts_with("bad json"), "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().starts_with("bad json"),
+        "{body}"
+    );
     let (status, body) = f
         .call("POST", "/data/io.cozy.notes/", Some(json!([1, 2])))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["reason"].as_str().unwrap().contains("object"), "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("object"),
+        "{body}"
+    );
     let (status, body) = f
         .call(
             "POST",
@@ -184,8 +225,13 @@ async fn malformed_bodies_get_400_with_the_reason() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["reason"].as_str().unwrap().contains("$bogus"), "{body}");
-    let (status, _) = f.call("POST", "/data/Not%20A%20Doctype/", Some(json!({}))).await;
+    assert!(
+        body["reason"].as_str().unwrap().contains("$bogus"),
+        "{body}"
+    );
+    let (status, _) = f
+        .call("POST", "/data/Not%20A%20Doctype/", Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -260,11 +306,19 @@ async fn find_uses_a_declared_index_and_pages_with_next() {
 async fn all_docs_normal_docs_and_changes() {
     let f = fixture();
     for id in ["b", "a", "c"] {
-        f.call("PUT", &format!("/data/io.cozy.contacts/{id}"), Some(json!({"name": id})))
-            .await;
+        f.call(
+            "PUT",
+            &format!("/data/io.cozy.contacts/{id}"),
+            Some(json!({"name": id})),
+        )
+        .await;
     }
     let (_, all) = f
-        .call("GET", "/data/io.cozy.contacts/_all_docs?include_docs=true", None)
+        .call(
+            "GET",
+            "/data/io.cozy.contacts/_all_docs?include_docs=true",
+            None,
+        )
         .await;
     assert_eq!(all["total_rows"], 3);
     let ids: Vec<&str> = all["rows"]
@@ -315,8 +369,12 @@ async fn all_docs_normal_docs_and_changes() {
         .as_str()
         .unwrap()
         .to_string();
-    f.call("DELETE", &format!("/data/io.cozy.contacts/c?rev={rev_c}"), None)
-        .await;
+    f.call(
+        "DELETE",
+        &format!("/data/io.cozy.contacts/c?rev={rev_c}"),
+        None,
+    )
+    .await;
     let (_, since) = f
         .call(
             "GET",
@@ -339,7 +397,11 @@ async fn aggregate_groups_and_merges() {
         .map(|i| json!({"_id": format!("r{i}"), "month": i % 3, "kwh": i}))
         .collect();
     let (status, _) = f
-        .call("POST", "/_hearth/import/energy.readings", Some(Value::Array(records)))
+        .call(
+            "POST",
+            "/_hearth/import/energy.readings",
+            Some(Value::Array(records)),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, agg) = f

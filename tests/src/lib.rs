@@ -74,7 +74,12 @@ impl Run {
             self.code, self.stdout, self.stderr
         );
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "expected one error line, got: {}", self.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one error line, got: {}",
+            self.stderr
+        );
         assert!(
             !self.stderr.contains("panicked"),
             "a panic is never an answer: {}",
@@ -140,7 +145,8 @@ impl Home {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(hearth_bin());
         cmd.arg("--home").arg(self.path()).args(args);
-        cmd.env_remove("HEARTH_PASSPHRASE").env_remove("HEARTH_HOME");
+        cmd.env_remove("HEARTH_PASSPHRASE")
+            .env_remove("HEARTH_HOME");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -336,7 +342,11 @@ impl Api {
         let auth = format!("Bearer {}", self.token);
         let response = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
             ("PUT", b) => self
                 .agent
                 .put(&url)

@@ -1,5 +1,7 @@
 //! Every CLI command on a real `hearth` binary, with and without a daemon.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use hearth_tests::{Api, Home};
 use serde_json::{Value, json};
 
@@ -11,21 +13,34 @@ fn init(home: &Home) {
 fn exercise_every_data_command(home: &Home, daemon: bool) {
     // put: from the argument, with an explicit id, and from stdin.
     let id = home
-        .run(&["put", "io.cozy.notes", r#"{"title":"groceries","n":1,"tags":["a","b"]}"#])
+        .run(&[
+            "put",
+            "io.cozy.notes",
+            r#"{"title":"groceries","n":1,"tags":["a","b"]}"#,
+        ])
         .ok()
         .trim()
         .to_string();
     assert_eq!(id.len(), 32, "a generated id is 32 hex chars: {id}");
     assert_eq!(
-        home.run(&["put", "io.cozy.notes", r#"{"title":"todo","n":2}"#, "--id", "note-2"])
-            .ok()
-            .trim(),
+        home.run(&[
+            "put",
+            "io.cozy.notes",
+            r#"{"title":"todo","n":2}"#,
+            "--id",
+            "note-2"
+        ])
+        .ok()
+        .trim(),
         "note-2"
     );
     assert_eq!(
-        home.run_with_stdin(&["put", "io.cozy.notes"], r#"{"_id":"note-3","title":"zoë 🎉","n":3.5}"#)
-            .ok()
-            .trim(),
+        home.run_with_stdin(
+            &["put", "io.cozy.notes"],
+            r#"{"_id":"note-3","title":"zoë 🎉","n":3.5}"#
+        )
+        .ok()
+        .trim(),
         "note-3"
     );
 
@@ -38,8 +53,14 @@ fn exercise_every_data_command(home: &Home, daemon: bool) {
     assert!(rev1.starts_with("1-"), "{rev1}");
 
     // put again on the same id replaces the record and bumps _rev.
-    home.run(&["put", "io.cozy.notes", r#"{"title":"zoë 🎉","n":4}"#, "--id", "note-3"])
-        .ok();
+    home.run(&[
+        "put",
+        "io.cozy.notes",
+        r#"{"title":"zoë 🎉","n":4}"#,
+        "--id",
+        "note-3",
+    ])
+    .ok();
     let got = home.run(&["get", "io.cozy.notes", "note-3"]).json();
     assert_eq!(got["n"], json!(4));
     assert!(got["_rev"].as_str().unwrap().starts_with("2-"));
@@ -61,9 +82,27 @@ fn exercise_every_data_command(home: &Home, daemon: bool) {
             "-n",
         ])
         .json_lines();
-    assert_eq!(found, vec![json!({"title":"zoë 🎉","n":4}), json!({"title":"todo","n":2})]);
+    assert_eq!(
+        found,
+        vec![
+            json!({"title":"zoë 🎉","n":4}),
+            json!({"title":"todo","n":2})
+        ]
+    );
     let page = home
-        .run(&["find", "io.cozy.notes", "{}", "--sort", "n", "--skip", "1", "--limit", "1", "--fields", "n"])
+        .run(&[
+            "find",
+            "io.cozy.notes",
+            "{}",
+            "--sort",
+            "n",
+            "--skip",
+            "1",
+            "--limit",
+            "1",
+            "--fields",
+            "n",
+        ])
         .json_lines();
     assert_eq!(page, vec![json!({"n":2})]);
 
@@ -96,8 +135,14 @@ fn exercise_every_data_command(home: &Home, daemon: bool) {
 
     // delete, then get says exactly what is missing.
     home.run(&["delete", "io.cozy.notes", "note-2"]).ok();
-    let err = home.run(&["get", "io.cozy.notes", "note-2"]).err().to_string();
-    assert!(err.contains("no record \"note-2\" in io.cozy.notes"), "{err}");
+    let err = home
+        .run(&["get", "io.cozy.notes", "note-2"])
+        .err()
+        .to_string();
+    assert!(
+        err.contains("no record \"note-2\" in io.cozy.notes"),
+        "{err}"
+    );
 
     // export jsonl round trips what list shows.
     let exported = home.run(&["export", "io.cozy.notes"]).json_lines();
@@ -150,17 +195,32 @@ fn data_commands_on_an_empty_home_say_to_init() {
 fn bad_input_gets_one_clear_line() {
     let home = Home::new();
     init(&home);
-    let err = home.run(&["put", "io.cozy.notes", "{not json"]).err().to_string();
+    let err = home
+        .run(&["put", "io.cozy.notes", "{not json"])
+        .err()
+        .to_string();
     assert!(err.contains("bad JSON in the record"), "{err}");
-    let err = home.run(&["put", "io.cozy.notes", "[1,2]"]).err().to_string();
+    let err = home
+        .run(&["put", "io.cozy.notes", "[1,2]"])
+        .err()
+        .to_string();
     assert!(err.contains("must be a JSON object"), "{err}");
-    let err = home.run(&["find", "io.cozy.notes", r#"{"a":{"$nope":1}}"#]).err().to_string();
+    let err = home
+        .run(&["find", "io.cozy.notes", r#"{"a":{"$nope":1}}"#])
+        .err()
+        .to_string();
     assert!(err.contains("$nope"), "{err}");
-    let err = home.run(&["find", "io.cozy.notes", "{oops"]).err().to_string();
+    let err = home
+        .run(&["find", "io.cozy.notes", "{oops"])
+        .err()
+        .to_string();
     assert!(err.contains("bad JSON in the selector"), "{err}");
     let err = home.run(&["put", "Bad Name", "{}"]).err().to_string();
     assert!(err.contains("bad collection name"), "{err}");
-    let err = home.run(&["get", "io.cozy.notes", "nope"]).err().to_string();
+    let err = home
+        .run(&["get", "io.cozy.notes", "nope"])
+        .err()
+        .to_string();
     assert!(err.contains("no record \"nope\""), "{err}");
 }
 
@@ -179,11 +239,23 @@ fn import_reads_json_jsonl_and_csv() {
     init(&home);
     let dir = tempfile::tempdir().unwrap();
     let json_file = dir.path().join("ops.json");
-    std::fs::write(&json_file, r#"[{"_id":"a","amount":-12.5},{"_id":"b","amount":100}]"#).unwrap();
+    std::fs::write(
+        &json_file,
+        r#"[{"_id":"a","amount":-12.5},{"_id":"b","amount":100}]"#,
+    )
+    .unwrap();
     let jsonl_file = dir.path().join("ops.jsonl");
-    std::fs::write(&jsonl_file, "{\"_id\":\"c\",\"amount\":3}\n\n{\"_id\":\"d\",\"amount\":4}\n").unwrap();
+    std::fs::write(
+        &jsonl_file,
+        "{\"_id\":\"c\",\"amount\":3}\n\n{\"_id\":\"d\",\"amount\":4}\n",
+    )
+    .unwrap();
     let csv_file = dir.path().join("ops.csv");
-    std::fs::write(&csv_file, "_id,amount,label,ok\ne,7,rent,true\nf,1.5,,false\n").unwrap();
+    std::fs::write(
+        &csv_file,
+        "_id,amount,label,ok\ne,7,rent,true\nf,1.5,,false\n",
+    )
+    .unwrap();
     for f in [&json_file, &jsonl_file, &csv_file] {
         let run = home.run(&["import", "bank.operations", f.to_str().unwrap()]);
         run.ok();
@@ -200,11 +272,17 @@ fn import_reads_json_jsonl_and_csv() {
 
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"a\":1}\n{broken\n").unwrap();
-    let err = home.run(&["import", "x", bad.to_str().unwrap()]).err().to_string();
+    let err = home
+        .run(&["import", "x", bad.to_str().unwrap()])
+        .err()
+        .to_string();
     assert!(err.contains("bad.jsonl:2"), "{err}");
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "hello").unwrap();
-    let err = home.run(&["import", "x", txt.to_str().unwrap()]).err().to_string();
+    let err = home
+        .run(&["import", "x", txt.to_str().unwrap()])
+        .err()
+        .to_string();
     assert!(err.contains("unknown file type"), "{err}");
 }
 
@@ -213,12 +291,23 @@ fn export_automerge_is_one_loadable_document() {
     let home = Home::new();
     init(&home);
     for i in 0..20 {
-        home.run(&["put", "c", &format!(r#"{{"i":{i}}}"#), "--id", &format!("r{i}")]).ok();
+        home.run(&[
+            "put",
+            "c",
+            &format!(r#"{{"i":{i}}}"#),
+            "--id",
+            &format!("r{i}"),
+        ])
+        .ok();
     }
-    let run = home.command(&["export", "c", "--format", "automerge"]).output().unwrap();
+    let run = home
+        .command(&["export", "c", "--format", "automerge"])
+        .output()
+        .unwrap();
     assert!(run.status.success());
     use automerge::ReadDoc;
-    let doc = automerge::Automerge::load(&run.stdout).expect("export loads as one Automerge document");
+    let doc =
+        automerge::Automerge::load(&run.stdout).expect("export loads as one Automerge document");
     assert_eq!(doc.keys(automerge::ROOT).count(), 20);
 }
 
@@ -248,8 +337,14 @@ fn records_survive_a_daemon_restart() {
     init(&home);
     let daemon = home.up().unwrap();
     for i in 0..50 {
-        home.run(&["put", "energy.readings", &format!(r#"{{"kwh":{i}}}"#), "--id", &format!("m{i:02}")])
-            .ok();
+        home.run(&[
+            "put",
+            "energy.readings",
+            &format!(r#"{{"kwh":{i}}}"#),
+            "--id",
+            &format!("m{i:02}"),
+        ])
+        .ok();
     }
     let (code, stderr) = daemon.stop().unwrap();
     assert_eq!(code, 0, "{stderr}");
@@ -259,7 +354,10 @@ fn records_survive_a_daemon_restart() {
     assert_eq!(all[7]["kwh"], json!(7));
     daemon.stop().unwrap();
     // And without a daemon.
-    assert_eq!(home.run(&["list", "energy.readings"]).json_lines().len(), 50);
+    assert_eq!(
+        home.run(&["list", "energy.readings"]).json_lines().len(),
+        50
+    );
 }
 
 #[test]
@@ -269,7 +367,12 @@ fn the_api_needs_the_token_and_speaks_cozy() {
     let daemon = home.up().unwrap();
     let api = Api::new(&daemon, &home.token());
     let wrong = Api::new(&daemon, "not-the-token");
-    assert_eq!(wrong.call("GET", "/data/io.cozy.notes/_all_docs", None).status, 401);
+    assert_eq!(
+        wrong
+            .call("GET", "/data/io.cozy.notes/_all_docs", None)
+            .status,
+        401
+    );
 
     let created = api.call("POST", "/data/io.cozy.notes/", Some(r#"{"title":"a"}"#));
     assert_eq!(created.status, 201, "{:?}", created.json);
@@ -289,7 +392,10 @@ fn the_api_needs_the_token_and_speaks_cozy() {
     let bad = api.call("POST", "/data/io.cozy.notes/", Some("{nope"));
     assert_eq!(bad.status, 400);
     assert!(bad.json["reason"].as_str().unwrap().contains("bad json"));
-    assert_eq!(api.call("GET", "/data/io.cozy.notes/missing", None).status, 404);
+    assert_eq!(
+        api.call("GET", "/data/io.cozy.notes/missing", None).status,
+        404
+    );
 
     // And the CLI sees what the API wrote.
     let seen = home.run(&["get", "io.cozy.notes", &id]).json();

@@ -1,6 +1,8 @@
 //! The encrypted store as a user meets it: secrecy on disk, tampering,
 //! wrong keys, and `kill -9` during writes.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
@@ -14,7 +16,8 @@ fn init_with_records(home: &Home) {
     home.run(&["init", "--name", "laptop"]).ok();
     for i in 0..40 {
         let body = json!({ "secret": format!("{MARKER}-{i}"), "i": i }).to_string();
-        home.run(&["put", "io.cozy.notes", &body, "--id", &format!("n{i:02}")]).ok();
+        home.run(&["put", "io.cozy.notes", &body, "--id", &format!("n{i:02}")])
+            .ok();
     }
 }
 
@@ -37,14 +40,23 @@ fn record_values_appear_in_plaintext_in_no_file_under_the_home() {
     init_with_records(&home);
     // Also through a daemon, and after it stopped (logs, api files).
     let daemon = home.up().unwrap();
-    home.run(&["put", "io.cozy.notes", &json!({ "secret": MARKER }).to_string()]).ok();
+    home.run(&[
+        "put",
+        "io.cozy.notes",
+        &json!({ "secret": MARKER }).to_string(),
+    ])
+    .ok();
     daemon.stop().unwrap();
     let files = files_under(home.path());
     assert!(files.iter().any(|f| f.ends_with("store.redb")));
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         let found = bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes());
-        assert!(!found, "{} holds a record value in plaintext", file.display());
+        assert!(
+            !found,
+            "{} holds a record value in plaintext",
+            file.display()
+        );
     }
 }
 
@@ -53,7 +65,10 @@ fn a_wrong_passphrase_is_refused_with_one_line_naming_the_store() {
     let home = Home::new().env("HEARTH_PASSPHRASE", "correct horse battery staple");
     home.run(&["init"]).ok();
     home.run(&["put", "c", r#"{"a":1}"#, "--id", "x"]).ok();
-    assert!(!home.path().join("keys/store.key").exists(), "a passphrase store has no key file");
+    assert!(
+        !home.path().join("keys/store.key").exists(),
+        "a passphrase store has no key file"
+    );
 
     let run = home
         .command(&["get", "c", "x"])
@@ -84,7 +99,11 @@ fn a_wrong_passphrase_is_refused_with_one_line_naming_the_store() {
         .env_remove("HEARTH_PASSPHRASE")
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
 
 #[test]
@@ -113,8 +132,14 @@ fn the_key_file_is_private() {
 fn assert_tamper_detected(home: &Home) {
     let run = home.run(&["list", "io.cozy.notes"]);
     let err = run.err();
-    assert!(err.contains("store.redb"), "the error names the file: {err}");
-    assert!(run.stdout.is_empty(), "no data is printed from a damaged store");
+    assert!(
+        err.contains("store.redb"),
+        "the error names the file: {err}"
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no data is printed from a damaged store"
+    );
 }
 
 #[test]
@@ -177,8 +202,12 @@ fn swap_first_two_chunks(home: &Home) -> bool {
     let txn = db.begin_write().unwrap();
     {
         let mut table = txn.open_table(CHUNKS).unwrap();
-        table.insert(rows[0].0.as_slice(), rows[1].1.as_slice()).unwrap();
-        table.insert(rows[1].0.as_slice(), rows[0].1.as_slice()).unwrap();
+        table
+            .insert(rows[0].0.as_slice(), rows[1].1.as_slice())
+            .unwrap();
+        table
+            .insert(rows[1].0.as_slice(), rows[0].1.as_slice())
+            .unwrap();
     }
     txn.commit().unwrap();
     true
@@ -216,7 +245,9 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
             }
         });
         // Let some writes through, then kill at a varying moment.
-        std::thread::sleep(std::time::Duration::from_millis(150 + 97 * round as u64 % 400));
+        std::thread::sleep(std::time::Duration::from_millis(
+            150 + 97 * round as u64 % 400,
+        ));
         daemon.kill9().unwrap();
         writer.join().unwrap();
         acknowledged.extend(rx.try_iter());
@@ -225,13 +256,26 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
         let present: BTreeMap<String, i64> = run
             .json_lines()
             .into_iter()
-            .map(|r| (r["_id"].as_str().unwrap().to_string(), r["v"].as_i64().unwrap()))
+            .map(|r| {
+                (
+                    r["_id"].as_str().unwrap().to_string(),
+                    r["v"].as_i64().unwrap(),
+                )
+            })
             .collect();
         for (id, v) in &acknowledged {
-            assert_eq!(present.get(id), Some(v), "acknowledged write {id} lost in round {round}");
+            assert_eq!(
+                present.get(id),
+                Some(v),
+                "acknowledged write {id} lost in round {round}"
+            );
         }
     }
-    assert!(acknowledged.len() > 50, "the test wrote too little to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "the test wrote too little to mean anything: {}",
+        acknowledged.len()
+    );
 }
 
 #[test]
@@ -266,7 +310,8 @@ fn a_daemon_logs_no_record_contents() {
             break;
         }
     }
-    home.run(&["put", "c", &json!({ "secret": MARKER }).to_string()]).ok();
+    home.run(&["put", "c", &json!({ "secret": MARKER }).to_string()])
+        .ok();
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -47,7 +47,10 @@ fn generation(rev: Option<&str>) -> u64 {
 
 /// The revision of `fields` (a record including `_id`) written over `prev`.
 /// Fails when the record's canonical JSON exceeds [`MAX_RECORD_BYTES`].
-pub(crate) fn next(prev: Option<&str>, fields: &Map<String, Value>) -> Result<String, record::Error> {
+pub(crate) fn next(
+    prev: Option<&str>,
+    fields: &Map<String, Value>,
+) -> Result<String, record::Error> {
     let mut digest = Digest::new(TAG_PUT, MAX_RECORD_BYTES);
     digest.string(prev.unwrap_or(""));
     digest.fields(fields)?;
@@ -164,8 +167,14 @@ mod tests {
         let with_rev = fields(json!({"_id": "a", "n": 1, "_rev": "7-x"}));
         let r1 = next(None, &a).unwrap();
         assert_eq!(r1, next(None, &with_rev).unwrap());
-        assert_ne!(r1, next(None, &fields(json!({"_id": "a", "n": 1.0}))).unwrap());
-        assert_ne!(r1, next(None, &fields(json!({"_id": "b", "n": 1}))).unwrap());
+        assert_ne!(
+            r1,
+            next(None, &fields(json!({"_id": "a", "n": 1.0}))).unwrap()
+        );
+        assert_ne!(
+            r1,
+            next(None, &fields(json!({"_id": "b", "n": 1}))).unwrap()
+        );
         let r2 = next(Some(&r1), &a).unwrap();
         assert_ne!(r2, next(Some(&r2), &a).unwrap());
     }
@@ -191,7 +200,10 @@ mod tests {
         let big = fields(json!({"_id": "a", "s": "x".repeat(MAX_RECORD_BYTES)}));
         assert!(matches!(
             next(None, &big),
-            Err(record::Error::TooLarge { max: MAX_RECORD_BYTES, .. })
+            Err(record::Error::TooLarge {
+                max: MAX_RECORD_BYTES,
+                ..
+            })
         ));
     }
 

@@ -31,6 +31,12 @@ pub(crate) struct Shard {
     /// Heads covered by the chunks already returned from [`Shard::take_chunk`]
     /// or [`Shard::compact`].
     saved_heads: Vec<ChangeHash>,
+    /// The encoded changes from `saved_heads` to the current heads, when every
+    /// one of them was a local commit; `None` after a merge, and then
+    /// Automerge re-encodes them.
+    pending: Option<Vec<u8>>,
+    /// Our actor's last sequence number in this document, once looked up.
+    last_seq: Option<u64>,
 }
 
 impl Shard {
@@ -38,6 +44,8 @@ impl Shard {
         Self {
             doc: Automerge::new().with_actor(actor),
             saved_heads: Vec::new(),
+            pending: Some(Vec::new()),
+            last_seq: Some(0),
         }
     }
 
@@ -76,8 +84,55 @@ impl Shard {
             let doc = doc.with_actor(actor);
             let value = read(&doc);
             let saved_heads = doc.get_heads();
-            Ok((Self { doc, saved_heads }, value))
+            let shard = Self {
+                doc,
+                saved_heads,
+                pending: Some(Vec::new()),
+                last_seq: None,
+            };
+            Ok((shard, value))
         })
+    }
+
+    /// The sequence number our actor's next change gets.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let last = match self.last_seq {
+            Some(seq) => seq,
+            None => {
+                let actor = self.doc.get_actor().clone();
+                self.doc
+                    .get_changes_meta(&[])
+                    .iter()
+                    .filter(|meta| *meta.actor == actor)
+                    .map(|meta| meta.seq)
+                    .max()
+                    .unwrap_or(0)
+            }
+        };
+        self.last_seq = Some(last);
+        last + 1
+    }
+
+    /// Records a local transaction's commit.
+    pub(crate) fn committed(&mut self, hash: Option<ChangeHash>) {
+        let Some(hash) = hash else { return };
+        self.last_seq = self.last_seq.map(|s| s + 1);
+        let change = self.doc.get_change_by_hash(&hash);
+        match (self.pending.as_mut(), change) {
+            (Some(pending), Some(change)) => pending.extend_from_slice(change.raw_bytes()),
+            _ => self.pending = None,
+        }
+    }
+
+    /// Applies a change built by this replica (see `bulk`).
+    pub(crate) fn apply_local(&mut self, change: Change) -> Result<(), automerge::AutomergeError> {
+        let bytes = change.raw_bytes().to_vec();
+        self.doc.apply_changes([change])?;
+        self.last_seq = self.last_seq.map(|s| s + 1);
+        if let Some(pending) = self.pending.as_mut() {
+            pending.extend_from_slice(&bytes);
+        }
+        Ok(())
     }
 
     /// Applies a peer's changes (the output of `save`, `save_after` or
@@ -119,6 +174,8 @@ impl Shard {
             Ok((doc, touched))
         })?;
         self.doc = doc;
+        self.pending = None;
+        self.last_seq = None;
         Ok(touched)
     }
 
@@ -130,7 +187,10 @@ impl Shard {
         if heads == self.saved_heads {
             return None;
         }
-        let bytes = self.doc.save_after(&self.saved_heads);
+        let bytes = match self.pending.replace(Vec::new()) {
+            Some(bytes) if !bytes.is_empty() => bytes,
+            _ => self.doc.save_after(&self.saved_heads),
+        };
         self.saved_heads = heads;
         Some(bytes)
     }
@@ -138,6 +198,7 @@ impl Shard {
     /// A full save, which replaces every chunk handed out so far.
     pub(crate) fn compact(&mut self) -> Vec<u8> {
         self.saved_heads = self.doc.get_heads();
+        self.pending = Some(Vec::new());
         self.doc.save()
     }
 }
@@ -204,7 +265,12 @@ fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
                 let doc = Automerge::load(chunk)?;
                 changes.extend(doc.get_changes(&[]));
             }
-            other => return Err(DecodeError::UnsupportedChunk { kind: other, offset }),
+            other => {
+                return Err(DecodeError::UnsupportedChunk {
+                    kind: other,
+                    offset,
+                });
+            }
         }
         offset += len;
     }
@@ -223,7 +289,9 @@ fn chunk_header(bytes: &[u8], offset: usize) -> Result<(u8, usize), DecodeError>
     let mut data_len: u64 = 0;
     let mut header_len = 9;
     for shift in (0..64).step_by(7) {
-        let byte = *rest.get(header_len).ok_or(DecodeError::Framing { offset })?;
+        let byte = *rest
+            .get(header_len)
+            .ok_or(DecodeError::Framing { offset })?;
         header_len += 1;
         data_len |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
@@ -287,7 +355,9 @@ mod tests {
         let source = doc_with("k");
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let touched = shard
-            .merge(&source.save(), |doc, key| doc.get(automerge::ROOT, key).unwrap().is_some())
+            .merge(&source.save(), |doc, key| {
+                doc.get(automerge::ROOT, key).unwrap().is_some()
+            })
             .unwrap();
         assert_eq!(touched, vec![("k".to_owned(), true)]);
         assert_eq!(shard.doc.get_heads(), source.get_heads());

@@ -84,14 +84,24 @@ fn assert_view_matches_documents(c: &Collection) {
 
 #[test]
 fn new_refuses_bad_doctypes_shard_counts_and_actors() {
-    for bad in ["", "IO.cozy", ".notes", "a b", "x/y", &"a".repeat(MAX_DOCTYPE_BYTES + 1)] {
+    for bad in [
+        "",
+        "IO.cozy",
+        ".notes",
+        "a b",
+        "x/y",
+        &"a".repeat(MAX_DOCTYPE_BYTES + 1),
+    ] {
         let err = Collection::new(bad, 4, actor(1)).unwrap_err();
         assert!(matches!(err, Error::InvalidDoctype { .. }), "{bad}: {err}");
     }
     assert!(Collection::new("bank.operations", 4, actor(1)).is_ok());
     assert!(Collection::new("io.cozy.files_v2-x", 4, actor(1)).is_ok());
     let err = Collection::new(DOCTYPE, 0, actor(1)).unwrap_err();
-    assert_eq!(err.to_string(), "a collection needs 1 to 1024 shards, got 0");
+    assert_eq!(
+        err.to_string(),
+        "a collection needs 1 to 1024 shards, got 0"
+    );
     assert!(matches!(
         Collection::new(DOCTYPE, MAX_SHARDS + 1, actor(1)),
         Err(Error::ShardCount { .. })
@@ -106,7 +116,10 @@ fn new_refuses_bad_doctypes_shard_counts_and_actors() {
 fn shard_of_is_stable_and_spreads_ids() {
     // Pinned: a change here would strand every stored record in the wrong shard.
     assert_eq!(shard_of("a", 16), shard_of("a", 16));
-    let pinned: Vec<u16> = ["a", "b", "io.cozy.notes/1"].iter().map(|id| shard_of(id, 1024)).collect();
+    let pinned: Vec<u16> = ["a", "b", "io.cozy.notes/1"]
+        .iter()
+        .map(|id| shard_of(id, 1024))
+        .collect();
     let again: Vec<u16> = ["a", "b", "io.cozy.notes/1"]
         .iter()
         .map(|id| {
@@ -129,7 +142,9 @@ fn shard_of_is_stable_and_spreads_ids() {
 #[test]
 fn create_returns_a_first_generation_rev_and_the_view_has_id_and_rev() {
     let mut c = collection(4, 1);
-    let w = c.put("n1", json!({"title": "hi"}), PutMode::Create, 0).unwrap();
+    let w = c
+        .put("n1", json!({"title": "hi"}), PutMode::Create, 0)
+        .unwrap();
     assert_eq!(generation(rev(&w)), 1);
     assert!(!w.deleted);
     assert_eq!(w.before, None);
@@ -145,11 +160,18 @@ fn create_returns_a_first_generation_rev_and_the_view_has_id_and_rev() {
 fn create_of_an_existing_id_conflicts_and_names_the_current_rev() {
     let mut c = collection(4, 1);
     let w = c.put("n1", json!({}), PutMode::Create, 0).unwrap();
-    let err = c.put("n1", json!({"x": 1}), PutMode::Create, 0).unwrap_err();
-    assert!(matches!(&err, Error::Conflict { id, current } if id == "n1" && current.as_deref() == Some(w.rev.as_str())));
+    let err = c
+        .put("n1", json!({"x": 1}), PutMode::Create, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict { id, current } if id == "n1" && current.as_deref() == Some(w.rev.as_str()))
+    );
     assert_eq!(
         err.to_string(),
-        format!("document update conflict on \"n1\": current revision is {}", w.rev)
+        format!(
+            "document update conflict on \"n1\": current revision is {}",
+            w.rev
+        )
     );
     assert_eq!(c.get("n1").unwrap()["_rev"], json!(w.rev));
 }
@@ -159,12 +181,26 @@ fn update_needs_the_current_rev() {
     let mut c = collection(4, 1);
     let w1 = c.put("n1", json!({"v": 1}), PutMode::Create, 0).unwrap();
     let w2 = c
-        .put("n1", json!({"v": 2}), PutMode::Update { expected_rev: w1.rev.clone() }, 0)
+        .put(
+            "n1",
+            json!({"v": 2}),
+            PutMode::Update {
+                expected_rev: w1.rev.clone(),
+            },
+            0,
+        )
         .unwrap();
     assert_eq!(generation(&w2.rev), 2);
     assert_eq!(w2.before.as_ref().unwrap()["v"], json!(1));
     let err = c
-        .put("n1", json!({"v": 3}), PutMode::Update { expected_rev: w1.rev }, 0)
+        .put(
+            "n1",
+            json!({"v": 3}),
+            PutMode::Update {
+                expected_rev: w1.rev,
+            },
+            0,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { current: Some(ref cur), .. } if *cur == w2.rev));
     assert_eq!(c.get("n1").unwrap()["v"], json!(2));
@@ -174,10 +210,20 @@ fn update_needs_the_current_rev() {
 fn update_of_a_missing_record_conflicts_without_a_current_rev() {
     let mut c = collection(4, 1);
     let err = c
-        .put("ghost", json!({}), PutMode::Update { expected_rev: "1-00000000000000000000000000000000".into() }, 0)
+        .put(
+            "ghost",
+            json!({}),
+            PutMode::Update {
+                expected_rev: "1-00000000000000000000000000000000".into(),
+            },
+            0,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { current: None, .. }));
-    assert!(err.to_string().ends_with("current revision is none (no such record)"));
+    assert!(
+        err.to_string()
+            .ends_with("current revision is none (no such record)")
+    );
     assert!(c.is_empty());
 }
 
@@ -187,26 +233,52 @@ fn upsert_creates_then_overwrites_without_a_rev() {
     let w1 = c.put("n1", json!({"v": 1}), PutMode::Upsert, 0).unwrap();
     let w2 = c.put("n1", json!({"w": 2}), PutMode::Upsert, 0).unwrap();
     assert_eq!((generation(&w1.rev), generation(&w2.rev)), (1, 2));
-    assert_eq!(c.get("n1").unwrap(), &json!({"_id": "n1", "_rev": w2.rev, "w": 2}));
+    assert_eq!(
+        c.get("n1").unwrap(),
+        &json!({"_id": "n1", "_rev": w2.rev, "w": 2})
+    );
 }
 
 #[test]
 fn body_rev_is_ignored_and_body_id_must_match() {
     let mut c = collection(4, 1);
     let w = c
-        .put("n1", json!({"_id": "n1", "_rev": "42-abc", "v": 1}), PutMode::Create, 0)
+        .put(
+            "n1",
+            json!({"_id": "n1", "_rev": "42-abc", "v": 1}),
+            PutMode::Create,
+            0,
+        )
         .unwrap();
     assert_eq!(generation(&w.rev), 1);
-    let err = c.put("n2", json!({"_id": "other"}), PutMode::Create, 0).unwrap_err();
-    assert!(matches!(err, Error::Record(record::Error::IdMismatch { .. })));
-    let err = c.put("n2", json!({"_id": 7}), PutMode::Create, 0).unwrap_err();
+    let err = c
+        .put("n2", json!({"_id": "other"}), PutMode::Create, 0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Record(record::Error::IdMismatch { .. })
+    ));
+    let err = c
+        .put("n2", json!({"_id": 7}), PutMode::Create, 0)
+        .unwrap_err();
     assert_eq!(err.to_string(), "_id must be a string, got a number");
     let err = c.put("n2", json!("text"), PutMode::Create, 0).unwrap_err();
-    assert_eq!(err.to_string(), "a record must be a JSON object, got a string");
-    let err = c.put(&"i".repeat(513), json!({}), PutMode::Create, 0).unwrap_err();
-    assert_eq!(err.to_string(), "record id is 513 bytes long, the limit is 512");
+    assert_eq!(
+        err.to_string(),
+        "a record must be a JSON object, got a string"
+    );
+    let err = c
+        .put(&"i".repeat(513), json!({}), PutMode::Create, 0)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "record id is 513 bytes long, the limit is 512"
+    );
     assert_eq!(c.len(), 1);
-    assert!(c.take_chunks().len() == 1, "refused writes leave nothing to persist");
+    assert!(
+        c.take_chunks().len() == 1,
+        "refused writes leave nothing to persist"
+    );
 }
 
 #[test]
@@ -217,15 +289,23 @@ fn every_edit_gets_a_new_rev_even_with_identical_content() {
     assert_ne!(w1.rev, w2.rev);
     assert_eq!(generation(&w2.rev), 2);
     assert_eq!(w1.rev.len(), 2 + 32);
-    assert!(w1.rev[2..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        w1.rev[2..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
 }
 
 #[test]
 fn same_edit_from_the_same_rev_gives_the_same_rev_on_two_replicas() {
     let mut a = collection(2, 1);
     let mut b = collection(2, 2);
-    let wa = a.put("x", json!({"v": [1, {"k": 2.5}]}), PutMode::Create, 0).unwrap();
-    let wb = b.put("x", json!({"v": [1, {"k": 2.5}]}), PutMode::Create, 99_000).unwrap();
+    let wa = a
+        .put("x", json!({"v": [1, {"k": 2.5}]}), PutMode::Create, 0)
+        .unwrap();
+    let wb = b
+        .put("x", json!({"v": [1, {"k": 2.5}]}), PutMode::Create, 99_000)
+        .unwrap();
     assert_eq!(wa.rev, wb.rev);
 }
 
@@ -285,7 +365,8 @@ fn update_writes_only_what_changed() {
 #[test]
 fn commit_time_is_the_write_time_in_seconds() {
     let mut c = collection(1, 1);
-    c.put("a", json!({}), PutMode::Create, 1_700_000_123_456).unwrap();
+    c.put("a", json!({}), PutMode::Create, 1_700_000_123_456)
+        .unwrap();
     let chunk = c.take_chunks().remove(0);
     let change = automerge::Change::try_from(chunk.bytes.as_slice()).unwrap();
     assert_eq!(change.timestamp(), 1_700_000_123);
@@ -326,7 +407,12 @@ fn tricky_json_round_trips_exactly_through_put_chunks_load_and_merge() {
     expected["_rev"] = c.get("t").unwrap()["_rev"].clone();
     assert_exact(c.get("t"), Some(&expected));
     assert!(c.get("t").unwrap()["one_float"].is_f64());
-    assert!(c.get("t").unwrap()["neg_zero"].as_f64().unwrap().is_sign_negative());
+    assert!(
+        c.get("t").unwrap()["neg_zero"]
+            .as_f64()
+            .unwrap()
+            .is_sign_negative()
+    );
     assert_eq!(c.get("t").unwrap()["u64_max"].as_u64(), Some(u64::MAX));
 
     let chunks = store.persist(&mut c);
@@ -349,8 +435,15 @@ fn tricky_json_round_trips_exactly_through_put_chunks_load_and_merge() {
 #[test]
 fn updating_tricky_values_keeps_them_exact() {
     let mut c = collection(1, 1);
-    c.put("t", json!({"f": 0.0, "n": 1, "s": "é"}), PutMode::Create, 0).unwrap();
-    c.put("t", json!({"f": -0.0, "n": 1.0, "s": "e\u{301}"}), PutMode::Upsert, 0).unwrap();
+    c.put("t", json!({"f": 0.0, "n": 1, "s": "é"}), PutMode::Create, 0)
+        .unwrap();
+    c.put(
+        "t",
+        json!({"f": -0.0, "n": 1.0, "s": "e\u{301}"}),
+        PutMode::Upsert,
+        0,
+    )
+    .unwrap();
     let got = c.get("t").unwrap();
     assert!(got["f"].as_f64().unwrap().is_sign_negative());
     assert!(got["n"].is_f64());
@@ -363,18 +456,83 @@ fn nesting_is_bounded() {
     fn nested(levels: usize) -> Value {
         let mut v = json!("leaf");
         for n in 1..levels {
-            v = if n % 2 == 0 { json!([v]) } else { json!({ "k": v }) };
+            v = if n % 2 == 0 {
+                json!([v])
+            } else {
+                json!({ "k": v })
+            };
         }
         json!({ "deep": v })
     }
     let mut c = collection(1, 1);
-    let w = c.put("ok", nested(record::MAX_DEPTH), PutMode::Create, 0).unwrap();
+    let w = c
+        .put("ok", nested(record::MAX_DEPTH), PutMode::Create, 0)
+        .unwrap();
     assert!(!w.deleted);
-    let err = c.put("deep", nested(record::MAX_DEPTH + 1), PutMode::Create, 0).unwrap_err();
-    assert_eq!(err.to_string(), "record nests objects and arrays deeper than 64 levels");
+    let err = c
+        .put("deep", nested(record::MAX_DEPTH + 1), PutMode::Create, 0)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "record nests objects and arrays deeper than 64 levels"
+    );
     let mut store = Store::new(1);
     store.persist(&mut c);
     assert_exact(store.reopen(2).get("ok"), c.get("ok"));
+}
+
+#[test]
+fn whole_shard_reading_agrees_with_single_record_reading() {
+    let mut c = collection(1, 1);
+    c.put("t", tricky(), PutMode::Create, 0).unwrap();
+    c.put(
+        "plain",
+        json!({"a": {"b": [1, {"c": [[]]}]}}),
+        PutMode::Create,
+        0,
+    )
+    .unwrap();
+    foreign(&mut c, 0, |tx| {
+        let rec = tx.put_object(ROOT, "text", ObjType::Map).unwrap();
+        let list = tx.put_object(&rec, "l", ObjType::List).unwrap();
+        let text = tx.insert_object(&list, 0, ObjType::Text).unwrap();
+        tx.splice_text(&text, 0, 0, "in a list").unwrap();
+        tx.put(&rec, "_rev", "3-0123456789abcdef0123456789abcdef")
+            .unwrap();
+    });
+    let doc = Automerge::load(&c.export_automerge()[0]).unwrap();
+    let whole = view::read_shard(&doc, 0, 1);
+    assert_eq!(whole.len(), 3);
+    for (id, value) in &whole {
+        assert_exact(Some(value), view::read_one(&doc, id, 0, 1).as_ref());
+        assert_exact(Some(value), c.get(id));
+    }
+    assert_eq!(c.get("text").unwrap()["l"], json!(["in a list"]));
+    assert_eq!(
+        c.get("text").unwrap()["_rev"],
+        json!("3-0123456789abcdef0123456789abcdef")
+    );
+}
+
+#[test]
+fn records_nested_too_deep_by_other_writers_are_invisible_to_both_readers() {
+    let mut c = collection(1, 1);
+    foreign(&mut c, 0, |tx| {
+        let mut obj = tx.put_object(ROOT, "deep", ObjType::Map).unwrap();
+        for _ in 0..record::MAX_DEPTH {
+            obj = tx.put_object(&obj, "k", ObjType::Map).unwrap();
+        }
+        let mut obj = tx.put_object(ROOT, "ok", ObjType::Map).unwrap();
+        for _ in 1..record::MAX_DEPTH {
+            obj = tx.put_object(&obj, "k", ObjType::List).unwrap();
+            obj = tx.insert_object(&obj, 0, ObjType::Map).unwrap();
+            obj = tx.put_object(&obj, "k", ObjType::Text).unwrap();
+            break;
+        }
+    });
+    assert!(c.get("deep").is_none());
+    assert!(c.get("ok").is_some());
+    assert_view_matches_documents(&c);
 }
 
 // ---------------------------------------------------------------- put_many
@@ -383,7 +541,9 @@ fn nesting_is_bounded() {
 fn put_many_writes_one_change_per_touched_shard() {
     let mut c = collection(4, 1);
     let batch = |from: usize| -> Vec<(String, Value)> {
-        (from..from + 200).map(|i| (format!("r{i}"), json!({"i": i}))).collect()
+        (from..from + 200)
+            .map(|i| (format!("r{i}"), json!({"i": i})))
+            .collect()
     };
     // First batch fills empty shards, second goes into non-empty ones.
     for from in [0, 200] {
@@ -407,7 +567,9 @@ fn put_many_is_all_or_nothing() {
     c.put("taken", json!({}), PutMode::Create, 0).unwrap();
     c.take_chunks();
     let before = c.records().clone();
-    let mut items: Vec<(String, Value)> = (0..300).map(|i| (format!("r{i}"), json!({"i": i}))).collect();
+    let mut items: Vec<(String, Value)> = (0..300)
+        .map(|i| (format!("r{i}"), json!({"i": i})))
+        .collect();
     items[150].1 = json!([1]);
     assert!(matches!(
         c.put_many(items.clone(), PutMode::Create, 0),
@@ -427,7 +589,13 @@ fn put_many_is_all_or_nothing() {
     assert_eq!(c.records(), &before);
     assert!(c.take_chunks().is_empty());
     assert!(matches!(
-        c.put_many(vec![], PutMode::Update { expected_rev: String::new() }, 0),
+        c.put_many(
+            vec![],
+            PutMode::Update {
+                expected_rev: String::new()
+            },
+            0
+        ),
         Err(Error::BulkUpdate)
     ));
 }
@@ -471,7 +639,8 @@ fn compaction_replaces_the_chunk_list() {
     let mut c = collection(2, 1);
     let mut store = Store::new(2);
     for i in 0..20 {
-        c.put(&format!("r{i}"), json!({"i": i}), PutMode::Upsert, 0).unwrap();
+        c.put(&format!("r{i}"), json!({"i": i}), PutMode::Upsert, 0)
+            .unwrap();
         store.persist(&mut c);
     }
     for shard in 0..2 {
@@ -481,7 +650,10 @@ fn compaction_replaces_the_chunk_list() {
     c.put("after", json!({}), PutMode::Create, 0).unwrap();
     store.persist(&mut c);
     assert_views_exact(&store.reopen(2), &c);
-    assert!(matches!(c.compact_shard(2), Err(Error::NoSuchShard { shard: 2, count: 2 })));
+    assert!(matches!(
+        c.compact_shard(2),
+        Err(Error::NoSuchShard { shard: 2, count: 2 })
+    ));
 }
 
 #[test]
@@ -491,7 +663,15 @@ fn reopened_collection_keeps_writing_with_a_fresh_actor() {
     let w = c.put("a", json!({"v": 1}), PutMode::Create, 0).unwrap();
     store.persist(&mut c);
     let mut r = store.reopen(2);
-    r.put("a", json!({"v": 2}), PutMode::Update { expected_rev: w.rev }, 0).unwrap();
+    r.put(
+        "a",
+        json!({"v": 2}),
+        PutMode::Update {
+            expected_rev: w.rev,
+        },
+        0,
+    )
+    .unwrap();
     store.persist(&mut r);
     assert_views_exact(&store.reopen(3), &r);
 }
@@ -501,7 +681,8 @@ fn load_reports_the_bad_shard_and_never_panics() {
     let mut c = collection(3, 1);
     let mut store = Store::new(3);
     for i in 0..30 {
-        c.put(&format!("r{i}"), json!({"i": i}), PutMode::Upsert, 0).unwrap();
+        c.put(&format!("r{i}"), json!({"i": i}), PutMode::Upsert, 0)
+            .unwrap();
     }
     store.persist(&mut c);
     let mut bad = store.clone();
@@ -569,12 +750,33 @@ fn concurrent_edits_to_different_fields_both_survive() {
     let mut a = collection(2, 1);
     let mut b = collection(2, 2);
     let w = a
-        .put("r", json!({"x": 0, "y": 0, "n": {"p": 0, "q": 0}}), PutMode::Create, 0)
+        .put(
+            "r",
+            json!({"x": 0, "y": 0, "n": {"p": 0, "q": 0}}),
+            PutMode::Create,
+            0,
+        )
         .unwrap();
     exchange(&mut a, &mut b);
-    let mode = || PutMode::Update { expected_rev: w.rev.clone() };
-    let wa = a.put("r", json!({"x": 1, "y": 0, "n": {"p": 1, "q": 0}}), mode(), 0).unwrap();
-    let wb = b.put("r", json!({"x": 0, "y": 2, "n": {"p": 0, "q": 2}}), mode(), 0).unwrap();
+    let mode = || PutMode::Update {
+        expected_rev: w.rev.clone(),
+    };
+    let wa = a
+        .put(
+            "r",
+            json!({"x": 1, "y": 0, "n": {"p": 1, "q": 0}}),
+            mode(),
+            0,
+        )
+        .unwrap();
+    let wb = b
+        .put(
+            "r",
+            json!({"x": 0, "y": 2, "n": {"p": 0, "q": 2}}),
+            mode(),
+            0,
+        )
+        .unwrap();
     exchange(&mut a, &mut b);
     assert_converged(&a, &b);
     let merged = a.get("r").unwrap().clone();
@@ -587,9 +789,16 @@ fn concurrent_edits_to_different_fields_both_survive() {
     assert_ne!(shown, wa.rev);
     assert_ne!(shown, wb.rev);
     // Which a later update must name.
-    let stale = PutMode::Update { expected_rev: wa.rev };
-    assert!(matches!(a.put("r", json!({}), stale, 0), Err(Error::Conflict { .. })));
-    let fresh = PutMode::Update { expected_rev: shown.to_owned() };
+    let stale = PutMode::Update {
+        expected_rev: wa.rev,
+    };
+    assert!(matches!(
+        a.put("r", json!({}), stale, 0),
+        Err(Error::Conflict { .. })
+    ));
+    let fresh = PutMode::Update {
+        expected_rev: shown.to_owned(),
+    };
     let w4 = a.put("r", json!({"x": 1, "y": 2}), fresh, 0).unwrap();
     assert_eq!(generation(&w4.rev), 4);
     exchange(&mut a, &mut b);
@@ -659,7 +868,10 @@ fn bad_merges_leave_shard_and_view_untouched() {
         assert_eq!(b.shard_heads(0).unwrap(), heads);
         assert_eq!(b.records(), &view);
     }
-    assert!(matches!(b.merge_shard(1, &good), Err(Error::NoSuchShard { .. })));
+    assert!(matches!(
+        b.merge_shard(1, &good),
+        Err(Error::NoSuchShard { .. })
+    ));
     assert!(b.merge_shard(0, &good).unwrap().len() == 1);
 }
 
@@ -667,7 +879,10 @@ fn bad_merges_leave_shard_and_view_untouched() {
 fn merge_bounds_its_input() {
     let mut c = collection(1, 1);
     let big = vec![0u8; MAX_MERGE_BYTES + 1];
-    assert!(matches!(c.merge_shard(0, &big), Err(Error::MergeTooLarge { .. })));
+    assert!(matches!(
+        c.merge_shard(0, &big),
+        Err(Error::MergeTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -690,7 +905,8 @@ fn full_saves_merge_like_incremental_ones() {
     let mut a = collection(2, 1);
     let mut b = collection(2, 2);
     for i in 0..10 {
-        a.put(&format!("r{i}"), json!({"i": i}), PutMode::Create, 0).unwrap();
+        a.put(&format!("r{i}"), json!({"i": i}), PutMode::Create, 0)
+            .unwrap();
     }
     for (shard, bytes) in a.export_automerge().into_iter().enumerate() {
         b.merge_shard(shard as u16, &bytes).unwrap();
@@ -701,7 +917,11 @@ fn full_saves_merge_like_incremental_ones() {
 // ---------------------------------------------- documents from other writers
 
 /// A shard document written by a plain Automerge client, merged in.
-fn foreign(c: &mut Collection, shard: ShardIndex, f: impl FnOnce(&mut automerge::transaction::Transaction<'_>)) -> Vec<Written> {
+fn foreign(
+    c: &mut Collection,
+    shard: ShardIndex,
+    f: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
+) -> Vec<Written> {
     let mut doc = Automerge::new().with_actor(actor(200));
     let mut tx = doc.transaction();
     f(&mut tx);
@@ -722,8 +942,13 @@ fn text_objects_read_as_strings_and_stay_text_on_update() {
     // No `_rev` was stored: the view shows the rev a create would get.
     assert_eq!(generation(got["_rev"].as_str().unwrap()), 1);
     let rev = got["_rev"].as_str().unwrap().to_owned();
-    c.put("note", json!({"body": "hello world"}), PutMode::Update { expected_rev: rev }, 0)
-        .unwrap();
+    c.put(
+        "note",
+        json!({"body": "hello world"}),
+        PutMode::Update { expected_rev: rev },
+        0,
+    )
+    .unwrap();
     let doc = Automerge::load(&c.export_automerge()[0]).unwrap();
     let (_, rec) = doc.get(ROOT, "note").unwrap().unwrap();
     let (value, body) = doc.get(&rec, "body").unwrap().unwrap();
@@ -733,12 +958,39 @@ fn text_objects_read_as_strings_and_stay_text_on_update() {
 }
 
 #[test]
+fn bulk_creates_supersede_whatever_the_root_key_held() {
+    let mut c = collection(1, 1);
+    c.put("seed", json!({}), PutMode::Create, 0).unwrap();
+    foreign(&mut c, 0, |tx| {
+        tx.put(ROOT, "x", "not a record").unwrap();
+    });
+    assert!(c.get("x").is_none());
+    let items = vec![
+        ("x".to_owned(), json!({"v": 1})),
+        ("y".to_owned(), json!({"v": [1, [2]]})),
+    ];
+    c.put_many(items, PutMode::Create, 0).unwrap();
+    assert_eq!(c.get("x").unwrap()["v"], json!(1));
+    let doc = Automerge::load(&c.export_automerge()[0]).unwrap();
+    assert_eq!(
+        doc.get_all(ROOT, "x").unwrap().len(),
+        1,
+        "the scalar is superseded, not in conflict"
+    );
+    assert_view_matches_documents(&c);
+}
+
+#[test]
 fn non_records_and_misplaced_ids_are_invisible() {
     let mut c = collection(2, 1);
-    let misplaced = (0..).map(|i| format!("m{i}")).find(|id| shard_of(id, 2) == 1).unwrap();
+    let misplaced = (0..)
+        .map(|i| format!("m{i}"))
+        .find(|id| shard_of(id, 2) == 1)
+        .unwrap();
     let written = foreign(&mut c, 0, |tx| {
         tx.put(ROOT, "scalar", 1i64).unwrap();
-        tx.put_object(ROOT, misplaced.as_str(), ObjType::Map).unwrap();
+        tx.put_object(ROOT, misplaced.as_str(), ObjType::Map)
+            .unwrap();
         tx.put_object(ROOT, "", ObjType::Map).unwrap();
     });
     assert!(written.is_empty());
@@ -752,9 +1004,12 @@ fn non_json_scalars_have_a_defined_reading() {
     let id = "odd";
     foreign(&mut c, 0, |tx| {
         let rec = tx.put_object(ROOT, id, ObjType::Map).unwrap();
-        tx.put(&rec, "counter", automerge::ScalarValue::counter(5)).unwrap();
-        tx.put(&rec, "time", automerge::ScalarValue::Timestamp(77)).unwrap();
-        tx.put(&rec, "bytes", automerge::ScalarValue::Bytes(vec![0, 255])).unwrap();
+        tx.put(&rec, "counter", automerge::ScalarValue::counter(5))
+            .unwrap();
+        tx.put(&rec, "time", automerge::ScalarValue::Timestamp(77))
+            .unwrap();
+        tx.put(&rec, "bytes", automerge::ScalarValue::Bytes(vec![0, 255]))
+            .unwrap();
         tx.put(&rec, "nan", f64::NAN).unwrap();
         tx.put(&rec, "_rev", 12i64).unwrap();
     });
@@ -777,7 +1032,8 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| json!(f)),
-        prop_oneof![Just(-0.0), Just(1.0), Just(1e300), Just(f64::MIN_POSITIVE)].prop_map(|f: f64| json!(f)),
+        prop_oneof![Just(-0.0), Just(1.0), Just(1e300), Just(f64::MIN_POSITIVE)]
+            .prop_map(|f: f64| json!(f)),
         any::<String>().prop_map(Value::String),
     ]
 }
@@ -859,11 +1115,33 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { replica: usize, id: u8, field: u8, value: i8, nested: bool },
-    Rewrite { replica: usize, id: u8, body: Value },
-    Delete { replica: usize, id: u8 },
-    Sync { from: usize },
-    Restart { replica: usize },
+    Put {
+        replica: usize,
+        id: u8,
+        field: u8,
+        value: i8,
+        nested: bool,
+    },
+    Rewrite {
+        replica: usize,
+        id: u8,
+        body: Value,
+    },
+    Delete {
+        replica: usize,
+        id: u8,
+    },
+    Bulk {
+        replica: usize,
+        ids: Vec<u8>,
+        upsert: bool,
+    },
+    Sync {
+        from: usize,
+    },
+    Restart {
+        replica: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -873,6 +1151,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(replica, id, field, value, nested)| Op::Put { replica, id, field, value, nested }),
         1 => (replica.clone(), 0..6u8, json_record()).prop_map(|(replica, id, body)| Op::Rewrite { replica, id, body }),
         2 => (replica.clone(), 0..6u8).prop_map(|(replica, id)| Op::Delete { replica, id }),
+        2 => (replica.clone(), prop::collection::vec(0..8u8, 0..5), any::<bool>())
+            .prop_map(|(replica, ids, upsert)| Op::Bulk { replica, ids, upsert }),
         2 => replica.clone().prop_map(|from| Op::Sync { from }),
         1 => replica.prop_map(|replica| Op::Restart { replica }),
     ]
@@ -940,6 +1220,24 @@ proptest! {
                     }
                     d.persist();
                 }
+                Op::Bulk { replica, ids, upsert } => {
+                    let d = &mut devices[replica];
+                    let items: Vec<(String, Value)> = ids
+                        .iter()
+                        .map(|id| (format!("r{id}"), json!({"bulk": id, "list": [id, {"x": [null]}]})))
+                        .collect();
+                    let fresh = {
+                        let mut seen = std::collections::HashSet::new();
+                        items.iter().all(|(id, _)| d.c.get(id).is_none() && seen.insert(id.clone()))
+                    };
+                    let mode = if upsert { PutMode::Upsert } else { PutMode::Create };
+                    match d.c.put_many(items.clone(), mode, 0) {
+                        Ok(written) => prop_assert_eq!(written.len(), items.len()),
+                        Err(Error::Conflict { .. }) => prop_assert!(!upsert && !fresh),
+                        Err(e) => prop_assert!(false, "{}", e),
+                    }
+                    d.persist();
+                }
                 Op::Sync { from } => {
                     let chunks = std::mem::take(&mut devices[from].outbox);
                     let to = &mut devices[1 - from];
@@ -998,7 +1296,11 @@ fn measure_bulk_import_and_reopen() {
             })
         };
         let items: Vec<Vec<(String, Value)>> = (0..N / batch)
-            .map(|b| (b * batch..(b + 1) * batch).map(|i| (format!("op-{i:08}"), record(i))).collect())
+            .map(|b| {
+                (b * batch..(b + 1) * batch)
+                    .map(|i| (format!("op-{i:08}"), record(i)))
+                    .collect()
+            })
             .collect();
         let start = Instant::now();
         let mut chunk_time = std::time::Duration::ZERO;
@@ -1015,9 +1317,14 @@ fn measure_bulk_import_and_reopen() {
         );
         let t = Instant::now();
         let incremental = store.reopen(2);
-        eprintln!("load from {} incremental chunks per shard: {:?}", store.shards[0].len(), t.elapsed());
+        eprintln!(
+            "load from {} incremental chunks per shard: {:?}",
+            store.shards[0].len(),
+            t.elapsed()
+        );
         assert_eq!(incremental.len(), N);
-        let compacted: Vec<Vec<Vec<u8>>> = (0..16).map(|s| vec![c.compact_shard(s).unwrap()]).collect();
+        let compacted: Vec<Vec<Vec<u8>>> =
+            (0..16).map(|s| vec![c.compact_shard(s).unwrap()]).collect();
         let bytes: usize = compacted.iter().map(|s| s[0].len()).sum();
         for _ in 0..3 {
             let t = Instant::now();
@@ -1030,26 +1337,41 @@ fn measure_bulk_import_and_reopen() {
             let doc = Automerge::load(&compacted[usize::from(s)][0]).unwrap();
             std::hint::black_box(doc);
         }
-        eprintln!("baseline: automerge load of the 16 shards, one thread: {:?}", t.elapsed());
+        eprintln!(
+            "baseline: automerge load of the 16 shards, one thread: {:?}",
+            t.elapsed()
+        );
     }
     // Single puts into a populated collection.
     let mut c = collection(16, 1);
-    let items: Vec<(String, Value)> = (0..N).map(|i| (format!("op-{i:08}"), json!({"i": i, "s": "x"}))).collect();
+    let items: Vec<(String, Value)> = (0..N)
+        .map(|i| (format!("op-{i:08}"), json!({"i": i, "s": "x"})))
+        .collect();
     for part in items.chunks(5000) {
         c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
     }
     c.take_chunks();
     let t = Instant::now();
     for i in 0..1000 {
-        c.put(&format!("op-{i:08}"), json!({"i": i, "s": "y"}), PutMode::Upsert, 0).unwrap();
+        c.put(
+            &format!("op-{i:08}"),
+            json!({"i": i, "s": "y"}),
+            PutMode::Upsert,
+            0,
+        )
+        .unwrap();
         std::hint::black_box(c.take_chunks());
     }
-    eprintln!("single update + take_chunks into 100k records: {:?} each", t.elapsed() / 1000);
+    eprintln!(
+        "single update + take_chunks into 100k records: {:?} each",
+        t.elapsed() / 1000
+    );
     let mut peer = collection(16, 9);
     let chunks: Vec<ShardChunk> = {
         let mut src = collection(16, 8);
         for i in 0..1000 {
-            src.put(&format!("op-{i:08}"), json!({"i": i}), PutMode::Upsert, 0).unwrap();
+            src.put(&format!("op-{i:08}"), json!({"i": i}), PutMode::Upsert, 0)
+                .unwrap();
         }
         src.take_chunks()
     };
@@ -1060,7 +1382,10 @@ fn measure_bulk_import_and_reopen() {
     for chunk in &chunks {
         peer.merge_shard(chunk.shard, &chunk.bytes).unwrap();
     }
-    eprintln!("merge of 16 chunks carrying 1000 updates into 100k records: {:?}", t.elapsed());
+    eprintln!(
+        "merge of 16 chunks carrying 1000 updates into 100k records: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -1080,7 +1405,11 @@ fn measure_load_parts() {
         let doc = Automerge::load(&bytes).unwrap();
         let t1 = t.elapsed();
         let t = Instant::now();
-        let doc2 = Automerge::load_with_options(&bytes, automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck)).unwrap();
+        let doc2 = Automerge::load_with_options(
+            &bytes,
+            automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck),
+        )
+        .unwrap();
         let t2 = t.elapsed();
         let t = Instant::now();
         let recs = view::read_shard(&doc, 0, 1);
@@ -1091,7 +1420,10 @@ fn measure_load_parts() {
         let t = Instant::now();
         drop(map);
         let t5 = t.elapsed();
-        eprintln!("{} bytes: load {t1:?} nocheck {t2:?} read {t3:?} btree {t4:?} drop {t5:?}", bytes.len());
+        eprintln!(
+            "{} bytes: load {t1:?} nocheck {t2:?} read {t3:?} btree {t4:?} drop {t5:?}",
+            bytes.len()
+        );
         drop(doc2);
     }
 }
@@ -1142,7 +1474,10 @@ fn measure_iter_styles() {
         let mut objs = 0;
         let mut last: Option<std::sync::Arc<automerge::ObjId>> = None;
         for item in doc.iter() {
-            if last.as_ref().is_none_or(|l| !std::sync::Arc::ptr_eq(l, &item.obj)) {
+            if last
+                .as_ref()
+                .is_none_or(|l| !std::sync::Arc::ptr_eq(l, &item.obj))
+            {
                 objs += 1;
                 last = Some(item.obj.clone());
             }

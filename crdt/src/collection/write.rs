@@ -72,7 +72,9 @@ fn diff_map<T: Transactable + ReadDoc>(
         }
         match (before.get(key), new) {
             (Some(old), _) if record::exact_eq(old, new) => continue,
-            (Some(old), _) if is_scalar(old) && record::to_scalar(old) == record::to_scalar(new) => {
+            (Some(old), _)
+                if is_scalar(old) && record::to_scalar(old) == record::to_scalar(new) =>
+            {
                 // Automerge skips a put of a value equal to the current one,
                 // and `0.0 == -0.0`: delete first so the sign is written.
                 tx.delete(obj, key.as_str())?;
