@@ -7,7 +7,8 @@
 //! - `selector/*`: `Selector::matches` over one record vs the same test
 //!   written by hand against the `serde_json::Value`.
 //! - `ed25519/*`: `DeviceKey::sign` and `DeviceId::verify` vs
-//!   `ed25519_dalek` with the keys already decoded.
+//!   `ed25519_dalek` with the keys already decoded, and the cost of decoding
+//!   a public key alone (which `DeviceId::verify` does on every call).
 //!
 //! Kept short (10 samples, 1 s each): `cargo bench -p hearth-bench`.
 
@@ -87,13 +88,16 @@ fn seal_open(c: &mut Criterion) {
     }
 }
 
+/// The same test as a selector, written by hand against the record.
+type ByHand = Box<dyn Fn(&Value) -> bool>;
+
 fn selector(c: &mut Criterion) {
     let record = records::generate(1, records::DEFAULT_SEED)
         .pop()
         .unwrap_or(Value::Null);
     let month = record["month"].as_i64().unwrap_or(0);
     let account = record["account"].clone();
-    let cases: [(&str, Value, Box<dyn Fn(&Value) -> bool>); 3] = [
+    let cases: [(&str, Value, ByHand); 3] = [
         (
             "eq",
             json!({"month": month}),
@@ -162,6 +166,12 @@ fn ed25519(c: &mut Criterion) {
     });
     group.bench_function("raw-dalek", |b| {
         b.iter(|| raw_public.verify(black_box(&msg), black_box(&raw_signature)))
+    });
+    // What `DeviceId::verify` pays on every call before verifying: decoding
+    // the 32-byte public key into a curve point.
+    let public_bytes = raw_public.to_bytes();
+    group.bench_function("raw-dalek-decode-key-only", |b| {
+        b.iter(|| ed25519_dalek::VerifyingKey::from_bytes(black_box(&public_bytes)))
     });
     group.finish();
 }

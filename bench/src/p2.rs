@@ -6,21 +6,24 @@
 //! after its durable commit. The baseline is one small row written to a
 //! plain redb file in one durable commit (redb's defaults: immediate,
 //! single-phase), in the same run and interleaved with the PUTs in blocks so
-//! that a noisy neighbour hits both alike. A two-phase raw commit (what
-//! Hearth's store does) and a `GET /_hearth/status` round trip (HTTP and
-//! engine queue, no commit) are shown to split the difference.
+//! that a noisy neighbour hits both alike.
+//!
+//! To show where the time goes, the run also times a two-phase raw commit
+//! (what Hearth's store does), a `GET /_hearth/status` round trip (HTTP and
+//! engine queue, no commit), the same puts through an in-process engine
+//! `Handle::put` (no HTTP), and `Collection::put` + `take_chunks` alone (the
+//! Automerge work, no storage).
 //!
 //! Target: p50 ≤ 1.5 × the raw commit's p50.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use hearth_bench::stats::Summary;
-use serde_json::json;
-
 use automerge::ActorId;
+use hearth_bench::stats::Summary;
 use hearth_crdt::collection::{Collection, PutMode};
 use hearth_node::engine::Handle;
+use serde_json::json;
 
 use crate::Ctx;
 use crate::baseline::RawRedb;

@@ -9,9 +9,17 @@
 //!   ready) against the size of `store.redb`.
 //! - Baseline: `Automerge::load` of the same records saved as one document,
 //!   and as the 16 shard documents (full saves) loaded on as many threads as
-//!   Hearth uses; plus the 16 shards from the incremental chunks Hearth
-//!   actually stores (same bytes as P1's baseline).
+//!   Hearth uses; plus the 16 shards from the incremental chunks of P1's
+//!   baseline (one per batch, never compacted), to show what replaying
+//!   changes costs against loading snapshots. How many chunks Hearth itself
+//!   stores (it compacts shards) is reported beside it.
 //!
+//! To split the RSS, two fresh child processes (`hearth-bench probe`) load
+//! the same chunks and report their RSS growth: one holds only the 16
+//! Automerge documents, the other a whole `Collection` (documents plus the
+//! materialised view). Both are approximate (allocator slack included).
+//!
+//! Each round measures everything once, Hearth and baselines interleaved.
 //! The file was just written, so it is in the page cache: these are warm
 //! opens (dropping the cache needs root).
 //!
@@ -168,7 +176,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     let disk = std::fs::metadata(home.store_path())?.len();
 
     // Baseline inputs: the same records as one document, as the 16 shard
-    // saves, and as the incremental chunks Hearth stores.
+    // saves, and as one incremental chunk per batch (never compacted).
     let mut one = AmShards::new(1);
     for batch in records::batches(&ctx.records, ctx.batch) {
         one.apply_batch(&batch, 0)?;
@@ -248,6 +256,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()))
         .sum();
     let chunk_bytes: usize = incremental.iter().map(Vec::len).sum();
+    let stored = read_chunks(&home)?;
+    let stored_count: usize = stored.iter().map(Vec::len).sum();
+    let stored_bytes: usize = stored.iter().flatten().map(Vec::len).sum();
+    drop(stored);
 
     let mut o = Outcome::new(
         "P3",
@@ -289,12 +301,28 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         "ms",
     );
     o.figure(
-        "automerge load of Hearth's 16 incremental-chunk shards",
+        "automerge load, 16 shards of uncompacted per-batch chunks",
         median_ms(&b_incr),
         "ms",
     );
     o.figure("hearth open / baseline 16-shard load", h / b, "×");
     o.figure("store.redb on disk", mib(disk), "MiB");
+    o.figure(
+        "hearth chunks stored (all shards)",
+        stored_count as f64,
+        "chunks",
+    );
+    o.figure(
+        "hearth chunk bytes stored (plaintext)",
+        mib(stored_bytes as u64),
+        "MiB",
+    );
+    o.figure("records as JSON", mib(json_bytes as u64), "MiB");
+    o.figure(
+        "uncompacted per-batch chunks (all shards)",
+        mib(chunk_bytes as u64),
+        "MiB",
+    );
     o.figure(
         "one-document save size",
         mib(one_doc[0].len() as u64),

@@ -231,8 +231,8 @@ pub enum Error {
         #[source]
         source: DecodeError,
     },
-    /// Automerge refused a local write. This is a bug, not bad input: the
-    /// view has been re-read from the documents, so it stays consistent.
+    /// Automerge refused a local write. This is a bug, not bad input; the
+    /// view still matches the documents.
     #[error("automerge refused a local write: {0}")]
     Write(#[from] AutomergeError),
 }
@@ -265,6 +265,18 @@ pub enum DecodeError {
         kind: u8,
         /// Where the chunk starts.
         offset: usize,
+    },
+    /// A record sits in a shard its id does not hash to: the shards were
+    /// given in the wrong order or number, or a peer shards the collection
+    /// differently. Such a record would be unreachable, so it is refused.
+    #[error(
+        "record {id:?} belongs in shard {belongs_to}: shards out of order, or a different shard count"
+    )]
+    MisplacedRecord {
+        /// The record id.
+        id: String,
+        /// The shard it hashes to.
+        belongs_to: ShardIndex,
     },
     /// Persisted changes depend on changes that are not there.
     #[error("{count} changes depend on history that is missing")]
@@ -309,8 +321,8 @@ pub struct Written {
     pub after: Option<Value>,
 }
 
-/// Bytes to persist for one shard: an incremental save to append to the
-/// shard's chunk list.
+/// Bytes to append to one shard's persisted chunk list: the changes since the
+/// previous chunk, or a full save when the list is still empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardChunk {
     /// The shard.
@@ -686,7 +698,10 @@ impl Collection {
         }
         let count = self.shard_count();
         let touched = self.shards[index]
-            .merge(bytes, |doc, id| view::read_one(doc, id, shard, count))
+            .merge(bytes, |doc, id| {
+                view::check_placement(doc, id, shard, count)?;
+                Ok(view::read_one(doc, id, shard, count))
+            })
             .map_err(|source| Error::Merge { shard, source })?;
         let mut out = Vec::new();
         for (id, now) in touched {
@@ -925,145 +940,6 @@ fn validate_actor(actor: &ActorId) -> Result<(), Error> {
         Err(Error::EmptyActor)
     } else {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod experiment {
-    #![allow(clippy::unwrap_used, missing_docs)]
-    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
-    use automerge::transaction::{CommitOptions, Transactable};
-    use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc, ScalarValue};
-    use std::num::NonZeroU64;
-    use std::time::Instant;
-
-    fn fields(i: usize) -> Vec<(&'static str, ScalarValue)> {
-        vec![
-            (
-                "_rev",
-                ScalarValue::Str(format!("1-{:032x}", i as u128 * 7919).into()),
-            ),
-            ("label", ScalarValue::Str(format!("operation {i}").into())),
-            ("amount", ScalarValue::F64(i as f64 * 1.25)),
-            ("date", ScalarValue::Str("2026-01-02".into())),
-            ("category", ScalarValue::Str("food".into())),
-            ("account", ScalarValue::Int((i % 7) as i64)),
-        ]
-    }
-
-    fn tx_fill(doc: &mut Automerge, from: usize, to: usize) {
-        let mut tx = doc.transaction();
-        for i in from..to {
-            let mut m = automerge::hydrate::Map::default();
-            for (k, v) in fields(i) {
-                m.insert(
-                    k.into(),
-                    automerge::hydrate::MapValue {
-                        value: automerge::hydrate::Value::Scalar(v),
-                        conflict: false,
-                    },
-                );
-            }
-            tx.batch_create_object(
-                ROOT,
-                format!("id{i:08}"),
-                &automerge::hydrate::Value::Map(m),
-                false,
-            )
-            .unwrap();
-        }
-        tx.commit_with(CommitOptions::default().with_time(1));
-    }
-
-    #[test]
-    #[ignore]
-    fn experiment_apply_built_change() {
-        let actor = ActorId::from([1u8; 16]);
-        let mut doc = Automerge::new().with_actor(actor.clone());
-        for b in 0..6 {
-            tx_fill(&mut doc, b * 1000, (b + 1) * 1000);
-        }
-        let base = doc.clone();
-        let mut txdoc = base.clone();
-        let t = Instant::now();
-        tx_fill(&mut txdoc, 100_000, 101_000);
-        eprintln!("tx path 1000: {:?}", t.elapsed());
-
-        let mut doc = base.clone();
-        let t = Instant::now();
-        let heads = doc.get_heads();
-        let max_op = heads
-            .iter()
-            .map(|h| doc.get_change_meta_by_hash(h).unwrap().max_op)
-            .max()
-            .unwrap_or(0);
-        let seq = doc
-            .get_changes_meta(&[])
-            .iter()
-            .filter(|c| *c.actor == actor)
-            .map(|c| c.seq)
-            .max()
-            .unwrap_or(0);
-        let t_meta = t.elapsed();
-        let start_op = max_op + 1;
-        let mut ops = Vec::with_capacity(7000);
-        let mut counter = start_op;
-        for i in 100_000..101_000 {
-            let obj_id = OpId(counter, actor.clone());
-            ops.push(Op {
-                action: OpType::Make(ObjType::Map),
-                obj: ObjectId::Root,
-                key: Key::Map(format!("id{i:08}").into()),
-                pred: SortedVec::new(),
-                insert: false,
-            });
-            counter += 1;
-            let mut fs = fields(i);
-            fs.sort_by(|a, b| a.0.cmp(b.0));
-            for (k, v) in fs {
-                ops.push(Op {
-                    action: OpType::Put(v),
-                    obj: ObjectId::Id(obj_id.clone()),
-                    key: Key::Map(k.into()),
-                    pred: SortedVec::new(),
-                    insert: false,
-                });
-                counter += 1;
-            }
-        }
-        let change = automerge::ExpandedChange {
-            operations: ops,
-            actor_id: actor.clone(),
-            hash: None,
-            seq: seq + 1,
-            start_op: NonZeroU64::new(start_op).unwrap(),
-            time: 1,
-            message: None,
-            deps: heads,
-            extra_bytes: vec![],
-            author: None,
-        };
-        let t_build = t.elapsed();
-        let change = automerge::Change::from(change);
-        let t_enc = t.elapsed();
-        doc.apply_changes([change]).unwrap();
-        let t_apply = t.elapsed();
-        eprintln!(
-            "apply path 1000: meta {t_meta:?} build {t_build:?} encode {t_enc:?} apply {t_apply:?}"
-        );
-        let a = doc.get(ROOT, "id00100500").unwrap().unwrap().1;
-        let b = txdoc.get(ROOT, "id00100500").unwrap().unwrap().1;
-        assert_eq!(
-            doc.get(&a, "label").unwrap().unwrap().0,
-            txdoc.get(&b, "label").unwrap().unwrap().0
-        );
-        // a following local tx works
-        let mut tx = doc.transaction();
-        tx.put(ROOT, "x", 1i64).unwrap();
-        tx.commit();
-        let saved = doc.save();
-        let re = Automerge::load(&saved).unwrap();
-        assert_eq!(re.get_heads(), doc.get_heads());
     }
 }
 

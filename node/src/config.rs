@@ -55,6 +55,9 @@ pub struct EngineConfig {
     /// Incremental chunks a shard keeps before they are compacted into one
     /// snapshot. Default 128.
     pub compact_after_chunks: u32,
+    /// Incremental bytes a shard may gather before it is compacted, when
+    /// they are more than its last snapshot. Default 64 KiB.
+    pub compact_min_bytes: u64,
     /// Records written per durable commit by `hearth import`. Default 5000.
     pub import_batch: usize,
     /// Largest single record, in bytes of JSON. Default 1 MiB.
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             queue: 1024,
             shards: 16,
             compact_after_chunks: 128,
+            compact_min_bytes: 64 * 1024,
             import_batch: 5000,
             max_record_bytes: 1024 * 1024,
         }

@@ -55,7 +55,7 @@ impl Shard {
     pub(crate) fn load<T>(
         chunks: &[Vec<u8>],
         actor: ActorId,
-        read: impl FnOnce(&Automerge) -> T,
+        read: impl FnOnce(&Automerge) -> Result<T, DecodeError>,
     ) -> Result<(Self, T), DecodeError> {
         let joined;
         let bytes: &[u8] = match chunks {
@@ -82,7 +82,7 @@ impl Shard {
                 });
             }
             let doc = doc.with_actor(actor);
-            let value = read(&doc);
+            let value = read(&doc)?;
             let saved_heads = doc.get_heads();
             let shard = Self {
                 doc,
@@ -117,6 +117,11 @@ impl Shard {
     pub(crate) fn committed(&mut self, hash: Option<ChangeHash>) {
         let Some(hash) = hash else { return };
         self.last_seq = self.last_seq.map(|s| s + 1);
+        if self.saved_heads.is_empty() {
+            // `take_chunk` will hand out a full save instead.
+            self.pending = None;
+            return;
+        }
         let change = self.doc.get_change_by_hash(&hash);
         match (self.pending.as_mut(), change) {
             (Some(pending), Some(change)) => pending.extend_from_slice(change.raw_bytes()),
@@ -138,11 +143,12 @@ impl Shard {
     /// Applies a peer's changes (the output of `save`, `save_after` or
     /// concatenated change chunks). Returns the root keys whose subtree the
     /// changes touched, with `read`'s result for each, computed on the merged
-    /// document. Nothing changes unless everything succeeds.
+    /// document; `read` may still refuse the merge. Nothing changes unless
+    /// everything succeeds.
     pub(crate) fn merge<T>(
         &mut self,
         bytes: &[u8],
-        mut read: impl FnMut(&Automerge, &str) -> T,
+        mut read: impl FnMut(&Automerge, &str) -> Result<T, DecodeError>,
     ) -> Result<Vec<(String, T)>, DecodeError> {
         let current = &self.doc;
         let changes = guard(|| {
@@ -164,18 +170,19 @@ impl Shard {
                     keys.insert(key);
                 }
             }
-            let touched: Vec<(String, T)> = keys
+            let touched = keys
                 .into_iter()
                 .map(|key| {
-                    let value = read(&doc, &key);
-                    (key, value)
+                    let value = read(&doc, &key)?;
+                    Ok((key, value))
                 })
-                .collect();
+                .collect::<Result<Vec<(String, T)>, DecodeError>>()?;
             Ok((doc, touched))
         })?;
         self.doc = doc;
+        // Our own actor's changes only ever come back as duplicates (the
+        // actor is never shared), so `last_seq` still holds.
         self.pending = None;
-        self.last_seq = None;
         Ok(touched)
     }
 
@@ -188,6 +195,9 @@ impl Shard {
             return None;
         }
         let bytes = match self.pending.replace(Vec::new()) {
+            // Nothing stored yet: a full save is as correct as the changes,
+            // and it is compressed and loads several times faster.
+            _ if self.saved_heads.is_empty() => self.doc.save(),
             Some(bytes) if !bytes.is_empty() => bytes,
             _ => self.doc.save_after(&self.saved_heads),
         };
@@ -345,7 +355,7 @@ mod tests {
         second[last] ^= 0xff;
         bytes.extend(second);
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
-        let err = shard.merge(&bytes, |_, _| ()).unwrap_err();
+        let err = shard.merge(&bytes, |_, _| Ok(())).unwrap_err();
         assert!(!matches!(err, DecodeError::Panicked { .. }), "{err}");
         assert!(shard.doc.get_heads().is_empty(), "nothing may be applied");
     }
@@ -356,7 +366,7 @@ mod tests {
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let touched = shard
             .merge(&source.save(), |doc, key| {
-                doc.get(automerge::ROOT, key).unwrap().is_some()
+                Ok(doc.get(automerge::ROOT, key).unwrap().is_some())
             })
             .unwrap();
         assert_eq!(touched, vec![("k".to_owned(), true)]);
@@ -372,7 +382,7 @@ mod tests {
         tx.commit();
         let chunk = shard.take_chunk().unwrap();
         assert!(shard.take_chunk().is_none());
-        let (loaded, ()) = Shard::load(&[chunk], ActorId::from([2u8; 16]), |_| ()).unwrap();
+        let (loaded, ()) = Shard::load(&[chunk], ActorId::from([2u8; 16]), |_| Ok(())).unwrap();
         assert_eq!(loaded.doc.get_heads(), shard.doc.get_heads());
     }
 

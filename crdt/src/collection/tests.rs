@@ -367,9 +367,14 @@ fn commit_time_is_the_write_time_in_seconds() {
     let mut c = collection(1, 1);
     c.put("a", json!({}), PutMode::Create, 1_700_000_123_456)
         .unwrap();
+    // The first chunk of a shard is a full save.
+    let first = c.take_chunks().remove(0);
+    let doc = Automerge::load(&first.bytes).unwrap();
+    assert_eq!(doc.get_changes(&[])[0].timestamp(), 1_700_000_123);
+    c.put("a", json!({"v": 1}), PutMode::Upsert, -1).unwrap();
     let chunk = c.take_chunks().remove(0);
     let change = automerge::Change::try_from(chunk.bytes.as_slice()).unwrap();
-    assert_eq!(change.timestamp(), 1_700_000_123);
+    assert_eq!(change.timestamp(), -1);
 }
 
 // --------------------------------------------------------------- round trip
@@ -501,7 +506,7 @@ fn whole_shard_reading_agrees_with_single_record_reading() {
             .unwrap();
     });
     let doc = Automerge::load(&c.export_automerge()[0]).unwrap();
-    let whole = view::read_shard(&doc, 0, 1);
+    let whole = view::read_shard(&doc, 0, 1).unwrap();
     assert_eq!(whole.len(), 3);
     for (id, value) in &whole {
         assert_exact(Some(value), view::read_one(&doc, id, 0, 1).as_ref());
@@ -522,16 +527,34 @@ fn records_nested_too_deep_by_other_writers_are_invisible_to_both_readers() {
         for _ in 0..record::MAX_DEPTH {
             obj = tx.put_object(&obj, "k", ObjType::Map).unwrap();
         }
+        // Alternate maps and lists down to exactly the limit, then text.
         let mut obj = tx.put_object(ROOT, "ok", ObjType::Map).unwrap();
-        for _ in 1..record::MAX_DEPTH {
-            obj = tx.put_object(&obj, "k", ObjType::List).unwrap();
-            obj = tx.insert_object(&obj, 0, ObjType::Map).unwrap();
-            obj = tx.put_object(&obj, "k", ObjType::Text).unwrap();
-            break;
+        let mut in_list = false;
+        for _ in 2..=record::MAX_DEPTH {
+            let ty = if in_list { ObjType::Map } else { ObjType::List };
+            obj = if in_list {
+                tx.insert_object(&obj, 0, ty).unwrap()
+            } else {
+                tx.put_object(&obj, "k", ty).unwrap()
+            };
+            in_list = ty == ObjType::List;
         }
+        let text = if in_list {
+            tx.insert_object(&obj, 0, ObjType::Text).unwrap()
+        } else {
+            tx.put_object(&obj, "t", ObjType::Text).unwrap()
+        };
+        tx.splice_text(&text, 0, 0, "bottom").unwrap();
     });
     assert!(c.get("deep").is_none());
-    assert!(c.get("ok").is_some());
+    let mut v = &c.get("ok").unwrap()["k"];
+    for _ in 3..=record::MAX_DEPTH {
+        v = if v.is_array() { &v[0] } else { &v["k"] };
+    }
+    assert!(
+        v == &json!(["bottom"]) || v == &json!({"t": "bottom"}),
+        "{v}"
+    );
     assert_view_matches_documents(&c);
 }
 
@@ -553,8 +576,14 @@ fn put_many_writes_one_change_per_touched_shard() {
         let chunks = c.take_chunks();
         assert_eq!(chunks.len(), 4);
         for chunk in chunks {
-            let change = automerge::Change::try_from(chunk.bytes.as_slice()).unwrap();
-            assert_eq!(change.seq(), if from == 0 { 1 } else { 2 });
+            let changes = if from == 0 {
+                // A shard's first chunk is a full save.
+                Automerge::load(&chunk.bytes).unwrap().get_changes(&[])
+            } else {
+                vec![automerge::Change::try_from(chunk.bytes.as_slice()).unwrap()]
+            };
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].seq(), if from == 0 { 1 } else { 2 });
         }
     }
     assert_eq!(c.len(), 400);
@@ -981,21 +1010,73 @@ fn bulk_creates_supersede_whatever_the_root_key_held() {
 }
 
 #[test]
-fn non_records_and_misplaced_ids_are_invisible() {
+fn root_entries_that_are_not_records_are_invisible() {
+    let mut c = collection(2, 1);
+    let written = foreign(&mut c, 0, |tx| {
+        tx.put(ROOT, "scalar", 1i64).unwrap();
+        tx.put_object(ROOT, "", ObjType::Map).unwrap();
+        tx.put_object(
+            ROOT,
+            "x".repeat(record::MAX_ID_BYTES + 1).as_str(),
+            ObjType::Map,
+        )
+        .unwrap();
+    });
+    assert!(written.is_empty());
+    assert!(c.is_empty());
+    assert_view_matches_documents(&c);
+}
+
+#[test]
+fn a_merge_that_puts_a_record_in_the_wrong_shard_is_refused() {
     let mut c = collection(2, 1);
     let misplaced = (0..)
         .map(|i| format!("m{i}"))
         .find(|id| shard_of(id, 2) == 1)
         .unwrap();
-    let written = foreign(&mut c, 0, |tx| {
-        tx.put(ROOT, "scalar", 1i64).unwrap();
-        tx.put_object(ROOT, misplaced.as_str(), ObjType::Map)
-            .unwrap();
-        tx.put_object(ROOT, "", ObjType::Map).unwrap();
-    });
-    assert!(written.is_empty());
-    assert!(c.is_empty());
-    assert_view_matches_documents(&c);
+    let mut doc = Automerge::new().with_actor(actor(200));
+    let mut tx = doc.transaction();
+    tx.put_object(ROOT, misplaced.as_str(), ObjType::Map)
+        .unwrap();
+    tx.commit();
+    let err = c.merge_shard(0, &doc.save()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Merge { shard: 0, source: DecodeError::MisplacedRecord { id, belongs_to: 1 } } if *id == misplaced),
+        "{err}"
+    );
+    assert!(c.shard_heads(0).unwrap().is_empty());
+    // The same change is fine in the shard the id belongs to.
+    assert_eq!(c.merge_shard(1, &doc.save()).unwrap().len(), 1);
+}
+
+#[test]
+fn loading_shards_in_the_wrong_order_or_number_is_refused() {
+    let mut c = collection(4, 1);
+    let mut store = Store::new(4);
+    let items = (0..40)
+        .map(|i| (format!("r{i}"), json!({"i": i})))
+        .collect();
+    c.put_many(items, PutMode::Create, 0).unwrap();
+    store.persist(&mut c);
+    let mut swapped = store.shards.clone();
+    swapped.swap(0, 3);
+    assert!(matches!(
+        Collection::load(DOCTYPE, actor(2), swapped),
+        Err(Error::Load {
+            source: DecodeError::MisplacedRecord { .. },
+            ..
+        })
+    ));
+    let mut fewer = store.shards.clone();
+    fewer.pop();
+    assert!(matches!(
+        Collection::load(DOCTYPE, actor(2), fewer),
+        Err(Error::Load {
+            source: DecodeError::MisplacedRecord { .. },
+            ..
+        })
+    ));
+    assert_eq!(store.reopen(3).len(), 40);
 }
 
 #[test]
@@ -1275,233 +1356,219 @@ proptest! {
 
 // ------------------------------------------------------------- measurement
 
+/// Process CPU time (user + system), from /proc; zero where unavailable.
+fn cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    std::time::Duration::from_millis(ticks * 10)
+}
+
+fn timed<T>(label: &str, records: usize, f: impl FnOnce() -> T) -> T {
+    let (wall, cpu) = (std::time::Instant::now(), cpu_time());
+    let out = f();
+    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    let rate = if records > 0 {
+        format!(" = {:.0} records/s", records as f64 / wall.as_secs_f64())
+    } else {
+        String::new()
+    };
+    eprintln!("{label}: wall {wall:.1?}, cpu {cpu:.1?}{rate}");
+    out
+}
+
+fn bank_record(i: usize) -> Value {
+    let categories = ["food", "rent", "travel", "misc"];
+    json!({
+        "label": format!("operation {i}"),
+        "amount": (i as f64) * 1.25 - 500.0,
+        "date": format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1),
+        "category": categories[i % 4],
+        "account": i % 7,
+    })
+}
+
 /// Throughput figures for the report; run with
-/// `cargo test -p hearth-crdt --release --lib collection::tests::measure -- --ignored --nocapture`.
+/// `cargo test -p hearth-crdt --release --lib collection::tests::measure -- --ignored --nocapture --test-threads 1`.
 #[test]
 #[ignore = "measurement, run by hand in release mode"]
 fn measure_bulk_import_and_reopen() {
-    use std::time::Instant;
     const N: usize = 100_000;
-    for batch in [1000usize, 5000] {
-        let mut c = collection(16, 1);
-        let mut store = Store::new(16);
-        let categories = ["food", "rent", "travel", "misc"];
-        let record = |i: usize| {
-            json!({
-                "label": format!("operation {i}"),
-                "amount": (i as f64) * 1.25 - 500.0,
-                "date": format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1),
-                "category": categories[i % 4],
-                "account": i % 7,
-            })
-        };
-        let items: Vec<Vec<(String, Value)>> = (0..N / batch)
+    const SHARDS: u16 = 16;
+    let ids: Vec<String> = (0..N).map(|i| format!("op-{i:08}")).collect();
+    for batch in [1000usize, 5000, N] {
+        let batches: Vec<Vec<(String, Value)>> = (0..N / batch)
             .map(|b| {
                 (b * batch..(b + 1) * batch)
-                    .map(|i| (format!("op-{i:08}"), record(i)))
+                    .map(|i| (ids[i].clone(), bank_record(i)))
                     .collect()
             })
             .collect();
-        let start = Instant::now();
-        let mut chunk_time = std::time::Duration::ZERO;
-        for items in items {
-            c.put_many(items, PutMode::Create, 0).unwrap();
-            let t = Instant::now();
-            store.persist(&mut c);
-            chunk_time += t.elapsed();
-        }
-        let took = start.elapsed();
-        eprintln!(
-            "put_many batch {batch}: {N} records in {took:?} = {:.0} records/s (take_chunks {chunk_time:?})",
-            N as f64 / took.as_secs_f64()
-        );
-        let t = Instant::now();
-        let incremental = store.reopen(2);
-        eprintln!(
-            "load from {} incremental chunks per shard: {:?}",
-            store.shards[0].len(),
-            t.elapsed()
-        );
-        assert_eq!(incremental.len(), N);
-        let compacted: Vec<Vec<Vec<u8>>> =
-            (0..16).map(|s| vec![c.compact_shard(s).unwrap()]).collect();
-        let bytes: usize = compacted.iter().map(|s| s[0].len()).sum();
-        for _ in 0..3 {
-            let t = Instant::now();
-            let reopened = Collection::load(DOCTYPE, actor(3), compacted.clone()).unwrap();
-            eprintln!("load compacted ({bytes} bytes): {:?}", t.elapsed());
-            assert_eq!(reopened.len(), N);
-        }
-        let t = Instant::now();
-        for s in 0..16u16 {
-            let doc = Automerge::load(&compacted[usize::from(s)][0]).unwrap();
-            std::hint::black_box(doc);
-        }
-        eprintln!(
-            "baseline: automerge load of the 16 shards, one thread: {:?}",
-            t.elapsed()
+        let mut c = collection(SHARDS, 1);
+        let mut store = Store::new(SHARDS);
+        timed(
+            &format!("put_many + take_chunks, batches of {batch}"),
+            N,
+            || {
+                for items in batches {
+                    c.put_many(items, PutMode::Create, 0).unwrap();
+                    store.persist(&mut c);
+                }
+            },
         );
     }
-    // Single puts into a populated collection.
-    let mut c = collection(16, 1);
-    let items: Vec<(String, Value)> = (0..N)
-        .map(|i| (format!("op-{i:08}"), json!({"i": i, "s": "x"})))
-        .collect();
-    for part in items.chunks(5000) {
-        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
+    // Baseline in the same run: the same records through automerge's
+    // transaction API, one transaction per shard per batch of 5000, no JSON.
+    {
+        let mut docs: Vec<Automerge> = (0..SHARDS).map(|_| Automerge::new()).collect();
+        timed(
+            "baseline: raw automerge batch_create_object, batches of 5000",
+            N,
+            || {
+                for b in 0..N / 5000 {
+                    let mut per: Vec<Vec<usize>> = vec![Vec::new(); usize::from(SHARDS)];
+                    for i in b * 5000..(b + 1) * 5000 {
+                        per[usize::from(shard_of(&ids[i], SHARDS))].push(i);
+                    }
+                    for (doc, is) in docs.iter_mut().zip(per) {
+                        let mut tx = doc.transaction();
+                        for i in is {
+                            let mut m = automerge::hydrate::Map::default();
+                            for (k, v) in bank_record(i).as_object().unwrap() {
+                                m.insert(
+                                    k.clone(),
+                                    automerge::hydrate::MapValue {
+                                        value: record::to_hydrate(v),
+                                        conflict: false,
+                                    },
+                                );
+                            }
+                            tx.batch_create_object(
+                                ROOT,
+                                ids[i].as_str(),
+                                &automerge::hydrate::Value::Map(m),
+                                false,
+                            )
+                            .unwrap();
+                        }
+                        tx.commit();
+                    }
+                }
+            },
+        );
     }
-    c.take_chunks();
-    let t = Instant::now();
-    for i in 0..1000 {
-        c.put(
-            &format!("op-{i:08}"),
-            json!({"i": i, "s": "y"}),
-            PutMode::Upsert,
-            0,
-        )
-        .unwrap();
-        std::hint::black_box(c.take_chunks());
+    // Reopen.
+    let mut c = collection(SHARDS, 1);
+    let mut store = Store::new(SHARDS);
+    for part in ids.chunks(5000) {
+        let items = part
+            .iter()
+            .map(|id| (id.clone(), bank_record(id[3..].parse().unwrap())))
+            .collect();
+        c.put_many(items, PutMode::Create, 0).unwrap();
+        store.persist(&mut c);
     }
-    eprintln!(
-        "single update + take_chunks into 100k records: {:?} each",
-        t.elapsed() / 1000
+    timed(
+        &format!(
+            "load from {} incremental chunks per shard",
+            store.shards[0].len()
+        ),
+        N,
+        || store.reopen(2),
     );
-    let mut peer = collection(16, 9);
-    let chunks: Vec<ShardChunk> = {
-        let mut src = collection(16, 8);
+    let compacted: Vec<Vec<Vec<u8>>> = (0..SHARDS)
+        .map(|s| vec![c.compact_shard(s).unwrap()])
+        .collect();
+    let bytes: usize = compacted.iter().map(|s| s[0].len()).sum();
+    eprintln!("compacted size: {bytes} bytes");
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+            .unwrap_or_default()
+    };
+    drop(c);
+    drop(store);
+    eprintln!("RSS before reopen: {}", rss());
+    let reopened = Collection::load(DOCTYPE, actor(3), compacted.clone()).unwrap();
+    eprintln!("RSS with the reopened collection: {}", rss());
+    let mut c = reopened;
+    let store = Store {
+        shards: compacted.clone(),
+    };
+    for _ in 0..3 {
+        let reopened = timed("load compacted", N, || {
+            Collection::load(DOCTYPE, actor(3), compacted.clone()).unwrap()
+        });
+        assert_eq!(reopened.len(), N);
+    }
+    timed(
+        "baseline: automerge load of the 16 shards, one thread, no view",
+        N,
+        || {
+            for shard in &compacted {
+                std::hint::black_box(Automerge::load(&shard[0]).unwrap());
+            }
+        },
+    );
+    timed(
+        "baseline: automerge load of the 16 shards, two threads, no view",
+        N,
+        || {
+            std::thread::scope(|s| {
+                for half in compacted.chunks(8) {
+                    s.spawn(move || {
+                        for shard in half {
+                            std::hint::black_box(Automerge::load(&shard[0]).unwrap());
+                        }
+                    });
+                }
+            });
+        },
+    );
+    // Single writes into the populated collection.
+    timed(
+        "1000 x (single update + take_chunks) into 100k records",
+        1000,
+        || {
+            for (i, id) in ids.iter().take(1000).enumerate() {
+                c.put(id, json!({"i": i}), PutMode::Upsert, 0).unwrap();
+                std::hint::black_box(c.take_chunks());
+            }
+        },
+    );
+    let updates: Vec<ShardChunk> = {
+        let mut src = store.reopen(8);
         for i in 0..1000 {
-            src.put(&format!("op-{i:08}"), json!({"i": i}), PutMode::Upsert, 0)
+            src.put(&ids[i * 7], json!({"i": i}), PutMode::Upsert, 0)
                 .unwrap();
         }
         src.take_chunks()
     };
-    for part in items.chunks(5000) {
-        peer.put_many(part.to_vec(), PutMode::Upsert, 0).unwrap();
-    }
-    let t = Instant::now();
-    for chunk in &chunks {
-        peer.merge_shard(chunk.shard, &chunk.bytes).unwrap();
-    }
-    eprintln!(
-        "merge of 16 chunks carrying 1000 updates into 100k records: {:?}",
-        t.elapsed()
+    let mut peer = store.reopen(9);
+    timed(
+        "merge of 16 chunks carrying 1000 updates into 100k records",
+        1000,
+        || {
+            for chunk in &updates {
+                peer.merge_shard(chunk.shard, &chunk.bytes).unwrap();
+            }
+        },
     );
 }
 
 #[test]
-#[ignore = "measurement"]
-fn measure_load_parts() {
-    use std::time::Instant;
-    let mut c = collection(1, 1);
-    let items: Vec<(String, Value)> = (0..6250)
-        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
-        .collect();
-    for part in items.chunks(500) {
-        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
-    }
-    let bytes = c.compact_shard(0).unwrap();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let doc = Automerge::load(&bytes).unwrap();
-        let t1 = t.elapsed();
-        let t = Instant::now();
-        let doc2 = Automerge::load_with_options(
-            &bytes,
-            automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck),
-        )
-        .unwrap();
-        let t2 = t.elapsed();
-        let t = Instant::now();
-        let recs = view::read_shard(&doc, 0, 1);
-        let t3 = t.elapsed();
-        let t = Instant::now();
-        let map: BTreeMap<String, Value> = recs.into_iter().collect();
-        let t4 = t.elapsed();
-        let t = Instant::now();
-        drop(map);
-        let t5 = t.elapsed();
-        eprintln!(
-            "{} bytes: load {t1:?} nocheck {t2:?} read {t3:?} btree {t4:?} drop {t5:?}",
-            bytes.len()
-        );
-        drop(doc2);
-    }
-}
-
-#[test]
-#[ignore = "measurement"]
-fn measure_read_only() {
-    let mut c = collection(1, 1);
-    let items: Vec<(String, Value)> = (0..6250)
-        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
-        .collect();
-    for part in items.chunks(500) {
-        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
-    }
-    let bytes = c.compact_shard(0).unwrap();
-    let doc = Automerge::load(&bytes).unwrap();
-    let t = std::time::Instant::now();
-    for _ in 0..20 {
-        std::hint::black_box(view::read_shard(&doc, 0, 1));
-    }
-    eprintln!("read x20: {:?}", t.elapsed());
-}
-
-#[test]
-#[ignore = "measurement"]
-fn measure_iter_styles() {
-    let mut c = collection(1, 1);
-    let items: Vec<(String, Value)> = (0..6250)
-        .map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25, "date": "2026-01-02", "category": "food", "account": i % 7})))
-        .collect();
-    for part in items.chunks(500) {
-        c.put_many(part.to_vec(), PutMode::Create, 0).unwrap();
-    }
-    let bytes = c.compact_shard(0).unwrap();
-    let doc = Automerge::load(&bytes).unwrap();
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for item in doc.map_range(ROOT, ..) {
-            let obj = item.id();
-            for f in doc.map_range(&obj, ..) {
-                n += f.key.len();
-            }
-        }
-        let t1 = t.elapsed();
-        let t = std::time::Instant::now();
-        let mut m = 0;
-        let mut objs = 0;
-        let mut last: Option<std::sync::Arc<automerge::ObjId>> = None;
-        for item in doc.iter() {
-            if last
-                .as_ref()
-                .is_none_or(|l| !std::sync::Arc::ptr_eq(l, &item.obj))
-            {
-                objs += 1;
-                last = Some(item.obj.clone());
-            }
-            if let automerge::iter::DocItem::Map(f) = item.item {
-                m += f.key.len();
-            }
-        }
-        let t2 = t.elapsed();
-        eprintln!("nested map_range {t1:?} ({n}), doc.iter {t2:?} ({m}, {objs} objs)");
-    }
-}
-
-#[test]
-#[ignore = "measurement"]
-fn measure_put_many_only() {
-    let mut c = collection(16, 1);
-    let categories = ["food", "rent", "travel", "misc"];
-    let items: Vec<Vec<(String, Value)>> = (0..20)
-        .map(|b| (b * 5000..(b + 1) * 5000).map(|i| (format!("op-{i:08}"), json!({"label": format!("operation {i}"), "amount": i as f64 * 1.25 - 500.0, "date": format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1), "category": categories[i % 4], "account": i % 7}))).collect())
-        .collect();
-    let t = std::time::Instant::now();
-    for batch in items {
-        std::hint::black_box(c.put_many(batch, PutMode::Create, 0).unwrap());
-        std::hint::black_box(c.take_chunks());
-    }
-    eprintln!("put_many 100k: {:?}", t.elapsed());
+fn collections_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Collection>();
 }

@@ -1,9 +1,10 @@
 //! Reading records out of shard documents into the materialised view.
 //!
-//! Only a root entry that is a map, whose key is a valid id that hashes to
-//! this shard, and that nests no deeper than the record limit is a record.
-//! Anything else other writers put in a shard is invisible, on every replica
-//! alike, so the view stays a function of the document.
+//! Only a root entry that is a map, whose key is a valid id, and that nests
+//! no deeper than the record limit is a record. Anything else other writers
+//! put in a shard is invisible, on every replica alike, so the view stays a
+//! function of the document. A record whose id hashes to another shard is
+//! refused outright (see [`DecodeError::MisplacedRecord`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,12 +13,39 @@ use automerge::iter::DocItem;
 use automerge::{ObjId as ExId, ObjType, ROOT, ReadDoc, Value as AmValue, ValueRef};
 use serde_json::{Map, Value};
 
-use super::{ShardIndex, rev, shard_of};
+use super::{DecodeError, ShardIndex, rev, shard_of};
 use crate::record::{self, ID_KEY, REV_KEY, StoredRev};
 
 /// True when `id` may hold a record in shard `shard` of `shard_count`.
 pub(crate) fn is_visible(id: &str, shard: ShardIndex, shard_count: u16) -> bool {
     record::validate_id(id).is_ok() && shard_of(id, shard_count) == shard
+}
+
+/// Refuses a record map stored under an id that belongs to another shard.
+fn placement(id: &str, shard: ShardIndex, shard_count: u16) -> Result<(), DecodeError> {
+    let belongs_to = shard_of(id, shard_count);
+    if belongs_to != shard && record::validate_id(id).is_ok() {
+        return Err(DecodeError::MisplacedRecord {
+            id: id.to_owned(),
+            belongs_to,
+        });
+    }
+    Ok(())
+}
+
+/// [`placement`] for the root entry `id` of `doc`, if it is a map.
+pub(crate) fn check_placement<R: ReadDoc>(
+    doc: &R,
+    id: &str,
+    shard: ShardIndex,
+    shard_count: u16,
+) -> Result<(), DecodeError> {
+    match doc.get(ROOT, id) {
+        Ok(Some((AmValue::Object(ObjType::Map | ObjType::Table), _))) => {
+            placement(id, shard, shard_count)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Every record of one shard, in the document's key order.
@@ -31,7 +59,7 @@ pub(crate) fn read_shard<R: ReadDoc>(
     doc: &R,
     shard: ShardIndex,
     shard_count: u16,
-) -> Vec<(String, Value)> {
+) -> Result<Vec<(String, Value)>, DecodeError> {
     let mut walk = Walk::default();
     let mut current: Option<(Arc<ExId>, Option<usize>)> = None;
     for item in doc.iter() {
@@ -56,11 +84,12 @@ pub(crate) fn read_shard<R: ReadDoc>(
         match (node, item.item) {
             (Some(usize::MAX), _) => {}
             (None, DocItem::Map(entry)) => {
-                if matches!(entry.value, ValueRef::Object(ObjType::Map | ObjType::Table))
-                    && is_visible(&entry.key, shard, shard_count)
-                {
-                    let obj = entry.id();
-                    walk.record(entry.key.into_owned(), obj);
+                if matches!(entry.value, ValueRef::Object(ObjType::Map | ObjType::Table)) {
+                    placement(&entry.key, shard, shard_count)?;
+                    if record::validate_id(&entry.key).is_ok() {
+                        let obj = entry.id();
+                        walk.record(entry.key.into_owned(), obj);
+                    }
                 }
             }
             (None, _) => {}
@@ -91,7 +120,7 @@ pub(crate) fn read_shard<R: ReadDoc>(
             }
         }
     }
-    walk.finish()
+    Ok(walk.finish())
 }
 
 /// Where a nested object goes in its parent.

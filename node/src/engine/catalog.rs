@@ -20,6 +20,10 @@ pub struct CatalogEntry {
     pub chunk_count: Vec<u32>,
     /// The latest changes-feed sequence.
     pub last_seq: u64,
+    /// Per shard: bytes of the snapshot chunk written by the last compaction.
+    pub snapshot_bytes: Vec<u64>,
+    /// Per shard: bytes of the incremental chunks written since then.
+    pub incremental_bytes: Vec<u64>,
 }
 
 /// A declared index.
@@ -32,6 +36,16 @@ pub struct IndexDef {
 }
 
 impl CatalogEntry {
+    /// Whether every per-shard vector has one slot per shard.
+    pub fn is_consistent(&self) -> bool {
+        let n = usize::from(self.shards);
+        self.shards >= 1
+            && self.next_chunk.len() == n
+            && self.chunk_count.len() == n
+            && self.snapshot_bytes.len() == n
+            && self.incremental_bytes.len() == n
+    }
+
     /// A new, empty collection.
     pub fn new(shards: u16, created_ms: i64) -> Self {
         Self {
@@ -41,6 +55,8 @@ impl CatalogEntry {
             next_chunk: vec![0; usize::from(shards)],
             chunk_count: vec![0; usize::from(shards)],
             last_seq: 0,
+            snapshot_bytes: vec![0; usize::from(shards)],
+            incremental_bytes: vec![0; usize::from(shards)],
         }
     }
 }
