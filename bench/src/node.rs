@@ -23,9 +23,15 @@ pub(crate) fn init_home(root: &Path) -> Result<Home> {
     Ok(home)
 }
 
-/// Opens the home's store, loads every collection and starts the engine.
+/// Opens the home's store, loads every collection and starts the engine
+/// with the default configuration.
 pub(crate) fn open(home: &Home) -> Result<Running> {
-    let engine = Engine::open(home, Unlock::KeyFile, EngineConfig::default())
+    open_with(home, EngineConfig::default())
+}
+
+/// [`open`] with an explicit engine configuration.
+pub(crate) fn open_with(home: &Home, config: EngineConfig) -> Result<Running> {
+    let engine = Engine::open(home, Unlock::KeyFile, config)
         .with_context(|| format!("cannot open {}", home.root().display()))?;
     Ok(engine.spawn()?)
 }

@@ -7,8 +7,10 @@
 //!   transaction per shard per batch ([`AmShards`]), each batch's incremental
 //!   saves stored in a plain redb file in one durable commit, with the
 //!   durability Hearth's store uses (immediate, two-phase).
-//! - Also shown: the Automerge work alone (no storage), to show where the
-//!   time goes.
+//! - Also shown, to show where the time goes: the Automerge work alone (no
+//!   storage), and Hearth with shard compaction switched off (the engine
+//!   compacts a shard once its changes outweigh its snapshot; the baseline
+//!   never compacts).
 //!
 //! Target: ≥ 80% of the baseline's throughput, and ≥ 100k records/s.
 
@@ -16,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use hearth_bench::{records, stats};
+use hearth_node::config::EngineConfig;
 use hearth_node::home::Home;
 
 use crate::Ctx;
@@ -33,6 +36,16 @@ pub(crate) struct Prepared {
     pub(crate) shards: AmShards,
     /// Per shard, the incremental saves in the order they were stored.
     pub(crate) chunks: Vec<Vec<Vec<u8>>>,
+}
+
+/// The engine configuration with shard compaction switched off, to show
+/// what compaction costs an import.
+fn no_compaction() -> EngineConfig {
+    EngineConfig {
+        compact_after_chunks: u32::MAX,
+        compact_min_bytes: u64::MAX,
+        ..EngineConfig::default()
+    }
 }
 
 /// Seconds for the Automerge change time.
@@ -60,10 +73,10 @@ impl Ends {
 
 /// Imports every record into a fresh home; returns it, the seconds taken and
 /// the first and last batch's seconds.
-fn hearth_import(ctx: &mut Ctx) -> Result<(Home, f64, Ends)> {
+fn hearth_import(ctx: &mut Ctx, config: EngineConfig) -> Result<(Home, f64, Ends)> {
     let dir = ctx.fresh_dir("p1-home")?;
     let home = node::init_home(&dir)?;
-    let running = node::open(&home)?;
+    let running = node::open_with(&home, config)?;
     let batches = records::batches(&ctx.records, ctx.batch);
     let n = ctx.records.len();
     let handle = running.handle.clone();
@@ -153,7 +166,7 @@ pub(crate) fn prepare(ctx: &mut Ctx) -> Result<()> {
         "preparing a {}-record home and baseline shards…",
         ctx.records.len()
     );
-    let (home, _, _) = hearth_import(ctx)?;
+    let (home, _, _) = hearth_import(ctx, EngineConfig::default())?;
     let run = baseline_import(ctx, false)?;
     ctx.prepared = Some(Prepared {
         home,
@@ -168,13 +181,16 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     let mut hearth = Vec::new();
     let mut base = Vec::new();
     let mut am_only = Vec::new();
+    let mut uncompacted = Vec::new();
     let mut last = None;
     let mut sizes = (0, 0);
     let mut ends = (Ends::default(), Ends::default(), Ends::default());
     for round in 0..ctx.rounds {
         eprintln!("P1 round {}/{}…", round + 1, ctx.rounds);
-        let (home, secs, h_ends) = hearth_import(ctx)?;
+        let (home, secs, h_ends) = hearth_import(ctx, EngineConfig::default())?;
         hearth.push(n / secs);
+        let (_, secs, _) = hearth_import(ctx, no_compaction())?;
+        uncompacted.push(n / secs);
         let stored = baseline_import(ctx, true)?;
         base.push(n / stored.secs);
         let alone = baseline_import(ctx, false)?;
@@ -208,6 +224,12 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         stats::median(&am_only),
         "records/s",
     );
+    let u = o.figure(
+        "hearth with shard compaction off",
+        stats::median(&uncompacted),
+        "records/s",
+    );
+    o.figure("hearth (compaction off) / baseline", u / b, "×");
     o.figure(
         "hearth time per 5000-record batch",
         ctx.batch as f64 / h * 1000.0,

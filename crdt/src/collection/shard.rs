@@ -117,11 +117,6 @@ impl Shard {
     pub(crate) fn committed(&mut self, hash: Option<ChangeHash>) {
         let Some(hash) = hash else { return };
         self.last_seq = self.last_seq.map(|s| s + 1);
-        if self.saved_heads.is_empty() {
-            // `take_chunk` will hand out a full save instead.
-            self.pending = None;
-            return;
-        }
         let change = self.doc.get_change_by_hash(&hash);
         match (self.pending.as_mut(), change) {
             (Some(pending), Some(change)) => pending.extend_from_slice(change.raw_bytes()),
@@ -195,9 +190,6 @@ impl Shard {
             return None;
         }
         let bytes = match self.pending.replace(Vec::new()) {
-            // Nothing stored yet: a full save is as correct as the changes,
-            // and it is compressed and loads several times faster.
-            _ if self.saved_heads.is_empty() => self.doc.save(),
             Some(bytes) if !bytes.is_empty() => bytes,
             _ => self.doc.save_after(&self.saved_heads),
         };
