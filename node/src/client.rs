@@ -68,7 +68,7 @@ impl Backend {
     pub fn close(self) {
         if let Backend::Local { engine, runtime } = self {
             drop(runtime);
-            engine.stop();
+            engine.stop_before_exit();
         }
     }
 

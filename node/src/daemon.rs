@@ -151,7 +151,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(home.api_addr_path());
-    tokio::task::spawn_blocking(move || engine.stop()).await?;
+    tokio::task::spawn_blocking(move || engine.stop_before_exit()).await?;
     served.context("the API server failed")?;
     eprintln!("hearth stopped");
     Ok(())
