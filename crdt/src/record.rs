@@ -120,8 +120,9 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The JSON type name of `value`, for error messages.
-pub(crate) fn json_type(value: &Value) -> &'static str {
+/// The JSON type name of `value` with its article ("a string", "an
+/// object"), as error messages name it.
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -283,16 +283,7 @@ fn data_command(
     Ok(())
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use hearth_crdt::record::json_type as kind;
 
 /// Imports a file in batches of `engine.import_batch` records, one durable
 /// commit per batch, with a progress bar when stderr is a terminal.

@@ -186,17 +186,7 @@ impl JsonType {
     }
 }
 
-/// "a string", "an object": how error messages name the type of a value.
-pub(crate) fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use crate::record::json_type as describe;
 
 #[cfg(test)]
 mod tests {
