@@ -511,6 +511,7 @@ impl Engine {
                     engine.handle(command);
                 }
                 tracing::debug!("engine queue closed");
+                engine.compact_before_close();
                 engine
             })
             .map_err(OpenError::Thread)?;
@@ -687,6 +688,49 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Compacts every shard that gathered at least `compact_min_bytes` of
+    /// changes, so the next open loads snapshots instead of replaying
+    /// changes (about twice as fast). A failure only costs that speed.
+    fn compact_before_close(&mut self) {
+        let min = self.config.compact_min_bytes;
+        let names: Vec<String> = self.collections.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.compact_collection(&name, min) {
+                tracing::warn!(collection = %name, error = %e, "compaction at close failed");
+            }
+        }
+    }
+
+    fn compact_collection(&mut self, name: &str, min_bytes: u64) -> Result<(), Error> {
+        let Some(loaded) = self.collections.get_mut(name) else {
+            return Ok(());
+        };
+        let due: Vec<u16> = (0..loaded.meta.shards)
+            .filter(|&s| loaded.meta.incremental_bytes[usize::from(s)] >= min_bytes)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut meta = loaded.meta.clone();
+        let mut txn = self.store.write()?;
+        for shard in due {
+            let slot = usize::from(shard);
+            let full = loaded.data.compact_shard(shard)?;
+            let next = meta.next_chunk[slot];
+            txn.remove_prefix(Table::Chunks, &keys::shard_prefix(name, shard)?)?;
+            txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &full)?;
+            meta.next_chunk[slot] = next + 1;
+            meta.chunk_count[slot] = 1;
+            meta.snapshot_bytes[slot] = full.len() as u64;
+            meta.incremental_bytes[slot] = 0;
+        }
+        let row = serde_json::to_vec(&meta).map_err(|e| self_damaged(name, e))?;
+        txn.insert(Table::Collections, name.as_bytes(), &row)?;
+        txn.commit()?;
+        loaded.meta = meta;
+        Ok(())
     }
 
     fn try_commit(&mut self, name: &str, written: &[Written]) -> Result<(), Error> {
