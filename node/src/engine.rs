@@ -696,22 +696,32 @@ impl Engine {
     fn compact_before_close(&mut self) {
         let min = self.config.compact_min_bytes;
         let names: Vec<String> = self.collections.keys().cloned().collect();
+        let mut compacted = false;
         for name in names {
-            if let Err(e) = self.compact_collection(&name, min) {
-                tracing::warn!(collection = %name, error = %e, "compaction at close failed");
+            match self.compact_collection(&name, min) {
+                Ok(any) => compacted |= any,
+                Err(e) => {
+                    tracing::warn!(collection = %name, error = %e, "compaction at close failed")
+                }
             }
+        }
+        // Compaction replaced many chunks with one; give the freed pages back.
+        if compacted && let Err(e) = self.store.compact() {
+            tracing::warn!(error = %e, "shrinking the store file failed");
         }
     }
 
-    fn compact_collection(&mut self, name: &str, min_bytes: u64) -> Result<(), Error> {
+    /// Compacts the shards of `name` whose changes reached `min_bytes`;
+    /// returns whether any was.
+    fn compact_collection(&mut self, name: &str, min_bytes: u64) -> Result<bool, Error> {
         let Some(loaded) = self.collections.get_mut(name) else {
-            return Ok(());
+            return Ok(false);
         };
         let due: Vec<u16> = (0..loaded.meta.shards)
             .filter(|&s| loaded.meta.incremental_bytes[usize::from(s)] >= min_bytes)
             .collect();
         if due.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut meta = loaded.meta.clone();
         let mut txn = self.store.write()?;
@@ -730,7 +740,7 @@ impl Engine {
         txn.insert(Table::Collections, name.as_bytes(), &row)?;
         txn.commit()?;
         loaded.meta = meta;
-        Ok(())
+        Ok(true)
     }
 
     fn try_commit(&mut self, name: &str, written: &[Written]) -> Result<(), Error> {

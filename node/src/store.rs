@@ -592,6 +592,22 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the pages freed by removed rows back to the file system, moving
+    /// live pages down and truncating the file. Needs no open transaction
+    /// (the `&mut` makes sure of that). Returns whether the file shrank.
+    pub fn compact(&mut self) -> Result<bool, Error> {
+        let mut shrank = false;
+        // Each pass moves what it can; a few passes reach the minimum.
+        for _ in 0..4 {
+            match self.db.compact() {
+                Ok(true) => shrank = true,
+                Ok(false) => break,
+                Err(e) => return Err(Error::redb(&self.path, e)),
+            }
+        }
+        Ok(shrank)
+    }
+
     /// The store file, `<home>/store.redb`.
     pub fn path(&self) -> &Path {
         &self.path

@@ -51,12 +51,20 @@ async fn a_stop_compacts_shards_with_many_changes_and_keeps_every_record() {
         compact_min_bytes: 1024,
         ..config
     };
+    let size = |home: &Home| std::fs::metadata(home.store_path()).unwrap().len();
+    let before = size(&home);
     let running = Engine::open(&home, Unlock::KeyFile, config.clone())
         .unwrap()
         .spawn()
         .unwrap();
     running.stop();
     assert_eq!(chunks_per_shard(&home, "c", 4), vec![1, 1, 1, 1]);
+    assert!(
+        size(&home) < before,
+        "the freed pages go back: {} then {}",
+        before,
+        size(&home)
+    );
 
     let running = Engine::open(&home, Unlock::KeyFile, config)
         .unwrap()
