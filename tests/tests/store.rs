@@ -221,7 +221,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
     let home = Home::new();
     home.run(&["init"]).ok();
     let mut acknowledged: BTreeMap<String, i64> = BTreeMap::new();
-    let rounds = 8;
+    let rounds = 12;
     for round in 0..rounds {
         let daemon = home.up().unwrap();
         let api = Api::new(&daemon, &home.token());
