@@ -37,6 +37,13 @@
 //! against someone who can read the whole Hearth home as the user (they read the
 //! key file too); a passphrase does.
 //!
+//! **A new device joins by invitation.** [`ticket::Invitation`] is a one-time
+//! invitation (account, inviter, addresses, 128-bit secret, expiry) carried as a
+//! `hearth1…` ticket or QR code. [`pairing`] runs the handshake as sans-IO state
+//! machines: both devices prove the secret over a transcript bound to both
+//! device ids, derive a 6-digit check code, and the inviter sends nothing
+//! secret until the person confirms that code.
+//!
 //! # Example
 //!
 //! ```
@@ -75,6 +82,8 @@
 
 pub mod identity;
 pub mod membership;
+pub mod pairing;
 pub mod seal;
 mod text;
+pub mod ticket;
 pub mod wrap;

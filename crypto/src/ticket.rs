@@ -353,7 +353,7 @@ mod tests {
     fn content_of(inv: &Invitation) -> Vec<u8> {
         let text = inv.encode();
         let mut bytes = data_encoding::BASE32_NOPAD_NOCASE
-            .decode(text[PREFIX.len()..].as_bytes())
+            .decode(&text.as_bytes()[PREFIX.len()..])
             .unwrap();
         bytes.truncate(bytes.len() - CHECKSUM_LEN);
         bytes
@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(Invitation::decode(&text).unwrap(), inv);
         let qr = inv.qr_payload();
         assert!(qr.starts_with("HEARTH1"));
-        assert!(qr.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert!(
+            qr.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        );
         assert_eq!(Invitation::decode(&format!("  {qr}\n")).unwrap(), inv);
     }
 
@@ -415,14 +418,20 @@ mod tests {
             Err(Error::Prefix)
         ));
         assert!(matches!(Invitation::decode("hea"), Err(Error::Prefix)));
-        assert!(matches!(Invitation::decode("hearth1é"), Err(Error::Base32(_))));
+        assert!(matches!(
+            Invitation::decode("hearth1é"),
+            Err(Error::Base32(_))
+        ));
         assert!(matches!(
             Invitation::decode(&format!("{text}1")),
             Err(Error::Base32(_))
         ));
-        assert!(matches!(Invitation::decode("hearth1"), Err(Error::Truncated)));
         assert!(matches!(
-            Invitation::decode("hearth1aaaaaaaa"),
+            Invitation::decode("hearth1"),
+            Err(Error::Truncated)
+        ));
+        assert!(matches!(
+            Invitation::decode("hearth1aaaaaaa"),
             Err(Error::Truncated)
         ));
         assert!(matches!(
