@@ -87,7 +87,7 @@ impl IntoResponse for ApiError {
                 error_body(StatusCode::BAD_REQUEST, "bad_request", &reason, &reason)
             }
             ApiError::Engine(e) => match &e {
-                E::NotFound { .. } => error_body(
+                E::NotFound { .. } | E::NoCollection(_) => error_body(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "missing",

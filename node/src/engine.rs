@@ -44,6 +44,9 @@ pub enum Error {
         /// The id asked for.
         id: String,
     },
+    /// No collection of this name exists.
+    #[error("no collection {0:?}: nothing was ever written to it")]
+    NoCollection(String),
     /// The collection name is not a valid doctype.
     #[error(
         "bad collection name {0:?}: use 1-128 characters from a-z, 0-9, '.', '-' and '_', starting with a letter or digit"
@@ -1158,10 +1161,9 @@ impl Engine {
     }
 
     fn export(&self, doctype: &str, format: ExportFormat) -> Result<Vec<u8>, Error> {
-        let c = self.collection(doctype)?.ok_or_else(|| Error::NotFound {
-            doctype: doctype.to_string(),
-            id: String::new(),
-        })?;
+        let c = self
+            .collection(doctype)?
+            .ok_or_else(|| Error::NoCollection(doctype.to_string()))?;
         Ok(match format {
             ExportFormat::Jsonl => {
                 let mut out = Vec::new();

@@ -144,6 +144,10 @@ fn exercise_every_data_command(home: &Home, daemon: bool) {
         "{err}"
     );
 
+    // export of a collection that never existed says so.
+    let err = home.run(&["export", "never.written"]).err().to_string();
+    assert!(err.contains("no collection \"never.written\""), "{err}");
+
     // export jsonl round trips what list shows.
     let exported = home.run(&["export", "io.cozy.notes"]).json_lines();
     assert_eq!(exported, home.run(&["list", "io.cozy.notes"]).json_lines());
