@@ -18,8 +18,14 @@ pub(crate) const DOCTYPE: &str = "bank.operations";
 pub(crate) fn init_home(root: &Path) -> Result<Home> {
     let home = Home::at(root)?;
     home.ensure_dirs()?;
-    Engine::init(&home, Unlock::KeyFile, KdfParams::default(), "bench")
-        .with_context(|| format!("cannot initialise {}", root.display()))?;
+    Engine::init(
+        &home,
+        Unlock::KeyFile,
+        KdfParams::default(),
+        "bench",
+        hearth_node::config::EngineConfig::default(),
+    )
+    .with_context(|| format!("cannot initialise {}", root.display()))?;
     Ok(home)
 }
 

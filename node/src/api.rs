@@ -36,6 +36,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A page size as asked (else the largest), capped at `api.max_page`.
+    fn page(&self, asked: Option<usize>) -> usize {
+        asked.map_or(self.config.max_page, |n| n.min(self.config.max_page))
+    }
+
     /// State for a router serving `handle`, guarded by `token`.
     pub fn new(handle: Handle, token: String, config: ApiConfig) -> Self {
         Self {
@@ -111,7 +116,7 @@ impl IntoResponse for ApiError {
                     let d = e.to_string();
                     error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
                 }
-                E::Store(_) | E::StoreKey(_) | E::Damaged { .. } | E::Stopped => {
+                E::Store(_) | E::StoreKey(_) | E::Encode(_) | E::Damaged { .. } | E::Stopped => {
                     tracing::error!(error = %e, "internal error");
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
                 }
@@ -288,10 +293,7 @@ async fn find(
 ) -> ApiResult {
     let value = parse_json(&body)?;
     let mut request = FindRequest::parse(&value).map_err(engine::Error::from)?;
-    let limit = request
-        .limit
-        .unwrap_or(state.config.max_page)
-        .min(state.config.max_page);
+    let limit = state.page(request.limit);
     request.limit = Some(limit);
     let found = state.handle.find(&doctype, request).await?;
     // As cozy-stack does: a full page may have a successor; the client asks
@@ -381,10 +383,7 @@ async fn all_docs(
             .map_err(|e| ApiError::BadRequest(format!("bad keys parameter: {e}")))?;
         return rows_for_keys(&state, &doctype, &keys, q.include_docs.unwrap_or(false)).await;
     }
-    let limit = q
-        .limit
-        .unwrap_or(state.config.max_page)
-        .min(state.config.max_page);
+    let limit = state.page(q.limit);
     let skip = q.skip.unwrap_or(0);
     let (docs, total) = state.handle.list(&doctype, skip, limit).await?;
     let include = q.include_docs.unwrap_or(false);
@@ -429,21 +428,24 @@ async fn rows_for_keys(state: &AppState, doctype: &str, keys: &Value, include: b
             state.config.max_page
         )));
     }
-    let mut rows = Vec::with_capacity(keys.len());
-    for key in keys {
-        let Some(id) = key.as_str() else {
-            return Err(ApiError::BadRequest(format!(
-                "keys must be strings, got {key}"
-            )));
-        };
-        match state.handle.get(doctype, id).await {
-            Ok(doc) => rows.push(row(&doc, include)),
-            Err(engine::Error::NotFound { .. }) => {
-                rows.push(json!({ "key": id, "error": "not_found" }))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let ids = keys
+        .iter()
+        .map(|key| match key {
+            Value::String(id) => Ok(id.clone()),
+            other => Err(ApiError::BadRequest(format!(
+                "keys must be strings, got {other}"
+            ))),
+        })
+        .collect::<ApiResult<Vec<String>>>()?;
+    let docs = state.handle.get_many(doctype, ids.clone()).await?;
+    let rows: Vec<Value> = ids
+        .iter()
+        .zip(docs)
+        .map(|(id, doc)| match doc {
+            Some(doc) => row(&doc, include),
+            None => json!({ "key": id, "error": "not_found" }),
+        })
+        .collect();
     Ok(axum::Json(json!({ "total_rows": rows.len(), "offset": 0, "rows": rows })).into_response())
 }
 
@@ -452,7 +454,7 @@ async fn normal_docs(
     Path(doctype): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(100).min(state.config.max_page);
+    let limit = state.page(Some(q.limit.unwrap_or(100)));
     let skip = q.skip.unwrap_or(0);
     let (docs, total) = state.handle.list(&doctype, skip, limit).await?;
     Ok(axum::Json(json!({
@@ -475,10 +477,7 @@ async fn changes(
     Path(doctype): Path<String>,
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult {
-    let limit = q
-        .limit
-        .unwrap_or(state.config.max_page)
-        .min(state.config.max_page);
+    let limit = state.page(q.limit);
     let since = match q.since.as_deref().map(|s| s.trim_matches('"')) {
         None | Some("") | Some("0") => 0,
         Some("now") => u64::MAX,

@@ -72,27 +72,6 @@ impl Backend {
         }
     }
 
-    fn local<T>(
-        &self,
-        f: impl AsyncFnOnce(&engine::Handle) -> Result<T, engine::Error>,
-    ) -> Option<Result<T>> {
-        match self {
-            Backend::Local { engine, runtime } => Some(
-                runtime
-                    .block_on(f(&engine.handle))
-                    .map_err(anyhow::Error::from),
-            ),
-            Backend::Remote(_) => None,
-        }
-    }
-
-    fn remote(&self) -> Result<&Remote> {
-        match self {
-            Backend::Remote(r) => Ok(r),
-            Backend::Local { .. } => Err(anyhow!("internal: expected a remote backend")),
-        }
-    }
-
     /// The daemon's API address, when going through one.
     pub fn api(&self) -> Option<&str> {
         match self {
@@ -103,122 +82,138 @@ impl Backend {
 
     /// Node status.
     pub fn status(&self) -> Result<Status> {
-        if let Some(r) = self.local(async |h| h.status().await) {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => Ok(runtime.block_on(engine.handle.status())?),
+            Backend::Remote(r) => Ok(serde_json::from_value(r.get("/_hearth/status")?)?),
         }
-        Ok(serde_json::from_value(
-            self.remote()?.get("/_hearth/status")?,
-        )?)
     }
 
     /// Upserts one record; returns its id.
-    pub fn put(&self, doctype: &str, id: Option<String>, body: Value) -> Result<String> {
-        if let Some(r) = self.local(async |h| {
-            h.put(doctype, id.clone(), body.clone(), PutMode::Upsert)
-                .await
-        }) {
-            return r.map(|w| w.id);
+    pub fn put(&self, doctype: &str, id: Option<String>, mut body: Value) -> Result<String> {
+        match self {
+            Backend::Local { engine, runtime } => {
+                let put = engine.handle.put(doctype, id, body, PutMode::Upsert);
+                Ok(runtime.block_on(put)?.id)
+            }
+            Backend::Remote(_) => {
+                if let (Some(id), Some(map)) = (id, body.as_object_mut()) {
+                    map.insert("_id".into(), Value::String(id));
+                }
+                self.put_many(doctype, vec![body])?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("the daemon wrote nothing"))
+            }
         }
-        let mut body = body;
-        if let (Some(id), Some(map)) = (id, body.as_object_mut()) {
-            map.insert("_id".into(), Value::String(id));
-        }
-        let written = self.put_many(doctype, vec![body])?;
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow!("the daemon wrote nothing"))
     }
 
     /// Upserts many records in one durable commit; returns their ids.
     pub fn put_many(&self, doctype: &str, records: Vec<Value>) -> Result<Vec<String>> {
-        if let Some(r) = self.local(async |h| h.put_many(doctype, records.clone()).await) {
-            return r.map(|w| w.into_iter().map(|(id, _)| id).collect());
+        match self {
+            Backend::Local { engine, runtime } => {
+                let written = runtime.block_on(engine.handle.put_many(doctype, records))?;
+                Ok(written.into_iter().map(|(id, _)| id).collect())
+            }
+            Backend::Remote(r) => {
+                let path = format!("/_hearth/import/{doctype}");
+                let reply = r.send("POST", &path, &Value::Array(records))?;
+                let ids = reply
+                    .as_array()
+                    .ok_or_else(|| anyhow!("unexpected reply from the daemon"))?
+                    .iter()
+                    .filter_map(|w| w.get("id").and_then(Value::as_str).map(String::from))
+                    .collect();
+                Ok(ids)
+            }
         }
-        let reply = self.remote()?.send(
-            "POST",
-            &format!("/_hearth/import/{doctype}"),
-            &Value::Array(records),
-        )?;
-        let ids = reply
-            .as_array()
-            .ok_or_else(|| anyhow!("unexpected reply from the daemon"))?
-            .iter()
-            .filter_map(|w| w.get("id").and_then(Value::as_str).map(String::from))
-            .collect();
-        Ok(ids)
     }
 
     /// One record.
     pub fn get(&self, doctype: &str, id: &str) -> Result<Value> {
-        if let Some(r) = self.local(async |h| h.get(doctype, id).await) {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.get(doctype, id))?)
+            }
+            Backend::Remote(r) => r.get(&format!("/data/{doctype}/{}", encode(id))),
         }
-        self.remote()?
-            .get(&format!("/data/{doctype}/{}", encode(id)))
     }
 
     /// Every record, ordered by id.
     pub fn list(&self, doctype: &str) -> Result<Vec<Value>> {
-        if let Some(r) = self.local(async |h| h.list(doctype, 0, usize::MAX).await) {
-            return r.map(|(docs, _)| docs);
-        }
-        let remote = self.remote()?;
-        let mut docs = Vec::new();
-        loop {
-            let page = remote.get(&format!(
-                "/data/{doctype}/_all_docs?include_docs=true&skip={}&limit=10000",
-                docs.len()
-            ))?;
-            let rows = page["rows"].as_array().cloned().unwrap_or_default();
-            if rows.is_empty() {
-                return Ok(docs);
+        match self {
+            Backend::Local { engine, runtime } => {
+                let list = engine.handle.list(doctype, 0, usize::MAX);
+                Ok(runtime.block_on(list)?.0)
             }
-            docs.extend(rows.into_iter().map(|mut r| r["doc"].take()));
+            Backend::Remote(r) => {
+                let mut docs = Vec::new();
+                loop {
+                    let mut page = r.get(&format!(
+                        "/data/{doctype}/_all_docs?include_docs=true&skip={}&limit=10000",
+                        docs.len()
+                    ))?;
+                    let Value::Array(rows) = page["rows"].take() else {
+                        bail!("unexpected reply from the daemon");
+                    };
+                    if rows.is_empty() {
+                        return Ok(docs);
+                    }
+                    docs.extend(rows.into_iter().map(|mut r| r["doc"].take()));
+                }
+            }
         }
     }
 
     /// Deletes a record; returns the deletion's rev.
     pub fn delete(&self, doctype: &str, id: &str, rev: Option<String>) -> Result<String> {
-        if let Some(r) = self.local(async |h| h.delete(doctype, id, rev.clone()).await) {
-            return r.map(|w| w.rev);
-        }
-        let remote = self.remote()?;
-        let rev = match rev {
-            Some(rev) => rev,
-            None => {
-                let current = self.get(doctype, id)?;
-                current["_rev"].as_str().unwrap_or_default().to_string()
+        match self {
+            Backend::Local { engine, runtime } => Ok(runtime
+                .block_on(engine.handle.delete(doctype, id, rev))?
+                .rev),
+            Backend::Remote(r) => {
+                // The cozy route needs the current rev; without one given,
+                // delete whatever is current, as the local path does.
+                let rev = match rev {
+                    Some(rev) => rev,
+                    None => {
+                        let current = self.get(doctype, id)?;
+                        current["_rev"].as_str().unwrap_or_default().to_string()
+                    }
+                };
+                let path = format!("/data/{doctype}/{}?rev={}", encode(id), encode(&rev));
+                let reply = r.send("DELETE", &path, &Value::Null)?;
+                Ok(reply["rev"].as_str().unwrap_or_default().to_string())
             }
-        };
-        let reply = remote.send(
-            "DELETE",
-            &format!("/data/{doctype}/{}?rev={}", encode(id), encode(&rev)),
-            &Value::Null,
-        )?;
-        Ok(reply["rev"].as_str().unwrap_or_default().to_string())
+        }
     }
 
     /// Mango find; `request` is a `_find` body.
     pub fn find(&self, doctype: &str, request: Value) -> Result<Vec<Value>> {
+        // Parsed on both paths, so a bad selector reads the same either way.
         let parsed = FindRequest::parse(&request).map_err(engine::Error::from)?;
-        if let Some(r) = self.local(async |h| h.find(doctype, parsed.clone()).await) {
-            return r.map(|found| found.docs);
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.find(doctype, parsed))?.docs)
+            }
+            Backend::Remote(r) => {
+                let mut reply = r.send("POST", &format!("/data/{doctype}/_find"), &request)?;
+                match reply["docs"].take() {
+                    Value::Array(docs) => Ok(docs),
+                    _ => bail!("unexpected reply from the daemon"),
+                }
+            }
         }
-        let reply = self
-            .remote()?
-            .send("POST", &format!("/data/{doctype}/_find"), &request)?;
-        Ok(reply["docs"].as_array().cloned().unwrap_or_default())
     }
 
     /// Grouped aggregate.
     pub fn aggregate(&self, doctype: &str, request: Value) -> Result<Value> {
         let parsed = AggregateRequest::parse(&request).map_err(engine::Error::from)?;
-        if let Some(r) = self.local(async |h| h.aggregate(doctype, parsed.clone()).await) {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.aggregate(doctype, parsed))?)
+            }
+            Backend::Remote(r) => r.send("POST", &format!("/data/{doctype}/_aggregate"), &request),
         }
-        self.remote()?
-            .send("POST", &format!("/data/{doctype}/_aggregate"), &request)
     }
 
     /// Declares an index; returns its name and whether it was created.
@@ -228,45 +223,48 @@ impl Backend {
         name: Option<String>,
         fields: Vec<String>,
     ) -> Result<(String, bool)> {
-        if let Some(r) =
-            self.local(async |h| h.define_index(doctype, name.clone(), fields.clone()).await)
-        {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.define_index(doctype, name, fields))?)
+            }
+            Backend::Remote(r) => {
+                let mut body = json!({ "index": { "fields": fields } });
+                if let Some(name) = name {
+                    body["name"] = Value::String(name);
+                }
+                let reply = r.send("POST", &format!("/data/{doctype}/_index"), &body)?;
+                Ok((
+                    reply["name"].as_str().unwrap_or_default().to_string(),
+                    reply["result"] == "created",
+                ))
+            }
         }
-        let mut body = json!({ "index": { "fields": fields } });
-        if let Some(name) = name {
-            body["name"] = Value::String(name);
-        }
-        let reply = self
-            .remote()?
-            .send("POST", &format!("/data/{doctype}/_index"), &body)?;
-        Ok((
-            reply["name"].as_str().unwrap_or_default().to_string(),
-            reply["result"] == "created",
-        ))
     }
 
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
-        if let Some(r) = self.local(async |h| h.collections().await) {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.collections())?)
+            }
+            Backend::Remote(r) => Ok(serde_json::from_value(r.get("/_hearth/collections")?)?),
         }
-        Ok(serde_json::from_value(
-            self.remote()?.get("/_hearth/collections")?,
-        )?)
     }
 
     /// A collection's export.
     pub fn export(&self, doctype: &str, format: ExportFormat) -> Result<Vec<u8>> {
-        if let Some(r) = self.local(async |h| h.export(doctype, format).await) {
-            return r;
+        match self {
+            Backend::Local { engine, runtime } => {
+                Ok(runtime.block_on(engine.handle.export(doctype, format))?)
+            }
+            Backend::Remote(r) => {
+                let format = match format {
+                    ExportFormat::Jsonl => "jsonl",
+                    ExportFormat::Automerge => "automerge",
+                };
+                r.get_bytes(&format!("/_hearth/export/{doctype}?format={format}"))
+            }
         }
-        let format = match format {
-            ExportFormat::Jsonl => "jsonl",
-            ExportFormat::Automerge => "automerge",
-        };
-        self.remote()?
-            .get_bytes(&format!("/_hearth/export/{doctype}?format={format}"))
     }
 }
 

@@ -107,7 +107,14 @@ fn init(home: &Home, global: &Global, config: &Config, name: Option<String>) -> 
     home.ensure_dirs()
         .with_context(|| format!("cannot create {}", home.root().display()))?;
     let name = name.unwrap_or_else(crate::default_device_name);
-    let status = Engine::init(home, unlock(global)?, config.kdf.params(), &name)?;
+    let engine = Engine::init(
+        home,
+        unlock(global)?,
+        config.kdf.params(),
+        &name,
+        config.engine.clone(),
+    )?;
+    let status = engine.status();
     if global.json {
         emit(&serde_json::to_string(&status)?)?;
     } else {
@@ -317,27 +324,12 @@ fn import(
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let batch_size = config.engine.import_batch;
-    let mut batch = Vec::with_capacity(batch_size);
-    let mut total = 0usize;
-    let mut flush = |batch: &mut Vec<Value>| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let n = batch.len();
-        backend.put_many(collection, std::mem::take(batch))?;
-        total += n;
-        Ok(())
-    };
-    let push = |record: Value,
-                batch: &mut Vec<Value>,
-                flush: &mut dyn FnMut(&mut Vec<Value>) -> Result<()>|
-     -> Result<()> {
-        batch.push(record);
-        if batch.len() >= batch_size {
-            flush(batch)?;
-        }
-        Ok(())
+    let mut batch = Batch {
+        backend,
+        collection,
+        size: config.engine.import_batch,
+        records: Vec::with_capacity(config.engine.import_batch),
+        written: 0,
     };
     let where_ = path.display();
     match extension.as_str() {
@@ -356,7 +348,7 @@ fn import(
                         kind(&record)
                     );
                 }
-                push(record, &mut batch, &mut flush)?;
+                batch.push(record)?;
             }
         }
         "json" => {
@@ -374,7 +366,7 @@ fn import(
                 bail!("{where_}: record {bad} is not a JSON object");
             }
             for record in records {
-                push(record, &mut batch, &mut flush)?;
+                batch.push(record)?;
             }
         }
         "csv" => {
@@ -391,7 +383,7 @@ fn import(
                         record.insert(field.to_string(), value);
                     }
                 }
-                push(Value::Object(record), &mut batch, &mut flush)?;
+                batch.push(Value::Object(record))?;
             }
         }
         other => bail!(
@@ -399,7 +391,8 @@ fn import(
             other
         ),
     }
-    flush(&mut batch)?;
+    batch.flush()?;
+    let total = batch.written;
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     if global.json {
@@ -410,6 +403,37 @@ fn import(
         total as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// Records on their way into a collection, written `size` at a time, each
+/// batch in one durable commit.
+struct Batch<'a> {
+    backend: &'a Backend,
+    collection: &'a str,
+    size: usize,
+    records: Vec<Value>,
+    written: usize,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, record: Value) -> Result<()> {
+        self.records.push(record);
+        if self.records.len() >= self.size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::replace(&mut self.records, Vec::with_capacity(self.size));
+        let n = records.len();
+        self.backend.put_many(self.collection, records)?;
+        self.written += n;
+        Ok(())
+    }
 }
 
 /// A CSV cell as JSON: integers, floats and booleans typed, empty cells absent.

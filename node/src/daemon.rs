@@ -105,17 +105,27 @@ pub async fn run(
     let _lock = DaemonLock::acquire(home)?;
     let unlock = unlock()?;
     let started = Instant::now();
-    if !home.is_initialised() {
+    let engine = if home.is_initialised() {
+        Engine::open(home, unlock, config.engine.clone())?
+    } else {
         let name = options.name.unwrap_or_else(crate::default_device_name);
-        let status = Engine::init(home, unlock.clone(), config.kdf.params(), &name)?;
+        let engine = Engine::init(
+            home,
+            unlock,
+            config.kdf.params(),
+            &name,
+            config.engine.clone(),
+        )?;
+        let status = engine.status();
         eprintln!(
             "initialised {}: device {} in new account {}",
             home.root().display(),
             status.device_id,
             status.account_id
         );
-    }
-    let engine = Engine::open(home, unlock, config.engine.clone())?.spawn()?;
+        engine
+    };
+    let engine = engine.spawn()?;
     let token = ensure_token(home)?;
     let listener = tokio::net::TcpListener::bind(options.api)
         .await

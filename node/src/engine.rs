@@ -100,6 +100,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A catalog row could not be encoded.
+    #[error("cannot encode a catalog row: {0}")]
+    Encode(#[from] serde_json::Error),
     /// The engine thread has stopped.
     #[error("the engine has stopped")]
     Stopped,
@@ -239,6 +242,15 @@ pub enum Command {
         id: String,
         /// Reply.
         reply: oneshot::Sender<Result<Value, Error>>,
+    },
+    /// Read many records at once; `None` where an id has no record.
+    GetMany {
+        /// Collection.
+        doctype: String,
+        /// Ids.
+        ids: Vec<String>,
+        /// Reply, one entry per id, in order.
+        reply: oneshot::Sender<Result<Vec<Option<Value>>, Error>>,
     },
     /// Delete one record.
     Delete {
@@ -448,13 +460,15 @@ fn new_id() -> String {
 }
 
 impl Engine {
-    /// Creates a new device identity and account in a fresh store.
+    /// Creates a new device identity and account in a fresh store, and
+    /// returns the engine over it, ready to spawn.
     pub fn init(
         home: &Home,
         unlock: Unlock,
         kdf: hearth_crypto::wrap::KdfParams,
         device_name: &str,
-    ) -> Result<Status, OpenError> {
+        config: EngineConfig,
+    ) -> Result<Self, OpenError> {
         let store = Store::create(home, unlock, kdf)?;
         let key = DeviceKey::generate(&mut rand::rngs::OsRng);
         let log = membership::Log::genesis(&key, device_name, now_ms().max(0) as u64);
@@ -474,9 +488,9 @@ impl Engine {
                 log,
             },
             collections: BTreeMap::new(),
-            config: EngineConfig::default(),
+            config,
         };
-        Ok(engine.status())
+        Ok(engine)
     }
 
     /// Opens an existing store and loads every collection.
@@ -620,7 +634,8 @@ impl Engine {
         automerge::ActorId::from(self.identity.key.id().as_bytes().as_slice())
     }
 
-    fn status(&self) -> Status {
+    /// Summarises this node.
+    pub fn status(&self) -> Status {
         Status {
             device_id: self.identity.key.id().to_string(),
             device_name: self.identity.name.clone(),
@@ -675,7 +690,7 @@ impl Engine {
 
     /// Persists what the last writes to `name` changed, durably, then updates
     /// the indexes. On failure the collection is reloaded from disk.
-    fn commit(&mut self, name: &str, written: &[Written]) -> Result<(), Error> {
+    fn commit(&mut self, name: &str, written: &[&Written]) -> Result<(), Error> {
         let result = self.try_commit(name, written);
         if let Err(e) = &result {
             tracing::error!(collection = name, error = %e, "commit failed; reloading collection from the store");
@@ -729,24 +744,15 @@ impl Engine {
         let mut meta = loaded.meta.clone();
         let mut txn = self.store.write()?;
         for shard in due {
-            let slot = usize::from(shard);
-            let full = loaded.data.compact_shard(shard)?;
-            let next = meta.next_chunk[slot];
-            txn.remove_prefix(Table::Chunks, &keys::shard_prefix(name, shard)?)?;
-            txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &full)?;
-            meta.next_chunk[slot] = next + 1;
-            meta.chunk_count[slot] = 1;
-            meta.snapshot_bytes[slot] = full.len() as u64;
-            meta.incremental_bytes[slot] = 0;
+            compact_shard_into(&mut txn, &mut loaded.data, &mut meta, name, shard)?;
         }
-        let row = serde_json::to_vec(&meta).map_err(|e| self_damaged(name, e))?;
-        txn.insert(Table::Collections, name.as_bytes(), &row)?;
+        txn.insert(Table::Collections, name.as_bytes(), &encode_meta(&meta)?)?;
         txn.commit()?;
         loaded.meta = meta;
         Ok(true)
     }
 
-    fn try_commit(&mut self, name: &str, written: &[Written]) -> Result<(), Error> {
+    fn try_commit(&mut self, name: &str, written: &[&Written]) -> Result<(), Error> {
         let compact_after = self.config.compact_after_chunks;
         let compact_min = self.config.compact_min_bytes;
         let loaded = self
@@ -773,12 +779,7 @@ impl Engine {
                         > (meta.snapshot_bytes[slot] * INCREMENTAL_PER_SNAPSHOT_BYTE)
                             .max(compact_min));
             if compact {
-                let full = loaded.data.compact_shard(shard)?;
-                txn.remove_prefix(Table::Chunks, &keys::shard_prefix(name, shard)?)?;
-                txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &full)?;
-                meta.chunk_count[slot] = 1;
-                meta.snapshot_bytes[slot] = full.len() as u64;
-                meta.incremental_bytes[slot] = 0;
+                compact_shard_into(&mut txn, &mut loaded.data, &mut meta, name, shard)?;
             } else {
                 txn.insert(
                     Table::Chunks,
@@ -787,8 +788,8 @@ impl Engine {
                 )?;
                 meta.chunk_count[slot] += 1;
                 meta.incremental_bytes[slot] = incremental;
+                meta.next_chunk[slot] = next + 1;
             }
-            meta.next_chunk[slot] = next + 1;
         }
         if !written.is_empty() {
             meta.last_seq += 1;
@@ -796,15 +797,14 @@ impl Engine {
                 .iter()
                 .map(|w| json!([w.id, w.rev, w.deleted]))
                 .collect();
-            let entries = serde_json::to_vec(&entries).map_err(|e| self_damaged(name, e))?;
+            let entries = Value::Array(entries).to_string().into_bytes();
             txn.insert(
                 Table::Changes,
                 &keys::change_key(name, meta.last_seq)?,
                 &entries,
             )?;
         }
-        let row = serde_json::to_vec(&meta).map_err(|e| self_damaged(name, e))?;
-        txn.insert(Table::Collections, name.as_bytes(), &row)?;
+        txn.insert(Table::Collections, name.as_bytes(), &encode_meta(&meta)?)?;
         txn.commit()?;
         loaded.meta = meta;
         for w in written {
@@ -849,6 +849,17 @@ impl Engine {
             }
             Command::Get { doctype, id, reply } => {
                 let _ = reply.send(self.get(&doctype, &id));
+            }
+            Command::GetMany {
+                doctype,
+                ids,
+                reply,
+            } => {
+                let _ = reply.send(self.collection(&doctype).map(|c| {
+                    ids.iter()
+                        .map(|id| c.and_then(|c| c.data.get(id)).cloned())
+                        .collect()
+                }));
             }
             Command::Delete {
                 doctype,
@@ -933,7 +944,7 @@ impl Engine {
         self.check_size(&id, &body)?;
         let loaded = self.collection_mut(doctype)?;
         let written = loaded.data.put(&id, body, mode, now_ms())?;
-        self.commit(doctype, std::slice::from_ref(&written))?;
+        self.commit(doctype, &[&written])?;
         Ok(written)
     }
 
@@ -954,7 +965,7 @@ impl Engine {
         }
         let loaded = self.collection_mut(doctype)?;
         let written = loaded.data.put_many(items, PutMode::Upsert, now_ms())?;
-        self.commit(doctype, &written)?;
+        self.commit(doctype, &written.iter().collect::<Vec<_>>())?;
         Ok(written.into_iter().map(|w| (w.id, w.rev)).collect())
     }
 
@@ -964,7 +975,6 @@ impl Engine {
         docs: Vec<Value>,
     ) -> Result<Vec<Result<Written, BulkError>>, Error> {
         let mut results = Vec::with_capacity(docs.len());
-        let mut written = Vec::new();
         self.collection_mut(doctype)?;
         for mut doc in docs {
             let id = doc
@@ -978,31 +988,21 @@ impl Engine {
                 map.remove("_deleted");
             }
             let outcome = self.check_size(&id, &doc).and_then(|()| {
-                let loaded = self.collection_mut(doctype)?;
-                if deleted {
-                    if loaded.data.get(&id).is_none() {
-                        return Err(Error::NotFound {
-                            doctype: doctype.to_string(),
-                            id: id.clone(),
-                        });
-                    }
-                    Ok(loaded.data.delete(&id, rev.as_deref(), now_ms())?)
+                let data = &mut self.collection_mut(doctype)?.data;
+                let written = if deleted {
+                    data.delete(&id, rev.as_deref(), now_ms())
                 } else {
                     let mode = match rev {
                         Some(expected_rev) => PutMode::Update { expected_rev },
                         None => PutMode::Create,
                     };
-                    Ok(loaded.data.put(&id, doc, mode, now_ms())?)
-                }
+                    data.put(&id, doc, mode, now_ms())
+                };
+                written.map_err(|e| in_collection(doctype, e))
             });
-            match outcome {
-                Ok(w) => {
-                    written.push(w.clone());
-                    results.push(Ok(w));
-                }
-                Err(error) => results.push(Err(BulkError { id, error })),
-            }
+            results.push(outcome.map_err(|error| BulkError { id, error }));
         }
+        let written: Vec<&Written> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         self.commit(doctype, &written)?;
         Ok(results)
     }
@@ -1022,15 +1022,16 @@ impl Engine {
             doctype: doctype.to_string(),
             id: id.to_string(),
         };
+        // Deleting from a collection that does not exist must not create it.
         if self.collection(doctype)?.is_none() {
             return Err(not_found());
         }
         let loaded = self.collection_mut(doctype)?;
-        if loaded.data.get(id).is_none() {
-            return Err(not_found());
-        }
-        let written = loaded.data.delete(id, rev, now_ms())?;
-        self.commit(doctype, std::slice::from_ref(&written))?;
+        let written = loaded
+            .data
+            .delete(id, rev, now_ms())
+            .map_err(|e| in_collection(doctype, e))?;
+        self.commit(doctype, &[&written])?;
         Ok(written)
     }
 
@@ -1179,11 +1180,39 @@ impl Engine {
     }
 }
 
-fn self_damaged(name: &str, e: serde_json::Error) -> Error {
-    Error::Damaged {
-        path: String::new(),
-        what: format!("catalog of {name}"),
-        reason: e.to_string(),
+/// The catalog row of a collection.
+fn encode_meta(meta: &CatalogEntry) -> Result<Vec<u8>, Error> {
+    Ok(serde_json::to_vec(meta)?)
+}
+
+/// Replaces every stored chunk of `shard` with one full save, in `txn`.
+fn compact_shard_into(
+    txn: &mut store::WriteTxn<'_>,
+    data: &mut Collection,
+    meta: &mut CatalogEntry,
+    name: &str,
+    shard: u16,
+) -> Result<(), Error> {
+    let slot = usize::from(shard);
+    let full = data.compact_shard(shard)?;
+    let next = meta.next_chunk[slot];
+    txn.remove_prefix(Table::Chunks, &keys::shard_prefix(name, shard)?)?;
+    txn.insert(Table::Chunks, &keys::chunk_key(name, shard, next)?, &full)?;
+    meta.next_chunk[slot] = next + 1;
+    meta.chunk_count[slot] = 1;
+    meta.snapshot_bytes[slot] = full.len() as u64;
+    meta.incremental_bytes[slot] = 0;
+    Ok(())
+}
+
+/// A collection's error, with the doctype added where a person needs it.
+fn in_collection(doctype: &str, e: collection::Error) -> Error {
+    match e {
+        collection::Error::NotFound { id } => Error::NotFound {
+            doctype: doctype.to_string(),
+            id,
+        },
+        other => Error::Record(other),
     }
 }
 
@@ -1261,6 +1290,20 @@ impl Handle {
         self.call(|reply| Command::Get {
             doctype: doctype.to_string(),
             id: id.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Reads many records in one round trip; `None` where an id has none.
+    pub async fn get_many(
+        &self,
+        doctype: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<Value>>, Error> {
+        self.call(|reply| Command::GetMany {
+            doctype: doctype.to_string(),
+            ids,
             reply,
         })
         .await

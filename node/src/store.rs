@@ -169,7 +169,6 @@ impl fmt::Display for Table {
 }
 
 /// How to unlock the store key.
-#[derive(Clone)]
 pub enum Unlock {
     /// With a passphrase (from `HEARTH_PASSPHRASE` or `--passphrase-file`),
     /// through Argon2id.

@@ -41,7 +41,7 @@ fn fixture_with(config: Config) -> Fixture {
     let home = Home::resolve(Some(dir.path())).unwrap();
     home.ensure_dirs().unwrap();
     let kdf = hearth_crypto::wrap::KdfParams::default();
-    Engine::init(&home, Unlock::KeyFile, kdf, "test").unwrap();
+    Engine::init(&home, Unlock::KeyFile, kdf, "test", config.engine.clone()).unwrap();
     let engine = Engine::open(&home, Unlock::KeyFile, config.engine.clone())
         .unwrap()
         .spawn()

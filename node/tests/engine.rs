@@ -25,7 +25,14 @@ async fn a_stop_compacts_shards_with_many_changes_and_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::resolve(Some(dir.path())).unwrap();
     home.ensure_dirs().unwrap();
-    Engine::init(&home, Unlock::KeyFile, Default::default(), "t").unwrap();
+    Engine::init(
+        &home,
+        Unlock::KeyFile,
+        Default::default(),
+        "t",
+        EngineConfig::default(),
+    )
+    .unwrap();
     let config = EngineConfig {
         shards: 4,
         // Never compact while writing; only the stop may.
