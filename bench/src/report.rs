@@ -79,12 +79,7 @@ impl Outcome {
         limit: f64,
         shown: String,
     ) {
-        self.checks.push(Check {
-            what: what.into(),
-            measured,
-            target: shown,
-            pass: measured <= limit,
-        });
+        self.check(what.into(), measured, shown, measured <= limit);
     }
 
     /// Records a check that passes when `measured >= limit`.
@@ -95,11 +90,15 @@ impl Outcome {
         limit: f64,
         shown: String,
     ) {
+        self.check(what.into(), measured, shown, measured >= limit);
+    }
+
+    fn check(&mut self, what: String, measured: f64, target: String, pass: bool) {
         self.checks.push(Check {
-            what: what.into(),
+            what,
             measured,
-            target: shown,
-            pass: measured >= limit,
+            target,
+            pass,
         });
     }
 
