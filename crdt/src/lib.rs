@@ -67,3 +67,4 @@
 pub mod collection;
 pub mod query;
 pub mod record;
+pub mod sync;

@@ -26,6 +26,10 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod home;
+pub mod mesh;
+pub mod net;
+pub mod pairing;
+pub mod qr;
 pub mod store;
 
 /// The device name used when none is given: the host name, else "device".
