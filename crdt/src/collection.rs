@@ -84,8 +84,19 @@
 //! on malformed input; such a panic becomes [`DecodeError::Panicked`]. A merge
 //! is all-or-nothing: every chunk is parsed before any is applied, and the
 //! changes are applied to a copy of the shard that replaces it only on
-//! success. Callers still cap inbound sizes: [`MAX_MERGE_BYTES`] bounds one
-//! merge, but Automerge inflates compressed chunks without a bound of its own.
+//! success. [`MAX_MERGE_BYTES`] bounds one merge's input, and because
+//! Automerge inflates compressed chunks and columns without a bound of its
+//! own, their inflated size is checked first (a streaming count, nothing kept)
+//! against [`MAX_INFLATED_BYTES`], or the bound given to
+//! [`Collection::sync_receive`].
+//!
+//! # Sync
+//!
+//! [`Collection::shard_digest`], [`Collection::sync_generate`] and
+//! [`Collection::sync_receive`] are the per-shard primitives the
+//! [`crate::sync`] sessions are built from: a digest to skip in-sync shards,
+//! and Automerge's sync protocol with the changes routed through the guarded
+//! merge path above.
 //!
 //! # Example
 //!
@@ -127,7 +138,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutomergeError, ChangeHash, hydrate};
 use serde_json::{Map, Value};
@@ -135,6 +148,7 @@ use serde_json::{Map, Value};
 use crate::record::{self, REV_KEY};
 
 mod bulk;
+mod inflate;
 mod rev;
 mod shard;
 mod view;
@@ -156,6 +170,16 @@ pub const MAX_BATCH_RECORDS: usize = 100_000;
 
 /// Largest byte string one [`Collection::merge_shard`] call accepts.
 pub const MAX_MERGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes the compressed parts of one [`Collection::merge_shard`] call
+/// may inflate to. [`Collection::sync_receive`] takes its own bound.
+pub const MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The [`Collection::shard_digest`] of a shard with no changes.
+pub const EMPTY_SHARD_DIGEST: ShardDigest = [0; 8];
+
+/// A short digest of a shard's heads: equal digests mean equal heads.
+pub type ShardDigest = [u8; 8];
 
 /// Batches smaller than this are written on the calling thread: below it,
 /// starting threads costs more than the shards' transactions.
@@ -242,6 +266,15 @@ pub enum Error {
         #[source]
         source: DecodeError,
     },
+    /// Automerge panicked while generating a sync message (a peer's sync
+    /// state named changes the shard lacks); the panic was contained.
+    #[error("automerge panicked generating a sync message for shard {shard}: {message}")]
+    SyncPanicked {
+        /// The shard.
+        shard: ShardIndex,
+        /// The panic message.
+        message: String,
+    },
     /// Automerge refused a local write. This is a bug, not bad input; the
     /// view still matches the documents.
     #[error("automerge refused a local write: {0}")]
@@ -294,6 +327,13 @@ pub enum DecodeError {
     MissingDeps {
         /// How many dependencies are missing.
         count: usize,
+    },
+    /// Compressed data in the bytes inflates past the allowed size: refused
+    /// before Automerge inflated any of it.
+    #[error("refused: inflates past {limit} bytes")]
+    Inflate {
+        /// The bound, in inflated bytes.
+        limit: usize,
     },
     /// Automerge panicked on the bytes; the panic was contained.
     #[error("automerge panicked while decoding: {message}")]
@@ -713,14 +753,24 @@ impl Collection {
     /// the changes touched, and reports those whose view changed. On error the
     /// shard and the view are unchanged. Changes whose dependencies have not
     /// arrived wait inside Automerge and take effect with a later merge.
+    /// Compressed parts may inflate to at most [`MAX_INFLATED_BYTES`].
     pub fn merge_shard(&mut self, shard: ShardIndex, bytes: &[u8]) -> Result<Vec<Written>, Error> {
+        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES)
+    }
+
+    fn merge_bounded(
+        &mut self,
+        shard: ShardIndex,
+        bytes: &[u8],
+        max_inflated: usize,
+    ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         if bytes.len() > MAX_MERGE_BYTES {
             return Err(Error::MergeTooLarge { len: bytes.len() });
         }
         let count = self.shard_count();
         let touched = self.shards[index]
-            .merge(bytes, |doc, id| {
+            .merge(bytes, max_inflated, |doc, id| {
                 view::check_placement(doc, id, shard, count)?;
                 Ok(view::read_one(doc, id, shard, count))
             })
@@ -738,6 +788,106 @@ impl Collection {
     pub fn shard_heads(&self, shard: ShardIndex) -> Result<Vec<ChangeHash>, Error> {
         let index = self.check_shard(shard)?;
         Ok(self.shards[index].doc.get_heads())
+    }
+
+    /// A digest of one shard's heads: the first 8 bytes of BLAKE3 over the
+    /// sorted heads, or [`EMPTY_SHARD_DIGEST`] for a shard without changes.
+    /// Two replicas whose digests match hold the same changes (up to a 2^-64
+    /// collision), which is what lets a sync session skip in-sync shards.
+    pub fn shard_digest(&self, shard: ShardIndex) -> Result<ShardDigest, Error> {
+        let mut heads = self.shard_heads(shard)?;
+        if heads.is_empty() {
+            return Ok(EMPTY_SHARD_DIGEST);
+        }
+        heads.sort_unstable();
+        let mut hasher = blake3::Hasher::new();
+        for head in &heads {
+            hasher.update(&head.0);
+        }
+        let mut digest = [0u8; 8];
+        digest.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+        Ok(digest)
+    }
+
+    /// The next Automerge sync message for one shard given the sync `state`
+    /// with a peer, or `None` when the peer needs nothing more for now.
+    /// Automerge can panic on a state a peer's messages made inconsistent;
+    /// that panic becomes [`Error::SyncPanicked`].
+    pub fn sync_generate(
+        &self,
+        shard: ShardIndex,
+        state: &mut sync::State,
+    ) -> Result<Option<sync::Message>, Error> {
+        let index = self.check_shard(shard)?;
+        let doc = &self.shards[index].doc;
+        catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(state))).map_err(|payload| {
+            Error::SyncPanicked {
+                shard,
+                message: shard::panic_message(payload.as_ref()),
+            }
+        })
+    }
+
+    /// Applies a peer's sync message to one shard. The message's changes go
+    /// through the same path as [`Collection::merge_shard`] (bounded inflate
+    /// check, all-or-nothing, panic-guarded, view updated), with compressed
+    /// parts bounded by `max_inflated` bytes; only then does Automerge see the
+    /// rest of the message, without changes, to update `state`. Returns the
+    /// records whose view changed. On error the shard and the view are
+    /// unchanged, and `state` may not be: drop the session.
+    pub fn sync_receive(
+        &mut self,
+        shard: ShardIndex,
+        state: &mut sync::State,
+        mut message: sync::Message,
+        max_inflated: usize,
+    ) -> Result<Vec<Written>, Error> {
+        let index = self.check_shard(shard)?;
+        let total = message
+            .changes
+            .iter()
+            .try_fold(0usize, |sum, chunk| sum.checked_add(chunk.len()))
+            .unwrap_or(usize::MAX);
+        if total > MAX_MERGE_BYTES {
+            return Err(Error::MergeTooLarge { len: total });
+        }
+        let had_changes = !message.changes.is_empty();
+        let written = if had_changes {
+            let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
+            self.merge_bounded(shard, &bytes, max_inflated)?
+        } else {
+            Vec::new()
+        };
+        message.changes = sync::ChunkList::empty();
+        // Automerge leaves `last_sent_heads` alone when a message carries
+        // changes (so that the reply acknowledges them); it sees none here, so
+        // keep the value it would have kept.
+        let last_sent = state.last_sent_heads.clone();
+        let doc = &mut self.shards[index].doc;
+        let received = catch_unwind(AssertUnwindSafe(|| {
+            doc.receive_sync_message(state, message)
+        }));
+        match received {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Merge {
+                    shard,
+                    source: DecodeError::Automerge(e),
+                });
+            }
+            Err(payload) => {
+                return Err(Error::Merge {
+                    shard,
+                    source: DecodeError::Panicked {
+                        message: shard::panic_message(payload.as_ref()),
+                    },
+                });
+            }
+        }
+        if had_changes {
+            state.last_sent_heads = last_sent;
+        }
+        Ok(written)
     }
 
     /// A full save of every shard, in shard order, for export or inspection

@@ -108,6 +108,16 @@ impl IntoResponse for ApiError {
                     let d = e.to_string();
                     error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d)
                 }
+                E::NotAMember(_) => error_body(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "missing",
+                    &e.to_string(),
+                ),
+                E::RemoveSelf | E::NotEmpty | E::Membership(_) => {
+                    let d = e.to_string();
+                    error_body(StatusCode::CONFLICT, "conflict", &d, &d)
+                }
                 E::BadDoctype(_)
                 | E::Record(_)
                 | E::Query(_)
@@ -116,7 +126,12 @@ impl IntoResponse for ApiError {
                     let d = e.to_string();
                     error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
                 }
-                E::Store(_) | E::StoreKey(_) | E::Encode(_) | E::Damaged { .. } | E::Stopped => {
+                E::Store(_)
+                | E::StoreKey(_)
+                | E::Encode(_)
+                | E::Damaged { .. }
+                | E::Stopped
+                | E::Sync(_) => {
                     tracing::error!(error = %e, "internal error");
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
                 }

@@ -62,6 +62,26 @@ pub struct EngineConfig {
     pub import_batch: usize,
     /// Largest single record, in bytes of JSON. Default 1 MiB.
     pub max_record_bytes: usize,
+    /// Largest sync frame a peer may send, checked before it is decoded.
+    /// Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Most bytes the compressed data of one sync frame may inflate to; a
+    /// frame over it (a decompression bomb) is refused before Automerge sees
+    /// it. Default 64 MiB.
+    pub max_inflated_bytes: usize,
+    /// Frames queued for one peer before it counts as stalled and is
+    /// disconnected (it resyncs when it reconnects). Default 256.
+    pub peer_outbox: usize,
+}
+
+impl EngineConfig {
+    /// The sync layer's limits.
+    pub fn sync_limits(&self) -> hearth_crdt::sync::Limits {
+        hearth_crdt::sync::Limits {
+            max_frame: self.max_frame_bytes,
+            max_inflated: self.max_inflated_bytes,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -73,6 +93,9 @@ impl Default for EngineConfig {
             compact_min_bytes: 64 * 1024,
             import_batch: 5000,
             max_record_bytes: 1024 * 1024,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_inflated_bytes: 64 * 1024 * 1024,
+            peer_outbox: 256,
         }
     }
 }
@@ -195,7 +218,22 @@ impl Config {
     /// Checks every bound in one place.
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.engine;
-        let rules: [(bool, &'static str, &'static str); 8] = [
+        let rules: [(bool, &'static str, &'static str); 11] = [
+            (
+                e.max_frame_bytes >= 64 * 1024 && e.max_frame_bytes <= 1 << 30,
+                "engine.max_frame_bytes",
+                "between 65536 and 1073741824",
+            ),
+            (
+                e.max_inflated_bytes >= e.max_frame_bytes && e.max_inflated_bytes <= 4 << 30,
+                "engine.max_inflated_bytes",
+                "at least engine.max_frame_bytes and at most 4 GiB",
+            ),
+            (
+                e.peer_outbox >= 1 && e.peer_outbox <= 1 << 16,
+                "engine.peer_outbox",
+                "between 1 and 65536",
+            ),
             (
                 e.queue >= 1 && e.queue <= 1 << 20,
                 "engine.queue",

@@ -30,8 +30,10 @@ use crate::home::Home;
 use crate::store::{self, Store, Table, Unlock, keys};
 
 mod catalog;
+mod mesh;
 
 pub use catalog::{CatalogEntry, IndexDef};
+pub use mesh::{Command as MeshCommand, Device, Members, SessionId};
 
 /// Why an engine command failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,21 @@ pub enum Error {
     /// The engine thread has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// The membership log refused a change.
+    #[error(transparent)]
+    Membership(#[from] membership::Error),
+    /// The device is not a member of this account.
+    #[error("device {0} is not a member of this account")]
+    NotAMember(String),
+    /// A device cannot remove itself here.
+    #[error("a device cannot remove itself; run `hearth devices remove` on another device of the account")]
+    RemoveSelf,
+    /// A sync session failed.
+    #[error(transparent)]
+    Sync(#[from] hearth_crdt::sync::Error),
+    /// Joining an account needs a device without data of its own.
+    #[error("this device already holds data or other devices; join another account only from a fresh home")]
+    NotEmpty,
 }
 
 /// Why the engine could not start.
@@ -316,6 +333,8 @@ pub enum Command {
         /// Reply.
         reply: oneshot::Sender<Result<Changes, Error>>,
     },
+    /// Devices, pairing and sync sessions.
+    Mesh(MeshCommand),
     /// Export a collection.
     Export {
         /// Collection.
@@ -340,6 +359,7 @@ pub struct BulkError {
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    members: tokio::sync::watch::Receiver<Members>,
 }
 
 /// The running engine: its handle and its thread.
@@ -401,6 +421,7 @@ pub struct Engine {
     identity: Identity,
     collections: BTreeMap<String, Loaded>,
     config: EngineConfig,
+    mesh: mesh::State,
 }
 
 impl std::fmt::Debug for Engine {
@@ -469,9 +490,39 @@ impl Engine {
         device_name: &str,
         config: EngineConfig,
     ) -> Result<Self, OpenError> {
-        let store = Store::create(home, unlock, kdf)?;
         let key = DeviceKey::generate(&mut rand::rngs::OsRng);
         let log = membership::Log::genesis(&key, device_name, now_ms().max(0) as u64);
+        Self::create(home, unlock, kdf, key, device_name, log, config)
+    }
+
+    /// Creates a fresh store for a device that just joined an existing
+    /// account: `key` is the identity it paired with and `log` the account's
+    /// membership log from the welcome, which must list it.
+    pub fn init_joined(
+        home: &Home,
+        unlock: Unlock,
+        kdf: hearth_crypto::wrap::KdfParams,
+        key: DeviceKey,
+        log: membership::Log,
+        config: EngineConfig,
+    ) -> Result<Self, OpenError> {
+        let name = log
+            .member(&key.id())
+            .map(|m| m.name.clone())
+            .ok_or_else(|| Error::NotAMember(key.id().to_string()))?;
+        Self::create(home, unlock, kdf, key, &name, log, config)
+    }
+
+    fn create(
+        home: &Home,
+        unlock: Unlock,
+        kdf: hearth_crypto::wrap::KdfParams,
+        key: DeviceKey,
+        device_name: &str,
+        log: membership::Log,
+        config: EngineConfig,
+    ) -> Result<Self, OpenError> {
+        let store = Store::create(home, unlock, kdf)?;
         let mut txn = store.write().map_err(Error::from)?;
         txn.insert(Table::Meta, META_DEVICE_KEY, key.to_bytes().as_slice())
             .map_err(Error::from)?;
@@ -480,29 +531,59 @@ impl Engine {
         txn.insert(Table::Meta, META_MEMBERSHIP, &log.encode())
             .map_err(Error::from)?;
         txn.commit().map_err(Error::from)?;
-        let engine = Engine {
+        Ok(Self::assemble(
             store,
-            identity: Identity {
+            Identity {
                 key,
                 name: device_name.to_string(),
                 log,
             },
+            config,
+        ))
+    }
+
+    fn assemble(store: Store, identity: Identity, config: EngineConfig) -> Self {
+        let mut engine = Engine {
+            store,
+            identity,
             collections: BTreeMap::new(),
+            mesh: mesh::State::new(
+                Members {
+                    me: DeviceKey::from_bytes(&[0; 32]).id(),
+                    devices: Default::default(),
+                },
+                config.sync_limits(),
+            ),
             config,
         };
-        Ok(engine)
+        engine.mesh = mesh::State::new(engine.members(), engine.config.sync_limits());
+        engine
+    }
+
+    /// This device's identity key, for the network layer.
+    pub fn device_key(&self) -> &DeviceKey {
+        &self.identity.key
+    }
+
+    /// Makes this device a member of the account in `log` instead of the
+    /// one-device account it was created with. Allowed only while this
+    /// device holds no data and its own account has no other device, so
+    /// nothing is orphaned; `hearth join` uses it on an initialised home.
+    pub fn adopt_account(&mut self, log: membership::Log) -> Result<(), Error> {
+        if !self.collections.is_empty() || self.identity.log.members().len() > 1 {
+            return Err(Error::NotEmpty);
+        }
+        if !log.is_member(&self.identity.key.id()) {
+            return Err(Error::NotAMember(self.identity.key.id().to_string()));
+        }
+        self.save_membership(log)
     }
 
     /// Opens an existing store and loads every collection.
     pub fn open(home: &Home, unlock: Unlock, config: EngineConfig) -> Result<Self, OpenError> {
         let store = Store::open(home, unlock)?;
         let identity = Self::load_identity(&store)?;
-        let mut engine = Engine {
-            store,
-            identity,
-            collections: BTreeMap::new(),
-            config,
-        };
+        let mut engine = Self::assemble(store, identity, config);
         let names: Vec<String> = {
             let txn = engine.store.read().map_err(Error::from)?;
             txn.scan_prefix(Table::Collections, b"")
@@ -520,6 +601,7 @@ impl Engine {
     /// Starts the engine on its own thread and returns its handle.
     pub fn spawn(self) -> Result<Running, OpenError> {
         let (tx, mut rx) = mpsc::channel(self.config.queue);
+        let members = self.mesh.subscribe();
         let mut engine = self;
         let thread = std::thread::Builder::new()
             .name("hearth-engine".into())
@@ -533,7 +615,7 @@ impl Engine {
             })
             .map_err(OpenError::Thread)?;
         Ok(Running {
-            handle: Handle { tx },
+            handle: Handle { tx, members },
             thread,
         })
     }
@@ -691,7 +773,20 @@ impl Engine {
     /// Persists what the last writes to `name` changed, durably, then updates
     /// the indexes. On failure the collection is reloaded from disk.
     fn commit(&mut self, name: &str, written: &[&Written]) -> Result<(), Error> {
-        let result = self.try_commit(name, written);
+        self.commit_with(name, written, &[])?;
+        self.notify_written(name, written);
+        Ok(())
+    }
+
+    /// [`Engine::commit`] with extra rows written in the same transaction,
+    /// and without offering the changes to peers (the caller does).
+    fn commit_with(
+        &mut self,
+        name: &str,
+        written: &[&Written],
+        rows: &[(Table, Vec<u8>, Vec<u8>)],
+    ) -> Result<(), Error> {
+        let result = self.try_commit(name, written, rows);
         if let Err(e) = &result {
             tracing::error!(collection = name, error = %e, "commit failed; reloading collection from the store");
             self.collections.remove(name);
@@ -752,7 +847,12 @@ impl Engine {
         Ok(true)
     }
 
-    fn try_commit(&mut self, name: &str, written: &[&Written]) -> Result<(), Error> {
+    fn try_commit(
+        &mut self,
+        name: &str,
+        written: &[&Written],
+        rows: &[(Table, Vec<u8>, Vec<u8>)],
+    ) -> Result<(), Error> {
         let compact_after = self.config.compact_after_chunks;
         let compact_min = self.config.compact_min_bytes;
         let loaded = self
@@ -803,6 +903,9 @@ impl Engine {
                 &keys::change_key(name, meta.last_seq)?,
                 &entries,
             )?;
+        }
+        for (table, key, value) in rows {
+            txn.insert(*table, key, value)?;
         }
         txn.insert(Table::Collections, name.as_bytes(), &encode_meta(&meta)?)?;
         txn.commit()?;
@@ -915,6 +1018,7 @@ impl Engine {
             } => {
                 let _ = reply.send(self.export(&doctype, format));
             }
+            Command::Mesh(command) => self.handle_mesh(command),
         }
     }
 

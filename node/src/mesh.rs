@@ -1,1 +1,294 @@
-//! (being written)
+//! The mesh: the glue between the network ([`crate::net`]), the engine and
+//! pairing ([`crate::pairing`]).
+//!
+//! ```text
+//!   net (libp2p swarm) ── Connected/Disconnected ──▶ mesh ── open /hearth/sync/1
+//!          ▲                                          │
+//!          │ admission (members, pairing open)        │ one reader + one writer task per stream
+//!          │                                          ▼
+//!   engine.members() watch ◀──── engine thread ◀── frames (bounded queue)
+//! ```
+//!
+//! - **Who opens.** Between two members, the device with the smaller id opens
+//!   the one sync stream; the other accepts it. While they stay connected,
+//!   a stream that ends is reopened with backoff (1 s doubling to 60 s), so a
+//!   session that keeps failing cannot spin.
+//! - **Frames.** Each frame is length-prefixed and refused above
+//!   `engine.max_frame_bytes` before it is read into memory. The reader hands
+//!   frames to the engine through its bounded queue, so a fast peer waits for
+//!   the engine instead of filling memory; the writer drains the session's
+//!   bounded outbox.
+//! - **Admission.** The member set comes from the engine's watch channel and
+//!   goes into the network's admission gate; removed devices are
+//!   disconnected at once. A sync stream from a peer that is not a member is
+//!   dropped unread.
+//! - **Pairing.** `/hearth/pair/1` streams go to [`crate::pairing::Invitations`];
+//!   a confirmed joiner is added through the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hearth_crypto::identity::DeviceId;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use crate::engine::{Handle, Members};
+use crate::net::{self, Admission, NetHandle};
+use crate::pairing::Invitations;
+
+/// Shortest and longest wait before reopening a sync stream.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What the mesh tasks share.
+#[derive(Clone)]
+pub struct Mesh {
+    engine: Handle,
+    net: NetHandle,
+    admission: Admission,
+    invitations: Arc<Invitations>,
+    me: DeviceId,
+    max_frame: usize,
+    outbox: usize,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+/// Converts a libp2p peer id to a device id (they are the same key).
+pub fn device_of(peer: &PeerId) -> Option<DeviceId> {
+    peer.to_string().parse().ok()
+}
+
+/// Converts a device id to its libp2p peer id.
+pub fn peer_of(device: &DeviceId) -> Option<PeerId> {
+    device.to_string().parse().ok()
+}
+
+impl Mesh {
+    /// Wires the engine, the network and pairing together and starts the
+    /// tasks that keep them in step. Runs until the network's event stream
+    /// ends.
+    pub fn start(
+        engine: Handle,
+        net: net::Net,
+        admission: Admission,
+        invitations: Arc<Invitations>,
+        max_frame: usize,
+        outbox: usize,
+    ) -> Mesh {
+        let members = engine.members();
+        let me = members.borrow().me;
+        let mesh = Mesh {
+            engine,
+            net: net.handle.clone(),
+            admission,
+            invitations,
+            me,
+            max_frame,
+            outbox,
+        };
+        tokio::spawn(mesh.clone().follow_members(members));
+        tokio::spawn(mesh.clone().accept_sync());
+        tokio::spawn(mesh.clone().accept_pairing());
+        tokio::spawn(mesh.clone().follow_events(net.events));
+        mesh
+    }
+
+    /// The network handle.
+    pub fn net(&self) -> &NetHandle {
+        &self.net
+    }
+
+    /// The admission gate.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The pairing invitations of this node.
+    pub fn invitations(&self) -> &Arc<Invitations> {
+        &self.invitations
+    }
+
+    async fn follow_members(self, mut members: tokio::sync::watch::Receiver<Members>) {
+        loop {
+            let peers: Vec<PeerId> = {
+                let m = members.borrow_and_update();
+                m.devices
+                    .iter()
+                    .filter(|d| **d != m.me)
+                    .filter_map(peer_of)
+                    .collect()
+            };
+            self.admission.set_members(peers);
+            if self.net.refresh_admission().await.is_err() {
+                return;
+            }
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn follow_events(self, mut events: mpsc::Receiver<net::Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                net::Event::Connected { peer, member: true } => {
+                    if let Some(device) = device_of(&peer)
+                        && self.me < device
+                    {
+                        tokio::spawn(self.clone().dial_sync(peer, device));
+                    }
+                }
+                net::Event::Discovered { peer, address } => {
+                    if self.admission.is_member(&peer)
+                        && let Some(device) = device_of(&peer)
+                    {
+                        let _ = self
+                            .engine
+                            .remember_address(device, address.to_string())
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn is_connected(&self, peer: PeerId) -> bool {
+        self.net
+            .peers()
+            .await
+            .map(|peers| peers.iter().any(|p| p.id == peer && p.connected))
+            .unwrap_or(false)
+    }
+
+    /// Opens the sync stream to `peer` and reopens it with backoff while the
+    /// peer stays connected and a member.
+    async fn dial_sync(self, peer: PeerId, device: DeviceId) {
+        let mut backoff = BACKOFF_MIN;
+        let mut control = self.net.stream_control();
+        loop {
+            if !self.admission.is_member(&peer) {
+                return;
+            }
+            match control.open_stream(peer, net::SYNC).await {
+                Ok(stream) => {
+                    let started = tokio::time::Instant::now();
+                    self.clone().run_session(device, stream).await;
+                    if started.elapsed() > BACKOFF_MAX {
+                        backoff = BACKOFF_MIN;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot open a sync stream");
+                    if !self.is_connected(peer).await {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if !self.is_connected(peer).await {
+                return;
+            }
+        }
+    }
+
+    async fn accept_sync(self) {
+        let mut control = self.net.stream_control();
+        let mut incoming = match control.accept(net::SYNC) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept sync streams");
+                return;
+            }
+        };
+        while let Some((peer, stream)) = incoming.next().await {
+            let Some(device) = device_of(&peer).filter(|_| self.admission.is_member(&peer)) else {
+                tracing::warn!(%peer, "refused a sync stream from a device outside the account");
+                continue;
+            };
+            tokio::spawn(self.clone().run_session(device, stream));
+        }
+    }
+
+    async fn accept_pairing(self) {
+        let mut control = self.net.stream_control();
+        let mut incoming = match control.accept(net::PAIR) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept pairing streams");
+                return;
+            }
+        };
+        while let Some((peer, stream)) = incoming.next().await {
+            let Some(device) = device_of(&peer) else {
+                continue;
+            };
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                let engine = mesh.engine.clone();
+                let admit = move |joiner: DeviceId, name: String| {
+                    let engine = engine.clone();
+                    async move { engine.add_device(joiner, name).await }
+                };
+                if let Err(e) = mesh.invitations.serve(device, stream, admit).await {
+                    tracing::info!(%peer, error = %e, "pairing session ended");
+                }
+                if mesh.invitations.status().await.is_none() {
+                    mesh.admission.set_pairing(false);
+                }
+            });
+        }
+    }
+
+    /// Runs one sync session over `stream` until either side ends it.
+    async fn run_session(self, device: DeviceId, stream: libp2p::Stream) {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.outbox);
+        let session = match self.engine.open_session(device, tx).await {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::info!(%device, error = %e, "sync session refused");
+                return;
+            }
+        };
+        tracing::info!(%device, "sync session open");
+        let (mut reader, mut writer) = futures::AsyncReadExt::split(stream);
+        let write = async {
+            while let Some(frame) = rx.recv().await {
+                if let Err(e) = net::write_frame(&mut writer, &frame).await {
+                    tracing::debug!(%device, error = %e, "sync stream write failed");
+                    break;
+                }
+            }
+            let _ = futures::AsyncWriteExt::close(&mut writer).await;
+        };
+        let read = async {
+            loop {
+                match net::read_frame(&mut reader, self.max_frame).await {
+                    Ok(Some(frame)) => {
+                        if self.engine.session_frame(session, frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%device, error = %e, "bad frame on the sync stream; closing it");
+                        break;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = write => {}
+            () = read => {}
+        }
+        let _ = self.engine.session_closed(session).await;
+        tracing::info!(%device, "sync session closed");
+    }
+}

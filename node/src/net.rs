@@ -1,1 +1,1045 @@
-//! (being written)
+//! The libp2p network of a Hearth node.
+//!
+//! # Model
+//!
+//! A device's ed25519 [`DeviceKey`] is also its libp2p identity, so the
+//! `PeerId` that the Noise (or QUIC/TLS) handshake authenticates *is* the
+//! remote [`DeviceId`](hearth_crypto::identity::DeviceId). [`spawn`] builds one
+//! `Swarm` and runs it on its own tokio task; the rest of the node talks to it
+//! through a cloneable [`NetHandle`] (bounded command queue, one-shot replies)
+//! and reads [`Event`]s from a bounded channel.
+//!
+//! # Transports
+//!
+//! - TCP, secured by Noise and multiplexed by Yamux.
+//! - QUIC (v1), which brings its own TLS 1.3 security and multiplexing and
+//!   makes hole punching more likely to work.
+//! - DNS resolution of `/dns*` addresses (system resolver configuration).
+//! - The relay client transport, so a device behind NAT can be reached through
+//!   `/p2p-circuit` addresses of a configured relay.
+//!
+//! # Behaviours, and why each is there
+//!
+//! - **gate**: the admission check (below); it is first so that it runs before
+//!   any other behaviour accepts the connection.
+//! - **connection limits** and **memory limits**: bound the number of pending
+//!   and established connections, and refuse new ones while the process uses
+//!   more memory than [`Config::memory_limit_mb`].
+//! - **identify** (`/hearth/id/1` as protocol version): peers tell each other
+//!   their listen addresses, which feed reconnection and Kademlia.
+//! - **ping**: detects dead connections.
+//! - **mDNS** (optional): finds the account's other devices on the LAN.
+//! - **Kademlia** (`/hearth/kad/1`): finds a device's addresses by `PeerId`
+//!   through the configured bootstrap peers.
+//! - **relay server** (optional, [`Config::relay_service`]), **relay client**,
+//!   **DCUtR** (hole punching over a relayed connection) and **AutoNAT** (are we
+//!   publicly reachable?): connectivity for devices behind NAT.
+//! - **streams** (`libp2p_stream`): plain byte streams per protocol, on which
+//!   Hearth runs its own framing ([`write_frame`], [`read_frame`]) and caps.
+//!
+//! # The gate
+//!
+//! Every connection, inbound or outbound, is checked against the shared
+//! [`Admission`] right after the handshake authenticated the remote `PeerId`,
+//! and refused (`ConnectionDenied`) unless the peer is a member device, a
+//! configured bootstrap or relay peer, or — while pairing is open — a pending
+//! joiner. A refused peer never reaches identify, Kademlia or any Hearth
+//! protocol. Outbound dials to a known non-admitted `PeerId` are refused before
+//! they start. Stream acceptors still run [`Admission::may_use`] on each
+//! stream: pending joiners may only use [`PAIR`], infrastructure peers no Hearth
+//! protocol at all. When admission changes, [`NetHandle::refresh_admission`]
+//! closes the connections of peers that lost their standing.
+//!
+//! # Reconnect
+//!
+//! The swarm task keeps an address book (bounded) fed by mDNS, identify,
+//! Kademlia and [`NetHandle::add_address`]. Every member that is not connected
+//! and has known addresses is redialled with exponential backoff: 1 s, doubling
+//! to 60 s, reset once a connection has lasted 10 s (a peer that accepts the
+//! handshake and then drops us does not reset it). A member with no known
+//! address is looked up in Kademlia on the same schedule when bootstrap peers
+//! are configured. Connections close after [`Config::idle_timeout`] without an
+//! open stream, so the sync layer keeps one stream per member open.
+
+mod admission;
+pub mod frame;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use hearth_crypto::identity::DeviceKey;
+use libp2p::core::transport::{ListenerId, PortUse};
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{
+    PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, kad,
+    mdns, memory_connection_limits, noise, ping, relay, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use admission::{Admission, Standing};
+pub use frame::{read_frame, write_frame};
+
+/// The automerge-repo sync protocol: one long-lived stream per member peer.
+pub const SYNC: StreamProtocol = StreamProtocol::new("/hearth/sync/1");
+/// The pairing handshake, the only protocol open to pending joiners.
+pub const PAIR: StreamProtocol = StreamProtocol::new("/hearth/pair/1");
+/// Our Kademlia protocol name, which keeps Hearth's DHT apart from IPFS's.
+pub const KAD: StreamProtocol = StreamProtocol::new("/hearth/kad/1");
+/// The identify protocol version Hearth nodes announce.
+pub const IDENTIFY_VERSION: &str = "/hearth/id/1";
+
+/// Length of the command queue from [`NetHandle`]s to the swarm task.
+const COMMAND_QUEUE: usize = 64;
+/// Longest wait in [`spawn`] for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+/// How often the swarm task checks for members to redial.
+const REDIAL_TICK: Duration = Duration::from_millis(250);
+/// First redial delay after a failed or lost connection.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest redial delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A connection that lasted this long counts as a success and resets the
+/// redial backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// Peers the address book holds; members displace other entries when full.
+const BOOK_MAX_PEERS: usize = 1024;
+/// Addresses kept per peer; newer ones replace the oldest.
+const BOOK_MAX_ADDRS: usize = 16;
+
+/// Network settings. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on. Default: `/ip4/0.0.0.0/tcp/0` and
+    /// `/ip4/0.0.0.0/udp/0/quic-v1` (every interface, ports chosen by the OS).
+    pub listen: Vec<Multiaddr>,
+    /// Discover the account's devices on the LAN with mDNS. Default: `true`.
+    pub mdns: bool,
+    /// Kademlia bootstrap peers, each ending in `/p2p/<peer id>`. They are
+    /// admitted as infrastructure. Default: none.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Relays to hold a reservation on, each ending in `/p2p/<peer id>`, so
+    /// that this node is reachable at `<relay>/p2p-circuit`. They are admitted
+    /// as infrastructure. Default: none.
+    pub relays: Vec<Multiaddr>,
+    /// Act as a relay for admitted peers. Default: `false`.
+    pub relay_service: bool,
+    /// Established connections in total. Default: 64.
+    pub max_connections: u32,
+    /// Established connections to one peer (TCP, QUIC and a simultaneous
+    /// dial can briefly coexist). Default: 4.
+    pub max_connections_per_peer: u32,
+    /// Connections in their handshake, per direction. Default: 16.
+    pub max_pending: u32,
+    /// New connections are refused while the process uses more memory than
+    /// this many MiB. Default: 1024.
+    pub memory_limit_mb: usize,
+    /// A connection with no open stream is closed after this long.
+    /// Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Capacity of the [`Event`] channel. When the consumer lags further
+    /// behind, events are dropped with a warning (the current state is always
+    /// available from [`NetHandle::peers`]). Default: 256.
+    pub event_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                    .with(Protocol::Tcp(0)),
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                    .with(Protocol::Udp(0))
+                    .with(Protocol::QuicV1),
+            ],
+            mdns: true,
+            bootstrap: Vec::new(),
+            relays: Vec::new(),
+            relay_service: false,
+            max_connections: 64,
+            max_connections_per_peer: 4,
+            max_pending: 16,
+            memory_limit_mb: 1024,
+            idle_timeout: Duration::from_secs(60),
+            event_queue: 256,
+        }
+    }
+}
+
+/// Why the network could not start, or a request to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libp2p rejected the device key.
+    #[error("libp2p rejected the device key")]
+    Key(#[from] libp2p::identity::DecodingError),
+    /// The libp2p identity derived from the device key differs from the
+    /// device id, which would break the `PeerId` = `DeviceId` rule.
+    #[error("libp2p peer id {peer} does not match device id {device}")]
+    IdentityMismatch {
+        /// What libp2p derived.
+        peer: PeerId,
+        /// What hearth-crypto derived.
+        device: String,
+    },
+    /// The Noise configuration could not be built.
+    #[error("setting up noise failed")]
+    Noise(#[from] noise::Error),
+    /// The system DNS configuration could not be read.
+    #[error("reading the system DNS configuration (/etc/resolv.conf) failed")]
+    Dns(#[source] io::Error),
+    /// mDNS could not start.
+    #[error("starting mDNS failed")]
+    Mdns(#[source] io::Error),
+    /// A bootstrap or relay address lacks its `/p2p/<peer id>` suffix.
+    #[error("{addr} must end with /p2p/<peer id>")]
+    MissingPeerId {
+        /// The configured address.
+        addr: Multiaddr,
+    },
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The configured address.
+        addr: Multiaddr,
+        /// What the transport reported.
+        #[source]
+        source: libp2p::TransportError<io::Error>,
+    },
+    /// A listener closed with an error while starting.
+    #[error("listener on {addr} failed")]
+    Listener {
+        /// The configured address.
+        addr: Multiaddr,
+        /// What the transport reported.
+        #[source]
+        source: io::Error,
+    },
+    /// A dial could not start.
+    #[error("cannot dial {addr}")]
+    Dial {
+        /// The address dialled.
+        addr: Multiaddr,
+        /// What the swarm reported.
+        #[source]
+        source: DialError,
+    },
+    /// The gate refused a connection (this is the cause inside libp2p's
+    /// `ConnectionDenied`).
+    #[error("peer {peer} is not admitted")]
+    NotAdmitted {
+        /// The refused peer.
+        peer: PeerId,
+    },
+    /// The swarm task has stopped.
+    #[error("the network has shut down")]
+    Closed,
+}
+
+/// Something that happened on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The first connection to `peer` was established.
+    Connected {
+        /// The remote device.
+        peer: PeerId,
+        /// Whether it is a member (otherwise infrastructure or a pending joiner).
+        member: bool,
+    },
+    /// The last connection to `peer` closed.
+    Disconnected {
+        /// The remote device.
+        peer: PeerId,
+    },
+    /// mDNS found a new address of `peer` on the LAN.
+    Discovered {
+        /// The discovered peer.
+        peer: PeerId,
+        /// Its address.
+        address: Multiaddr,
+    },
+}
+
+/// What the network knows about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer.
+    pub id: PeerId,
+    /// Whether at least one connection is open.
+    pub connected: bool,
+    /// Addresses known for it.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// A running network: the handle to control it and its event stream.
+#[derive(Debug)]
+pub struct Net {
+    /// Control of the swarm task.
+    pub handle: NetHandle,
+    /// Connection events, in order.
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// A cloneable handle on the swarm task.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    local: PeerId,
+}
+
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHandle")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    AddAddress(PeerId, Multiaddr, oneshot::Sender<()>),
+    RefreshAdmission(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl NetHandle {
+    /// This node's peer id (its device id).
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The addresses this node listens on, as others can dial them: concrete
+    /// interface addresses (never `0.0.0.0`), each ending in `/p2p/<our id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.request(Command::ListenAddrs).await
+    }
+
+    /// Every peer that is connected or has known addresses, sorted by id.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.request(Command::Peers).await
+    }
+
+    /// Starts dialling `addr`. With a `/p2p/<id>` suffix the dial is bound to
+    /// that peer (and succeeds at once if it is already connected); the
+    /// outcome arrives as an [`Event`].
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.request(|reply| Command::Dial(addr, reply)).await?
+    }
+
+    /// Records an address for `peer`, for reconnection and stream opening.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), Error> {
+        self.request(|reply| Command::AddAddress(peer, addr, reply))
+            .await
+    }
+
+    /// Applies a change of the shared [`Admission`]: closes the connections of
+    /// peers that are no longer admitted and dials members that are not
+    /// connected and have known addresses.
+    pub async fn refresh_admission(&self) -> Result<(), Error> {
+        self.request(Command::RefreshAdmission).await
+    }
+
+    /// A control to open streams ([`SYNC`], [`PAIR`]) and accept incoming ones.
+    /// Acceptors must check [`Admission::may_use`] for every stream.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Stops the swarm task, closing every connection. Returns once it stopped.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.request(Command::Shutdown).await
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
+    }
+}
+
+/// The admission gate: refuses every connection whose peer the shared
+/// [`Admission`] does not admit.
+struct Gate {
+    admission: Admission,
+}
+
+impl Gate {
+    fn check(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        match self.admission.standing(&peer) {
+            Some(_) => Ok(()),
+            None => {
+                tracing::debug!(%peer, "connection refused: not admitted");
+                Err(ConnectionDenied::new(Error::NotAdmitted { peer }))
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer) = maybe_peer {
+            self.check(peer)?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm<'_>) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gate: Gate,
+    limits: connection_limits::Behaviour,
+    memory: memory_connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    relay_server: Toggle<relay::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
+    streams: libp2p_stream::Behaviour,
+}
+
+/// Starts the network for the device `key`: builds the swarm, binds the
+/// listeners (waiting briefly until they report their addresses, so that
+/// [`NetHandle::listen_addrs`] is meaningful at once), and runs it on a tokio
+/// task. Must be called within a tokio runtime.
+pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Result<Net, Error> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(key.to_bytes())?;
+    let local = keypair.public().to_peer_id();
+    let device = key.id().to_string();
+    if local.to_string() != device {
+        return Err(Error::IdentityMismatch {
+            peer: local,
+            device,
+        });
+    }
+
+    let bootstrap = with_peer_ids(&config.bootstrap)?;
+    let relays = with_peer_ids(&config.relays)?;
+    admission.add_infrastructure(bootstrap.iter().chain(&relays).map(|(peer, _)| *peer));
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(config.max_pending))
+        .with_max_pending_outgoing(Some(config.max_pending))
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(config.max_connections_per_peer));
+    let mdns = if config.mdns {
+        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local).map_err(Error::Mdns)?)
+    } else {
+        None
+    };
+    let mut kad = kad::Behaviour::with_config(
+        local,
+        kad::store::MemoryStore::new(local),
+        kad::Config::new(KAD),
+    );
+    let mut autonat = autonat::Behaviour::new(local, autonat::Config::default());
+    for (peer, addr) in &bootstrap {
+        kad.add_address(peer, addr.clone());
+        autonat.add_server(*peer, Some(addr.clone()));
+    }
+    let streams = libp2p_stream::Behaviour::new();
+    let control = streams.new_control();
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_VERSION.to_string(), keypair.public())
+            .with_agent_version(format!("hearth/{}", env!("CARGO_PKG_VERSION")))
+            .with_push_listen_addr_updates(true),
+    );
+    let relay_server = config
+        .relay_service
+        .then(|| relay::Behaviour::new(local, relay::Config::default()));
+    let gate = Gate {
+        admission: admission.clone(),
+    };
+    let memory_bytes = config.memory_limit_mb.saturating_mul(1024 * 1024);
+
+    let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_quic()
+        .with_dns()
+        .map_err(Error::Dns)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(move |_, relay_client| Behaviour {
+            gate,
+            limits: connection_limits::Behaviour::new(limits),
+            memory: memory_connection_limits::Behaviour::with_max_bytes(memory_bytes),
+            identify,
+            ping: ping::Behaviour::default(),
+            mdns: Toggle::from(mdns),
+            kad,
+            relay_server: Toggle::from(relay_server),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(local),
+            autonat,
+            streams,
+        });
+    let idle = config.idle_timeout;
+    let mut swarm = builder
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+
+    let mut pending: HashMap<ListenerId, Multiaddr> = HashMap::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        pending.insert(id, addr.clone());
+    }
+
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events) = mpsc::channel(config.event_queue.max(1));
+    let mut driver = Driver {
+        swarm,
+        admission,
+        commands,
+        events: events_tx,
+        listen_addrs: Vec::new(),
+        book: AddressBook::default(),
+        backoff: HashMap::new(),
+        connected_since: HashMap::new(),
+        kad_lookups: !bootstrap.is_empty(),
+    };
+    driver.await_listeners(pending).await?;
+    for (peer, addr) in bootstrap {
+        driver.book.insert(peer, addr, true);
+    }
+    if driver.kad_lookups {
+        // Only fails without known peers, which the check above rules out.
+        let _ = driver.swarm.behaviour_mut().kad.bootstrap();
+    }
+    for (peer, addr) in relays {
+        driver.book.insert(peer, addr.clone(), true);
+        let circuit = addr.with(Protocol::P2pCircuit);
+        if let Err(error) = driver.swarm.listen_on(circuit.clone()) {
+            tracing::warn!(%circuit, %error, "cannot listen through relay");
+        }
+    }
+    tokio::spawn(driver.run());
+
+    Ok(Net {
+        handle: NetHandle {
+            commands: commands_tx,
+            control,
+            local,
+        },
+        events,
+    })
+}
+
+/// Splits addresses that must end in `/p2p/<id>` into (peer, address).
+fn with_peer_ids(addrs: &[Multiaddr]) -> Result<Vec<(PeerId, Multiaddr)>, Error> {
+    addrs
+        .iter()
+        .map(|addr| {
+            peer_of(addr)
+                .map(|peer| (peer, addr.clone()))
+                .ok_or_else(|| Error::MissingPeerId { addr: addr.clone() })
+        })
+        .collect()
+}
+
+/// The peer an address leads to: its last `/p2p/` component.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+/// Known addresses per peer, bounded in peers and addresses per peer.
+#[derive(Default)]
+struct AddressBook {
+    peers: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+impl AddressBook {
+    /// Records `addr` (without a `/p2p/` suffix); `true` when it was new.
+    /// `preferred` entries (members, infrastructure) may displace others when
+    /// the book is full.
+    fn insert(&mut self, peer: PeerId, mut addr: Multiaddr, preferred: bool) -> bool {
+        if peer_of(&addr).is_some() {
+            addr.pop();
+        }
+        if addr.is_empty() {
+            return false;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= BOOK_MAX_PEERS {
+            if !preferred {
+                return false;
+            }
+            let Some(victim) = self.peers.keys().next().copied() else {
+                return false;
+            };
+            self.peers.remove(&victim);
+        }
+        let addrs = self.peers.entry(peer).or_default();
+        if addrs.contains(&addr) {
+            return false;
+        }
+        if addrs.len() >= BOOK_MAX_ADDRS {
+            addrs.remove(0);
+        }
+        addrs.push(addr);
+        true
+    }
+
+    fn remove(&mut self, peer: &PeerId, addr: &Multiaddr) {
+        if let Some(addrs) = self.peers.get_mut(peer) {
+            addrs.retain(|a| a != addr);
+            if addrs.is_empty() {
+                self.peers.remove(peer);
+            }
+        }
+    }
+
+    fn get(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.peers.get(peer).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// When a disconnected member is dialled next, and the delay after that.
+struct Backoff {
+    next: Instant,
+    delay: Duration,
+}
+
+/// The swarm task's state.
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    admission: Admission,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    listen_addrs: Vec<Multiaddr>,
+    book: AddressBook,
+    backoff: HashMap<PeerId, Backoff>,
+    /// When the first of the current connections to each peer opened.
+    connected_since: HashMap<PeerId, Instant>,
+    kad_lookups: bool,
+}
+
+impl Driver {
+    /// Drives the swarm until every listener reported an address (or
+    /// [`LISTEN_WAIT`] passed); a listener that fails meanwhile is an error.
+    async fn await_listeners(
+        &mut self,
+        mut pending: HashMap<ListenerId, Multiaddr>,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + LISTEN_WAIT;
+        while !pending.is_empty() {
+            let event = match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await
+            {
+                Ok(event) => event,
+                Err(_) => {
+                    tracing::warn!(listeners = ?pending.values().collect::<Vec<_>>(), "listeners reported no address in time");
+                    return Ok(());
+                }
+            };
+            match &event {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    pending.remove(listener_id);
+                }
+                SwarmEvent::ListenerError { listener_id, error } => {
+                    if let Some(addr) = pending.remove(listener_id) {
+                        return Err(Error::Listener {
+                            addr,
+                            source: io::Error::new(error.kind(), error.to_string()),
+                        });
+                    }
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } => {
+                    if let Some(addr) = pending.remove(listener_id) {
+                        let source = match reason {
+                            Err(error) => io::Error::new(error.kind(), error.to_string()),
+                            Ok(()) => io::Error::other("listener closed while starting"),
+                        };
+                        return Err(Error::Listener { addr, source });
+                    }
+                }
+                _ => {}
+            }
+            self.on_swarm_event(event);
+        }
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        let mut redial = tokio::time::interval(REDIAL_TICK);
+        redial.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        drop(self.swarm);
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: nobody can use the network any more.
+                    None => return,
+                },
+                _ = redial.tick() => self.redial_members(),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers());
+            }
+            Command::Dial(addr, reply) => {
+                let _ = reply.send(self.dial(addr));
+            }
+            Command::AddAddress(peer, addr, reply) => {
+                self.learn(peer, addr);
+                let _ = reply.send(());
+            }
+            Command::RefreshAdmission(reply) => {
+                self.refresh_admission();
+                let _ = reply.send(());
+            }
+            // Handled in `run`, which owns the swarm's end of life.
+            Command::Shutdown(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let ids: BTreeSet<PeerId> = self
+            .book
+            .peers
+            .keys()
+            .chain(self.swarm.connected_peers())
+            .copied()
+            .collect();
+        ids.into_iter()
+            .map(|id| PeerInfo {
+                id,
+                connected: self.swarm.is_connected(&id),
+                addrs: self.book.get(&id).to_vec(),
+            })
+            .collect()
+    }
+
+    fn dial(&mut self, addr: Multiaddr) -> Result<(), Error> {
+        let result = match peer_of(&addr) {
+            Some(peer) => {
+                self.learn(peer, addr.clone());
+                self.swarm.dial(
+                    DialOpts::peer_id(peer)
+                        .addresses(vec![addr.clone()])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build(),
+                )
+            }
+            None => self.swarm.dial(addr.clone()),
+        };
+        match result {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(source) => Err(Error::Dial { addr, source }),
+        }
+    }
+
+    /// Records an address of `peer` in the book, the swarm and Kademlia.
+    fn learn(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
+        if peer == *self.swarm.local_peer_id() {
+            return false;
+        }
+        let preferred = matches!(
+            self.admission.standing(&peer),
+            Some(Standing::Member | Standing::Infrastructure)
+        );
+        let new = self.book.insert(peer, addr.clone(), preferred);
+        if new {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        new
+    }
+
+    fn refresh_admission(&mut self) {
+        let refused: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|peer| self.admission.standing(peer).is_none())
+            .copied()
+            .collect();
+        for peer in refused {
+            tracing::info!(%peer, "closing connections of a peer that is no longer admitted");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.backoff.remove(&peer);
+        }
+        // Members added since the last check are dialled at the next tick.
+        let members = self.admission.members();
+        self.backoff.retain(|peer, _| members.contains(peer));
+        self.redial_members();
+    }
+
+    fn redial_members(&mut self) {
+        let now = Instant::now();
+        let local = *self.swarm.local_peer_id();
+        let members = self.admission.members();
+        for peer in members {
+            if peer == local || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let backoff = self.backoff.entry(peer).or_insert(Backoff {
+                next: now,
+                delay: BACKOFF_MIN,
+            });
+            if backoff.next > now {
+                continue;
+            }
+            backoff.next = now + backoff.delay;
+            backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+            let addrs = self.book.get(&peer).to_vec();
+            if addrs.is_empty() {
+                if self.kad_lookups {
+                    self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                }
+                continue;
+            }
+            tracing::debug!(%peer, "redialling member");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(error) => tracing::debug!(%peer, %error, "redial did not start"),
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tracing::warn!(?event, "network event queue full; event dropped");
+            }
+            // Nobody listens for events; the network still serves streams.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let local = *self.swarm.local_peer_id();
+                let full = if peer_of(&address) == Some(local) {
+                    address
+                } else {
+                    address.with(Protocol::P2p(local))
+                };
+                tracing::info!(%full, "listening");
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let local = *self.swarm.local_peer_id();
+                let full = if peer_of(&address) == Some(local) {
+                    address
+                } else {
+                    address.with(Protocol::P2p(local))
+                };
+                self.listen_addrs.retain(|a| a != &full);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if endpoint.is_dialer() {
+                    self.learn(peer_id, endpoint.get_remote_address().clone());
+                }
+                if num_established == NonZeroU32::MIN {
+                    self.connected_since.insert(peer_id, Instant::now());
+                    let member = self.admission.is_member(&peer_id);
+                    tracing::info!(peer = %peer_id, member, "connected");
+                    self.emit(Event::Connected {
+                        peer: peer_id,
+                        member,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.on_last_connection_closed(peer_id);
+                tracing::info!(peer = %peer_id, "disconnected");
+                self.emit(Event::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    /// Schedules the redial of a peer whose last connection closed. Only a
+    /// connection that lasted [`STABLE_CONNECTION`] resets the backoff: a peer
+    /// that completes the handshake and then drops us (its gate refused us)
+    /// keeps backing off instead of being redialled every second.
+    fn on_last_connection_closed(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        let stable = self
+            .connected_since
+            .remove(&peer)
+            .is_some_and(|since| now.duration_since(since) >= STABLE_CONNECTION);
+        match self.backoff.get_mut(&peer) {
+            Some(backoff) if !stable => backoff.next = backoff.next.max(now + BACKOFF_MIN),
+            _ => {
+                self.backoff.insert(
+                    peer,
+                    Backoff {
+                        next: now + BACKOFF_MIN,
+                        delay: BACKOFF_MIN * 2,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, address) in found {
+                    if self.learn(peer, address.clone()) {
+                        if self.admission.is_member(&peer) {
+                            // A member just appeared on the LAN: try it now.
+                            self.backoff.remove(&peer);
+                        }
+                        self.emit(Event::Discovered { peer, address });
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
+                for (peer, address) in gone {
+                    self.book.remove(&peer, &address);
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let speaks_kad = info.protocols.contains(&KAD);
+                for addr in info.listen_addrs {
+                    self.learn(peer_id, addr.clone());
+                    if speaks_kad {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) if self.admission.is_member(&peer) => {
+                for addr in addresses.iter() {
+                    self.learn(peer, addr.clone());
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            }) => {
+                for info in found.peers {
+                    if self.admission.is_member(&info.peer_id) {
+                        for addr in info.addrs {
+                            self.learn(info.peer_id, addr);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,1506 @@
-//! (being written)
+//! The pairing protocol `/hearth/pair/1`, driven over any byte stream.
+//!
+//! [`hearth_crypto::pairing`] holds the handshake as sans-IO state machines;
+//! this module moves its messages over a stream (a libp2p `Stream` in the
+//! daemon, an in-memory pipe in tests), enforces timeouts and size bounds, and
+//! keeps the inviting device's one open invitation.
+//!
+//! # On the wire
+//!
+//! Every frame is a 4-byte big-endian length and that many bytes. The length is
+//! checked against a bound before anything is allocated: frames the inviter
+//! reads are tiny (under 256 bytes), frames the joiner reads are at most
+//! [`MAX_MESSAGE_LEN`] (a welcome carrying the account state).
+//!
+//! ```text
+//! joiner                                         inviter
+//!   JoinRequest { name }                   ──▶   (postcard; the device name to record)
+//!   Hello                                  ──▶
+//!                                          ◀──   Challenge
+//!   verifies the inviter's proof
+//!   Proof                                  ──▶   verifies the joiner's proof
+//!   prints "check code: NNNNNN"                  waits for the person to type the code
+//!                                                  (`hearth pair` prompt or `hearth pair confirm`)
+//!                                                admit(joiner, name): membership entry + payload
+//!                                          ◀──   Welcome { payload }
+//! ```
+//!
+//! Either side that fails a step with a reason the other should hear
+//! ([`hearth_crypto::pairing::Error::refusal`]) sends `Refused { reason }` and
+//! closes. The joiner turns a received refusal into
+//! [`Error::Handshake`]`(Refused(reason))`, whose message names the reason.
+//!
+//! # The inviting side
+//!
+//! [`Invitations`] lives in the daemon and holds at most one invitation; opening
+//! a new one cancels the old. Each inbound `/hearth/pair/1` stream runs
+//! [`Invitations::serve`]. The first device to prove the secret holds the
+//! invitation until it completes or leaves; others get `Busy`. When its proof
+//! verifies, the session waits, at most until the invitation expires, for
+//! [`Invitations::confirm`] with the code the new device shows. Only after the
+//! right code does `serve` call `admit`, which the engine implements (append
+//! the device to the membership log, build the account state), and send the
+//! welcome. A wrong code burns the invitation and the waiting joiner is told.
+//! [`Invitations::status`] and [`Invitations::wait`] let `hearth pair` follow
+//! along: prompt for the code when a device is waiting, report how it ended.
+//!
+//! Time comes from a clock function given to [`Invitations::new`], so tests
+//! control expiry; timers sleep in real time until the expiry that clock
+//! implies.
+
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hearth_crypto::identity::DeviceId;
+use hearth_crypto::membership::clean_device_name;
+use hearth_crypto::pairing::{
+    self as handshake, CheckCode, Confirmed, Inviter, InviterEvent, Joiner, JoinerEvent,
+    MAX_MESSAGE_LEN, Message, Refusal,
+};
+use hearth_crypto::ticket::Invitation;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The libp2p protocol name.
+pub const PROTOCOL: &str = "/hearth/pair/1";
+
+/// Longest frame the inviter reads. Hello, Proof and Refused are all under
+/// 100 bytes; the join request is a name of at most
+/// [`MAX_DEVICE_NAME_LEN`](hearth_crypto::membership::MAX_DEVICE_NAME_LEN) bytes. Unauthenticated peers get no more.
+pub const MAX_JOINER_FRAME: usize = 256;
+
+/// How long one step may take on the wire (the join request, the hello, the
+/// challenge, the proof) before the session is dropped.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the joiner waits past the invitation's expiry for the welcome, to
+/// absorb clock skew between the two devices and the admission itself.
+pub const WELCOME_SLACK: Duration = Duration::from_secs(30);
+
+/// Upper bound on any wait derived from an expiry, so a hostile ticket with a
+/// far-future expiry cannot hold a session open for years.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Why a pairing session failed, on either side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A handshake step failed, or the other side refused (`Refused(reason)`).
+    #[error("{0}")]
+    Handshake(#[from] handshake::Error),
+    /// The stream failed.
+    #[error("pairing connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The other device closed the stream before the pairing finished.
+    #[error("the other device closed the pairing connection before it finished")]
+    Closed,
+    /// A frame announced a length above the bound for this step.
+    #[error("pairing frame of {len} bytes refused; at most {max} are allowed")]
+    FrameTooLong {
+        /// Announced length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The joiner's first frame is not a join request.
+    #[error("malformed join request: {0}")]
+    JoinRequest(#[source] postcard::Error),
+    /// The other device took too long for one step.
+    #[error("timed out after {}s waiting for {step}", after.as_secs())]
+    Timeout {
+        /// What was awaited.
+        step: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// A device dialled but this device has no invitation open.
+    #[error("no invitation is open; create one with `hearth pair`")]
+    NoInvitation,
+    /// [`Invitations::confirm`] was called but no device has proved the secret.
+    #[error("no device is waiting for a check code")]
+    NothingWaiting,
+    /// The invitation was cancelled or replaced by a newer one mid-session.
+    #[error("the invitation was cancelled or replaced by a newer one")]
+    Cancelled,
+    /// `admit` (adding the device to the account) failed.
+    #[error("could not add the new device to the account: {0}")]
+    Admit(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// The reason the other side gave, when this error is its refusal.
+    pub fn refused(&self) -> Option<Refusal> {
+        match self {
+            Error::Handshake(handshake::Error::Refused(reason)) => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// What to tell the other side before closing, if anything.
+    fn refusal_to_send(&self) -> Option<Refusal> {
+        match self {
+            Error::Handshake(e) => e.refusal(),
+            Error::FrameTooLong { .. } | Error::JoinRequest(_) => Some(Refusal::Protocol),
+            Error::NoInvitation | Error::Cancelled => Some(Refusal::AlreadyUsed),
+            Error::Io(_)
+            | Error::Closed
+            | Error::Timeout { .. }
+            | Error::NothingWaiting
+            | Error::Admit(_) => None,
+        }
+    }
+}
+
+/// The joiner's first frame: the name to record the device under.
+#[derive(Serialize, Deserialize)]
+struct JoinRequest {
+    name: String,
+}
+
+/// A device that joined through an invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The new device.
+    pub device: DeviceId,
+    /// Its name, as cleaned by [`clean_device_name`].
+    pub name: String,
+}
+
+/// How an invitation ended, as [`Invitations::wait`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The device was admitted and received its welcome.
+    Joined(Joined),
+    /// The invitation was burnt; today only by a wrong check code.
+    Refused(Refusal),
+    /// Nobody completed the pairing before the expiry.
+    Expired,
+    /// A newer invitation replaced it, or it was cancelled.
+    Cancelled,
+    /// The code was confirmed but admitting the device or delivering its
+    /// welcome failed.
+    Failed {
+        /// The confirmed device.
+        device: DeviceId,
+        /// What went wrong, for the person.
+        reason: String,
+    },
+}
+
+/// What `hearth pair` shows while an invitation is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInfo {
+    /// The device in the session in progress, if one has connected.
+    pub joiner: Option<DeviceId>,
+    /// Its name, from its join request.
+    pub name: Option<String>,
+    /// Whether the device proved the secret and its check code is awaited.
+    pub code_needed: bool,
+    /// When the invitation expires (ms since the Unix epoch).
+    pub expires_at_ms: u64,
+}
+
+/// The inviting device's open invitation and the sessions using it.
+///
+/// Shared by the daemon's stream handlers and its API; all methods take
+/// `&self`. The lock is never held across an await.
+pub struct Invitations {
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    slot: Mutex<Slot>,
+    /// Bumped on every state change; sessions and waiters watch it.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Slot {
+    next_generation: u64,
+    current: Option<Current>,
+}
+
+struct Current {
+    /// Tells sessions of a replaced invitation apart from the current one.
+    generation: u64,
+    inviter: Inviter,
+    attempt: Option<Attempt>,
+    outcome: Option<Outcome>,
+}
+
+struct Attempt {
+    joiner: DeviceId,
+    name: String,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Challenged,
+    AwaitingCode,
+    Confirmed,
+}
+
+impl Current {
+    /// Records the expiry once the clock passes it; returns whether it did.
+    fn settle(&mut self, now_ms: u64) -> bool {
+        if self.outcome.is_none() && self.inviter.invitation().is_expired(now_ms) {
+            self.outcome = Some(Outcome::Expired);
+            return true;
+        }
+        false
+    }
+
+    /// Records how the invitation ended after a handshake error that closed it.
+    fn record_closing(&mut self, error: &handshake::Error) {
+        if self.outcome.is_some() || !self.inviter.is_closed() {
+            return;
+        }
+        self.outcome = Some(match error {
+            handshake::Error::Expired => Outcome::Expired,
+            handshake::Error::WrongCode => Outcome::Refused(Refusal::WrongCode),
+            // Other closing errors do not exist today; a closed invitation
+            // with no recorded outcome is still over.
+            _ => Outcome::Cancelled,
+        });
+    }
+
+    fn remaining(&self, now_ms: u64) -> Duration {
+        let ms = self
+            .inviter
+            .invitation()
+            .expires_at_ms()
+            .saturating_sub(now_ms);
+        Duration::from_millis(ms).min(MAX_WAIT)
+    }
+}
+
+/// The error a session sees for an invitation that already ended.
+fn ended(outcome: &Outcome) -> Error {
+    match outcome {
+        Outcome::Expired => handshake::Error::Expired.into(),
+        Outcome::Cancelled => Error::Cancelled,
+        Outcome::Joined(_) | Outcome::Refused(_) | Outcome::Failed { .. } => {
+            handshake::Error::AlreadyUsed.into()
+        }
+    }
+}
+
+impl Invitations {
+    /// An empty holder; `clock` gives the current time in ms since the Unix
+    /// epoch.
+    pub fn new(clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self {
+            clock: Box::new(clock),
+            slot: Mutex::new(Slot::default()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Opens `invitation` for joiners, cancelling any older one (its waiting
+    /// session is told the invitation is no longer valid).
+    pub fn open(&self, invitation: Invitation) {
+        let mut slot = self.lock();
+        slot.next_generation += 1;
+        slot.current = Some(Current {
+            generation: slot.next_generation,
+            inviter: Inviter::new(invitation),
+            attempt: None,
+            outcome: None,
+        });
+        drop(slot);
+        self.notify();
+    }
+
+    /// Cancels the open invitation, if any.
+    pub fn cancel(&self) {
+        let mut slot = self.lock();
+        if let Some(current) = slot.current.as_mut()
+            && current.outcome.is_none()
+        {
+            current.outcome = Some(Outcome::Cancelled);
+            drop(slot);
+            self.notify();
+        }
+    }
+
+    /// The open invitation's state, or `None` when no invitation is open (never
+    /// created, or ended).
+    pub async fn status(&self) -> Option<PendingInfo> {
+        let now = (self.clock)();
+        let mut slot = self.lock();
+        let current = slot.current.as_mut()?;
+        if current.settle(now) {
+            self.notify();
+        }
+        if current.outcome.is_some() {
+            return None;
+        }
+        let attempt = current.attempt.as_ref();
+        Some(PendingInfo {
+            joiner: attempt.map(|a| a.joiner),
+            name: attempt.map(|a| a.name.clone()),
+            code_needed: attempt.is_some_and(|a| a.stage == Stage::AwaitingCode),
+            expires_at_ms: current.inviter.invitation().expires_at_ms(),
+        })
+    }
+
+    /// The person typed `code` on this device. The right code releases the
+    /// waiting session to admit the device; a wrong one burns the invitation
+    /// and the waiting device is told. Text that is not 6 digits is refused
+    /// without burning anything.
+    pub async fn confirm(&self, code: &str) -> Result<Confirmed, Error> {
+        let now = (self.clock)();
+        let mut slot = self.lock();
+        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
+        if current.settle(now) {
+            self.notify();
+        }
+        if let Some(outcome) = &current.outcome {
+            return Err(ended(outcome));
+        }
+        match current.inviter.confirm(code, now) {
+            Ok(confirmed) => {
+                if let Some(attempt) = current.attempt.as_mut() {
+                    attempt.stage = Stage::Confirmed;
+                }
+                self.notify();
+                Ok(confirmed)
+            }
+            Err(handshake::Error::NothingToConfirm) => Err(Error::NothingWaiting),
+            Err(e) => {
+                current.record_closing(&e);
+                self.notify();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Waits until the invitation open now ends and reports how; `None` if no
+    /// invitation was ever opened.
+    pub async fn wait(&self) -> Option<Outcome> {
+        let mut changes = self.changed.subscribe();
+        let generation = self.lock().current.as_ref()?.generation;
+        loop {
+            let remaining = {
+                let now = (self.clock)();
+                let mut slot = self.lock();
+                let Some(current) = slot.current.as_mut().filter(|c| c.generation == generation)
+                else {
+                    return Some(Outcome::Cancelled);
+                };
+                if current.settle(now) {
+                    self.notify();
+                }
+                if let Some(outcome) = &current.outcome {
+                    return Some(outcome.clone());
+                }
+                current.remaining(now)
+            };
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(remaining) => {}
+            }
+        }
+    }
+
+    /// Runs one inbound pairing session from the authenticated device `peer`.
+    ///
+    /// Reads the join request and hello, answers the challenge, checks the
+    /// proof, then waits (at most until the invitation expires) for
+    /// [`Invitations::confirm`]. Once confirmed it calls `admit(device, name)`,
+    /// which adds the device to the account and returns the welcome payload,
+    /// and sends the welcome. Any refusal is sent to the peer before the
+    /// stream is closed.
+    pub async fn serve<S, A, F, E>(
+        &self,
+        peer: DeviceId,
+        mut stream: S,
+        admit: A,
+    ) -> Result<Joined, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        A: FnOnce(DeviceId, String) -> F,
+        F: Future<Output = Result<Vec<u8>, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut session = None;
+        let result = self
+            .run_session(peer, &mut stream, admit, &mut session)
+            .await;
+        if let Err(error) = &result {
+            if let Some(generation) = session {
+                self.abandon(generation, peer);
+            }
+            if let Some(reason) = error.refusal_to_send() {
+                // The peer may already be gone; the session failed either way.
+                let _ = write_message(&mut stream, &Message::Refused { reason }).await;
+            }
+        }
+        let _ = stream.close().await;
+        result
+    }
+
+    async fn run_session<S, A, F, E>(
+        &self,
+        peer: DeviceId,
+        stream: &mut S,
+        admit: A,
+        session: &mut Option<u64>,
+    ) -> Result<Joined, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        A: FnOnce(DeviceId, String) -> F,
+        F: Future<Output = Result<Vec<u8>, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request = step("the join request", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let name = decode_join_request(&request)?;
+
+        let hello = step("the hello", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let hello = Message::decode(&hello)?;
+        let (generation, challenge) = self.start_attempt(peer, hello, name.clone())?;
+        *session = Some(generation);
+        write_message(stream, &challenge).await?;
+
+        let proof = step("the proof", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let proof = Message::decode(&proof)?;
+        self.check_proof(generation, peer, proof, session)?;
+
+        self.await_confirmation(generation, peer, stream).await?;
+
+        let payload = match admit(peer, name.clone()).await {
+            Ok(payload) => payload,
+            Err(e) => {
+                let error = Error::Admit(e.into());
+                self.finish(generation, failed(peer, &error));
+                return Err(error);
+            }
+        };
+        let welcome = self.welcome(generation, peer, payload)?;
+        if let Err(error) = write_message(stream, &welcome).await {
+            self.finish(
+                generation,
+                Outcome::Failed {
+                    device: peer,
+                    reason: format!(
+                        "the device was added but its welcome could not be delivered: {error}"
+                    ),
+                },
+            );
+            return Err(error);
+        }
+        let joined = Joined { device: peer, name };
+        self.finish(generation, Outcome::Joined(joined.clone()));
+        Ok(joined)
+    }
+
+    /// Handles the hello: the attempt starts if the invitation is free.
+    fn start_attempt(
+        &self,
+        peer: DeviceId,
+        hello: Message,
+        name: String,
+    ) -> Result<(u64, Message), Error> {
+        let now = (self.clock)();
+        let mut slot = self.lock();
+        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
+        if current.settle(now) {
+            self.notify();
+        }
+        if let Some(outcome) = &current.outcome {
+            return Err(ended(outcome));
+        }
+        match current.inviter.handle(peer, hello, now, &mut OsRng) {
+            Ok(InviterEvent::Send(challenge)) => {
+                current.attempt = Some(Attempt {
+                    joiner: peer,
+                    name,
+                    stage: Stage::Challenged,
+                });
+                let generation = current.generation;
+                self.notify();
+                Ok((generation, challenge))
+            }
+            Ok(InviterEvent::AwaitingConfirmation { .. }) => {
+                Err(handshake::Error::UnexpectedMessage {
+                    got: "hello",
+                    state: "waiting for a joining device",
+                }
+                .into())
+            }
+            Err(e) => {
+                current.record_closing(&e);
+                self.notify();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Handles the proof: the attempt then awaits the check code.
+    fn check_proof(
+        &self,
+        generation: u64,
+        peer: DeviceId,
+        proof: Message,
+        session: &mut Option<u64>,
+    ) -> Result<(), Error> {
+        let now = (self.clock)();
+        let mut slot = self.lock();
+        let current = current_of(&mut slot, generation)?;
+        if current.settle(now) {
+            self.notify();
+        }
+        if let Some(outcome) = &current.outcome {
+            return Err(ended(outcome));
+        }
+        let result = current.inviter.handle(peer, proof, now, &mut OsRng);
+        match result {
+            Ok(InviterEvent::AwaitingConfirmation { joiner, .. }) => {
+                if let Some(attempt) = current.attempt.as_mut().filter(|a| a.joiner == joiner) {
+                    attempt.stage = Stage::AwaitingCode;
+                }
+                self.notify();
+                Ok(())
+            }
+            Ok(InviterEvent::Send(message)) => Err(handshake::Error::UnexpectedMessage {
+                got: message.kind(),
+                state: "waiting for the joining device's proof",
+            }
+            .into()),
+            Err(e) => {
+                if !current.inviter.is_closed() && current.inviter.joiner().is_none() {
+                    // A wrong proof or the joiner's own refusal reopened the
+                    // invitation; there is nothing left to abandon.
+                    current.attempt = None;
+                    *session = None;
+                }
+                current.record_closing(&e);
+                self.notify();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Waits for the person to confirm the code, for the invitation to end,
+    /// or for the joiner to hang up, whichever comes first.
+    async fn await_confirmation<S>(
+        &self,
+        generation: u64,
+        peer: DeviceId,
+        stream: &mut S,
+    ) -> Result<(), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut changes = self.changed.subscribe();
+        loop {
+            let remaining = {
+                let now = (self.clock)();
+                let mut slot = self.lock();
+                let current = current_of(&mut slot, generation)?;
+                if current.settle(now) {
+                    self.notify();
+                }
+                match &current.outcome {
+                    // The waiting joiner hears why: a wrong code, expiry...
+                    Some(Outcome::Refused(reason)) => {
+                        return Err(refusal_error(*reason).into());
+                    }
+                    Some(outcome) => return Err(ended(outcome)),
+                    None => {}
+                }
+                match &current.attempt {
+                    Some(a) if a.joiner == peer && a.stage == Stage::Confirmed => return Ok(()),
+                    Some(a) if a.joiner == peer => {}
+                    _ => return Err(Error::Cancelled),
+                }
+                current.remaining(now)
+            };
+            // The joiner sends nothing while it waits: any frame or the end
+            // of the stream means it left.
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(remaining) => {}
+                frame = read_frame(stream, MAX_JOINER_FRAME) => {
+                    return Err(joiner_left(frame));
+                }
+            }
+        }
+    }
+
+    fn welcome(&self, generation: u64, peer: DeviceId, payload: Vec<u8>) -> Result<Message, Error> {
+        let mut slot = self.lock();
+        // The invitation was replaced after the device was admitted; it is a
+        // member now but gets no state from this session.
+        let current = current_of(&mut slot, generation)?;
+        match current.inviter.welcome(payload) {
+            Ok(welcome) => Ok(welcome),
+            Err(e) => {
+                let error = Error::from(e);
+                current.outcome = Some(failed(peer, &error));
+                self.notify();
+                Err(error)
+            }
+        }
+    }
+
+    /// Records how the invitation of `generation` ended, if it is still the
+    /// current one.
+    fn finish(&self, generation: u64, outcome: Outcome) {
+        let mut slot = self.lock();
+        if let Ok(current) = current_of(&mut slot, generation) {
+            current.outcome.get_or_insert(outcome);
+            drop(slot);
+            self.notify();
+        }
+    }
+
+    /// The session of `peer` failed before confirmation: free the invitation
+    /// for another attempt.
+    fn abandon(&self, generation: u64, peer: DeviceId) {
+        let mut slot = self.lock();
+        let Ok(current) = current_of(&mut slot, generation) else {
+            return;
+        };
+        let ours = current
+            .attempt
+            .as_ref()
+            .is_some_and(|a| a.joiner == peer && a.stage != Stage::Confirmed);
+        if !ours || current.outcome.is_some() {
+            return;
+        }
+        // The state machine reopens when the active joiner refuses; that is
+        // exactly what a vanished joiner amounts to.
+        let gone = Message::Refused {
+            reason: Refusal::Protocol,
+        };
+        let _ = current
+            .inviter
+            .handle(peer, gone, (self.clock)(), &mut OsRng);
+        current.attempt = None;
+        drop(slot);
+        self.notify();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // Every update leaves the slot consistent, so a panic elsewhere while
+        // holding the lock does not make it unusable.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl std::fmt::Debug for Invitations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = self.lock();
+        f.debug_struct("Invitations")
+            .field(
+                "current",
+                &slot
+                    .current
+                    .as_ref()
+                    .map(|c| (c.generation, c.inviter.joiner(), c.outcome.clone())),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn current_of(slot: &mut Slot, generation: u64) -> Result<&mut Current, Error> {
+    slot.current
+        .as_mut()
+        .filter(|c| c.generation == generation)
+        .ok_or(Error::Cancelled)
+}
+
+fn failed(device: DeviceId, error: &Error) -> Outcome {
+    Outcome::Failed {
+        device,
+        reason: error.to_string(),
+    }
+}
+
+/// The local error matching a refusal the inviter decided on.
+fn refusal_error(reason: Refusal) -> handshake::Error {
+    match reason {
+        Refusal::Expired => handshake::Error::Expired,
+        Refusal::AlreadyUsed => handshake::Error::AlreadyUsed,
+        Refusal::Busy => handshake::Error::Busy,
+        Refusal::WrongProof => handshake::Error::WrongProof,
+        Refusal::WrongCode => handshake::Error::WrongCode,
+        Refusal::PeerMismatch | Refusal::Protocol => handshake::Error::Refused(reason),
+    }
+}
+
+/// Why a joiner that spoke (or hung up) while awaiting confirmation left.
+fn joiner_left(frame: Result<Vec<u8>, Error>) -> Error {
+    match frame {
+        Err(e) => e,
+        Ok(bytes) => match Message::decode(&bytes) {
+            Ok(Message::Refused { reason }) => handshake::Error::Refused(reason).into(),
+            Ok(other) => handshake::Error::UnexpectedMessage {
+                got: other.kind(),
+                state: "waiting for the check code",
+            }
+            .into(),
+            Err(e) => e.into(),
+        },
+    }
+}
+
+fn decode_join_request(bytes: &[u8]) -> Result<String, Error> {
+    let (request, rest): (JoinRequest, _) =
+        postcard::take_from_bytes(bytes).map_err(Error::JoinRequest)?;
+    if !rest.is_empty() {
+        return Err(Error::JoinRequest(postcard::Error::DeserializeBadEncoding));
+    }
+    // The peer's word is not trusted to be clean.
+    Ok(clean_device_name(&request.name))
+}
+
+/// Pairs with the inviter `peer` over `stream` as device `me`.
+///
+/// `invitation` is the decoded ticket and `name` this device's name (cleaned
+/// and cut to [`MAX_DEVICE_NAME_LEN`](hearth_crypto::membership::MAX_DEVICE_NAME_LEN) bytes before sending). `on_code` is
+/// called with the check code as soon as both proofs verified; show it to the
+/// person, who types it on the inviting device. Returns the welcome payload;
+/// a refusal from the inviter is [`Error::Handshake`] naming the reason (see
+/// [`Error::refused`]).
+pub async fn join<S>(
+    mut stream: S,
+    peer: DeviceId,
+    me: DeviceId,
+    invitation: Invitation,
+    name: &str,
+    now_ms: u64,
+    on_code: impl FnMut(CheckCode),
+) -> Result<Vec<u8>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let wait = Duration::from_millis(invitation.expires_at_ms().saturating_sub(now_ms))
+        .saturating_add(WELCOME_SLACK)
+        .min(MAX_WAIT);
+    // Checked before a byte is sent: an expired ticket or our own is refused
+    // here, and the inviter hears nothing.
+    let (joiner, hello) = Joiner::start(invitation, me, now_ms, &mut OsRng)?;
+    let result = run_join(&mut stream, peer, joiner, hello, name, wait, on_code).await;
+    if let Err(error) = &result
+        && let Some(reason) = error.refusal_to_send()
+    {
+        // Tells the inviter to free the invitation; it may be gone already.
+        let _ = write_message(&mut stream, &Message::Refused { reason }).await;
+    }
+    let _ = stream.close().await;
+    result
+}
+
+async fn run_join<S>(
+    stream: &mut S,
+    peer: DeviceId,
+    mut joiner: Joiner,
+    hello: Message,
+    name: &str,
+    wait: Duration,
+    mut on_code: impl FnMut(CheckCode),
+) -> Result<Vec<u8>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = JoinRequest {
+        name: clean_device_name(name),
+    };
+    let request = postcard::to_stdvec(&request).map_err(Error::JoinRequest)?;
+    write_frame(stream, &request).await?;
+    write_message(stream, &hello).await?;
+
+    let challenge = step(
+        "the inviter's challenge",
+        read_frame(stream, MAX_MESSAGE_LEN),
+    )
+    .await?;
+    let challenge = Message::decode(&challenge)?;
+    match joiner.handle(peer, challenge)? {
+        JoinerEvent::ShowCode { reply, code } => {
+            write_message(stream, &reply).await?;
+            on_code(code);
+        }
+        JoinerEvent::Welcomed { .. } => {
+            return Err(handshake::Error::UnexpectedMessage {
+                got: "welcome",
+                state: "waiting for the inviter's challenge",
+            }
+            .into());
+        }
+    }
+
+    let welcome = tokio::time::timeout(wait, read_frame(stream, MAX_MESSAGE_LEN))
+        .await
+        .map_err(|_| Error::Timeout {
+            step: "the check code to be confirmed on the inviting device",
+            after: wait,
+        })??;
+    let welcome = Message::decode(&welcome)?;
+    match joiner.handle(peer, welcome)? {
+        JoinerEvent::Welcomed { payload } => Ok(payload),
+        JoinerEvent::ShowCode { .. } => Err(handshake::Error::UnexpectedMessage {
+            got: "challenge",
+            state: "waiting for the welcome",
+        }
+        .into()),
+    }
+}
+
+/// Runs one wire step under [`STEP_TIMEOUT`].
+async fn step<T>(
+    what: &'static str,
+    future: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| Error::Timeout {
+            step: what,
+            after: STEP_TIMEOUT,
+        })?
+}
+
+async fn write_message<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &Message,
+) -> Result<(), Error> {
+    write_frame(stream, &message.encode()).await
+}
+
+/// Writes one length-prefixed frame and flushes it.
+async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), Error> {
+    let too_long = || Error::FrameTooLong {
+        len: bytes.len(),
+        max: MAX_MESSAGE_LEN,
+    };
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(too_long());
+    }
+    let len = u32::try_from(bytes.len()).map_err(|_| too_long())?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Reads one length-prefixed frame of at most `max` bytes, checking the
+/// length before allocating.
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<Vec<u8>, Error> {
+    let mut prefix = [0u8; 4];
+    stream
+        .read_exact(&mut prefix)
+        .await
+        .map_err(eof_is_closed)?;
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(Error::FrameTooLong { len, max });
+    }
+    let mut bytes = vec![0u8; len];
+    stream.read_exact(&mut bytes).await.map_err(eof_is_closed)?;
+    Ok(bytes)
+}
+
+fn eof_is_closed(error: std::io::Error) -> Error {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Closed
+    } else {
+        Error::Io(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_crypto::identity::DeviceKey;
+    use hearth_crypto::membership::AccountId;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+    const NOW: u64 = 1_700_000_000_000;
+    const EXPIRY: u64 = NOW + 120_000;
+
+    type Pipe = Compat<DuplexStream>;
+
+    fn id(n: u8) -> DeviceId {
+        DeviceKey::from_bytes(&[n; 32]).id()
+    }
+
+    fn invitation(secret: u8) -> Invitation {
+        Invitation::new(
+            AccountId::from_bytes(&[1; 32]),
+            id(1),
+            vec!["/ip4/10.0.0.1/udp/4001/quic-v1".to_owned()],
+            [secret; 16],
+            EXPIRY,
+        )
+        .unwrap()
+    }
+
+    fn pipe() -> (Pipe, Pipe) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        (a.compat(), b.compat())
+    }
+
+    struct Fixture {
+        invitations: Arc<Invitations>,
+        clock: Arc<AtomicU64>,
+        admitted: Arc<AtomicBool>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let clock = Arc::new(AtomicU64::new(NOW));
+            let read = clock.clone();
+            let invitations = Arc::new(Invitations::new(move || read.load(Ordering::SeqCst)));
+            invitations.open(invitation(9));
+            Self {
+                invitations,
+                clock,
+                admitted: Arc::new(AtomicBool::new(false)),
+            }
+        }
+
+        fn set_clock(&self, ms: u64) {
+            self.clock.store(ms, Ordering::SeqCst);
+        }
+
+        /// The inviter's side of a session with `peer`; `admit` records that
+        /// it ran and returns a payload naming the device.
+        fn serve(&self, peer: DeviceId, stream: Pipe) -> JoinHandle<Result<Joined, Error>> {
+            let invitations = self.invitations.clone();
+            let admitted = self.admitted.clone();
+            tokio::spawn(async move {
+                invitations
+                    .serve(peer, stream, move |device, name| async move {
+                        admitted.store(true, Ordering::SeqCst);
+                        assert_eq!(device, peer);
+                        Ok::<_, std::io::Error>(format!("welcome {name}").into_bytes())
+                    })
+                    .await
+            })
+        }
+
+        /// Connects joiner `me` holding `ticket`, with its clock at `now_ms`.
+        fn join(
+            &self,
+            me: DeviceId,
+            ticket: Invitation,
+            name: &'static str,
+            now_ms: u64,
+        ) -> Session {
+            let (inviter_end, joiner_end) = pipe();
+            let served = self.serve(me, inviter_end);
+            let (codes, code) = mpsc::channel(1);
+            let joined = tokio::spawn(async move {
+                join(joiner_end, id(1), me, ticket, name, now_ms, move |c| {
+                    codes.try_send(c).unwrap();
+                })
+                .await
+            });
+            Session {
+                served,
+                joined,
+                code,
+            }
+        }
+
+        /// Waits until the inviter has verified a proof and awaits the code.
+        async fn code_needed(&self) -> PendingInfo {
+            for _ in 0..500 {
+                if let Some(info) = self.invitations.status().await
+                    && info.code_needed
+                {
+                    return info;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("no device came to await its code");
+        }
+    }
+
+    struct Session {
+        served: JoinHandle<Result<Joined, Error>>,
+        joined: JoinHandle<Result<Vec<u8>, Error>>,
+        code: mpsc::Receiver<CheckCode>,
+    }
+
+    impl Session {
+        async fn finish(self) -> (Result<Joined, Error>, Result<Vec<u8>, Error>) {
+            (self.served.await.unwrap(), self.joined.await.unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn happy_path_welcomes_with_the_admitted_payload() {
+        let f = Fixture::new();
+        let waiter = {
+            let invitations = f.invitations.clone();
+            tokio::spawn(async move { invitations.wait().await })
+        };
+        let mut s = f.join(id(2), invitation(9), "laptop", NOW);
+        let code = s.code.recv().await.unwrap();
+        let info = f.code_needed().await;
+        assert_eq!(info.joiner, Some(id(2)));
+        assert_eq!(info.name.as_deref(), Some("laptop"));
+        assert_eq!(info.expires_at_ms, EXPIRY);
+
+        // Nothing secret before confirmation: admit has not run, no welcome.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!s.joined.is_finished());
+        assert!(!waiter.is_finished());
+
+        // The joiner's code is the one the inviter derived.
+        let confirmed = f.invitations.confirm(&code.to_string()).await.unwrap();
+        assert_eq!(confirmed.joiner, id(2));
+        let (served, joined) = s.finish().await;
+        assert_eq!(joined.unwrap(), b"welcome laptop");
+        let expected = Joined {
+            device: id(2),
+            name: "laptop".to_owned(),
+        };
+        assert_eq!(served.unwrap(), expected);
+        assert!(f.admitted.load(Ordering::SeqCst));
+        assert_eq!(waiter.await.unwrap(), Some(Outcome::Joined(expected)));
+        assert_eq!(f.invitations.status().await, None);
+    }
+
+    #[tokio::test]
+    async fn replay_after_success_is_already_used() {
+        let f = Fixture::new();
+        let mut s = f.join(id(2), invitation(9), "laptop", NOW);
+        let code = s.code.recv().await.unwrap();
+        f.code_needed().await;
+        f.invitations.confirm(&code.to_string()).await.unwrap();
+        assert!(s.finish().await.1.is_ok());
+
+        for device in [id(2), id(3)] {
+            let mut again = f.join(device, invitation(9), "again", NOW);
+            let (served, joined) = (again.served.await.unwrap(), again.joined.await.unwrap());
+            let joined = joined.unwrap_err();
+            assert_eq!(joined.refused(), Some(Refusal::AlreadyUsed), "{joined}");
+            assert!(joined.to_string().contains("already used"), "{joined}");
+            assert!(matches!(
+                served,
+                Err(Error::Handshake(handshake::Error::AlreadyUsed))
+            ));
+            assert!(again.code.try_recv().is_err());
+        }
+        assert!(matches!(
+            f.invitations.confirm(&code.to_string()).await,
+            Err(Error::Handshake(handshake::Error::AlreadyUsed))
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_code_burns_the_invitation_and_tells_the_joiner() {
+        let f = Fixture::new();
+        let mut s = f.join(id(2), invitation(9), "laptop", NOW);
+        let code = s.code.recv().await.unwrap();
+        f.code_needed().await;
+        // Not 6 digits: refused without burning anything.
+        assert!(matches!(
+            f.invitations.confirm("12a456").await,
+            Err(Error::Handshake(handshake::Error::InvalidCode))
+        ));
+        let wrong = format!("{:06}", (code.value() + 1) % 1_000_000);
+        assert!(matches!(
+            f.invitations.confirm(&wrong).await,
+            Err(Error::Handshake(handshake::Error::WrongCode))
+        ));
+        let (served, joined) = s.finish().await;
+        let joined = joined.unwrap_err();
+        assert_eq!(joined.refused(), Some(Refusal::WrongCode));
+        assert!(joined.to_string().contains("check code"), "{joined}");
+        assert!(matches!(
+            served,
+            Err(Error::Handshake(handshake::Error::WrongCode))
+        ));
+        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert_eq!(
+            f.invitations.wait().await,
+            Some(Outcome::Refused(Refusal::WrongCode))
+        );
+
+        // Burnt: the right code and a new attempt are both refused.
+        assert!(f.invitations.confirm(&code.to_string()).await.is_err());
+        let next = f.join(id(3), invitation(9), "phone", NOW);
+        let (_, joined) = next.finish().await;
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
+        assert!(!f.admitted.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn expired_invitation_is_refused_on_both_sides() {
+        let f = Fixture::new();
+        f.set_clock(EXPIRY);
+        // The joiner's clock lags, so only the inviter can tell.
+        let s = f.join(id(2), invitation(9), "laptop", NOW);
+        let (served, joined) = s.finish().await;
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::Expired));
+        assert!(matches!(
+            served,
+            Err(Error::Handshake(handshake::Error::Expired))
+        ));
+        assert_eq!(f.invitations.wait().await, Some(Outcome::Expired));
+        assert_eq!(f.invitations.status().await, None);
+
+        // A joiner that knows the ticket expired does not send anything.
+        let s = f.join(id(3), invitation(9), "phone", EXPIRY + 1);
+        let (served, joined) = s.finish().await;
+        assert!(matches!(
+            joined,
+            Err(Error::Handshake(handshake::Error::Expired))
+        ));
+        assert!(matches!(served, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn expiry_while_awaiting_the_code_refuses_the_joiner() {
+        let f = Fixture::new();
+        let mut s = f.join(id(2), invitation(9), "laptop", NOW);
+        let code = s.code.recv().await.unwrap();
+        f.code_needed().await;
+        f.set_clock(EXPIRY + 1);
+        assert!(matches!(
+            f.invitations.confirm(&code.to_string()).await,
+            Err(Error::Handshake(handshake::Error::Expired))
+        ));
+        let (served, joined) = s.finish().await;
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::Expired));
+        assert!(served.is_err());
+        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert_eq!(f.invitations.wait().await, Some(Outcome::Expired));
+    }
+
+    #[tokio::test]
+    async fn second_joiner_is_busy_and_the_first_completes() {
+        let f = Fixture::new();
+        let mut first = f.join(id(2), invitation(9), "laptop", NOW);
+        let code = first.code.recv().await.unwrap();
+        f.code_needed().await;
+
+        let mut second = f.join(id(3), invitation(9), "intruder", NOW);
+        let (served, joined) = (second.served.await.unwrap(), second.joined.await.unwrap());
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::Busy));
+        assert!(matches!(
+            served,
+            Err(Error::Handshake(handshake::Error::Busy))
+        ));
+        assert!(second.code.try_recv().is_err());
+
+        // The first session is untouched.
+        let info = f.code_needed().await;
+        assert_eq!(info.joiner, Some(id(2)));
+        f.invitations.confirm(&code.to_string()).await.unwrap();
+        let (served, joined) = first.finish().await;
+        assert_eq!(joined.unwrap(), b"welcome laptop");
+        assert_eq!(served.unwrap().device, id(2));
+    }
+
+    #[tokio::test]
+    async fn joiner_hanging_up_frees_the_invitation() {
+        let f = Fixture::new();
+        let mut first = f.join(id(2), invitation(9), "laptop", NOW);
+        first.code.recv().await.unwrap();
+        f.code_needed().await;
+        first.joined.abort();
+        let served = first.served.await.unwrap();
+        assert!(matches!(served, Err(Error::Closed)), "{served:?}");
+        let info = f.invitations.status().await.unwrap();
+        assert_eq!(info.joiner, None);
+        assert!(!info.code_needed);
+        assert!(matches!(
+            f.invitations.confirm("123456").await,
+            Err(Error::NothingWaiting)
+        ));
+
+        let mut second = f.join(id(3), invitation(9), "phone", NOW);
+        let code = second.code.recv().await.unwrap();
+        f.code_needed().await;
+        f.invitations.confirm(&code.to_string()).await.unwrap();
+        assert_eq!(second.finish().await.1.unwrap(), b"welcome phone");
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_refused_and_the_invitation_stays_open() {
+        let f = Fixture::new();
+        let s = f.join(id(2), invitation(8), "laptop", NOW);
+        let (served, joined) = s.finish().await;
+        assert!(matches!(
+            joined,
+            Err(Error::Handshake(handshake::Error::WrongProof))
+        ));
+        // The joiner's refusal reached the inviter.
+        assert_eq!(served.unwrap_err().refused(), Some(Refusal::WrongProof));
+        assert!(f.invitations.status().await.unwrap().joiner.is_none());
+
+        let mut good = f.join(id(3), invitation(9), "phone", NOW);
+        let code = good.code.recv().await.unwrap();
+        f.code_needed().await;
+        f.invitations.confirm(&code.to_string()).await.unwrap();
+        assert!(good.finish().await.1.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_new_invitation_cancels_the_waiting_session() {
+        let f = Fixture::new();
+        let waiter = {
+            let invitations = f.invitations.clone();
+            tokio::spawn(async move { invitations.wait().await })
+        };
+        let mut s = f.join(id(2), invitation(9), "laptop", NOW);
+        s.code.recv().await.unwrap();
+        f.code_needed().await;
+        f.invitations.open(invitation(7));
+        let (served, joined) = s.finish().await;
+        assert!(matches!(served, Err(Error::Cancelled)));
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
+        assert_eq!(waiter.await.unwrap(), Some(Outcome::Cancelled));
+        // The new invitation is open and untouched.
+        let info = f.invitations.status().await.unwrap();
+        assert_eq!(info.joiner, None);
+    }
+
+    #[tokio::test]
+    async fn no_invitation_and_nothing_waiting_are_clear_errors() {
+        let invitations = Arc::new(Invitations::new(|| NOW));
+        assert_eq!(invitations.wait().await, None);
+        assert_eq!(invitations.status().await, None);
+        assert!(matches!(
+            invitations.confirm("123456").await,
+            Err(Error::NoInvitation)
+        ));
+        let (inviter_end, joiner_end) = pipe();
+        let served = {
+            let invitations = invitations.clone();
+            tokio::spawn(async move {
+                invitations
+                    .serve(id(2), inviter_end, |_, _| async {
+                        Ok::<_, std::io::Error>(Vec::new())
+                    })
+                    .await
+            })
+        };
+        let joined = join(joiner_end, id(1), id(2), invitation(9), "x", NOW, |_| {}).await;
+        assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
+        assert!(matches!(served.await.unwrap(), Err(Error::NoInvitation)));
+
+        invitations.open(invitation(9));
+        let err = invitations.confirm("123456").await.unwrap_err();
+        assert!(matches!(err, Error::NothingWaiting));
+        assert_eq!(err.to_string(), "no device is waiting for a check code");
+    }
+
+    #[tokio::test]
+    async fn admit_failure_sends_nothing_and_is_reported() {
+        let f = Fixture::new();
+        let (inviter_end, joiner_end) = pipe();
+        let served = {
+            let invitations = f.invitations.clone();
+            tokio::spawn(async move {
+                invitations
+                    .serve(id(2), inviter_end, |_, _| async {
+                        Err::<Vec<u8>, _>(std::io::Error::other("log is full"))
+                    })
+                    .await
+            })
+        };
+        let (codes, mut code) = mpsc::channel(1);
+        let joined = tokio::spawn(join(
+            joiner_end,
+            id(1),
+            id(2),
+            invitation(9),
+            "laptop",
+            NOW,
+            move |c| codes.try_send(c).unwrap(),
+        ));
+        let c = code.recv().await.unwrap();
+        f.code_needed().await;
+        f.invitations.confirm(&c.to_string()).await.unwrap();
+        assert!(matches!(served.await.unwrap(), Err(Error::Admit(_))));
+        assert!(matches!(joined.await.unwrap(), Err(Error::Closed)));
+        assert!(matches!(
+            f.invitations.wait().await,
+            Some(Outcome::Failed { device, reason }) if device == id(2) && reason.contains("log is full")
+        ));
+    }
+
+    #[tokio::test]
+    async fn device_name_is_cleaned() {
+        let f = Fixture::new();
+        let long: &'static str = "  my\tlaptop with a very long name that keeps going past the limit of sixty-four bytes ";
+        let mut s = f.join(id(2), invitation(9), long, NOW);
+        let code = s.code.recv().await.unwrap();
+        let info = f.code_needed().await;
+        let name = info.name.unwrap();
+        assert_eq!(name, clean_device_name(long));
+        assert!(name.len() <= hearth_crypto::membership::MAX_DEVICE_NAME_LEN);
+        f.invitations.confirm(&code.to_string()).await.unwrap();
+        assert_eq!(s.finish().await.0.unwrap().name, name);
+    }
+
+    /// A raw peer: sends `bytes`, then returns the first frame it gets back.
+    async fn serve_raw(f: &Fixture, bytes: Vec<u8>) -> (Result<Joined, Error>, Option<Message>) {
+        let (inviter_end, mut raw) = pipe();
+        let served = f.serve(id(2), inviter_end);
+        raw.write_all(&bytes).await.unwrap();
+        raw.flush().await.unwrap();
+        let served = served.await.unwrap();
+        let reply = read_frame(&mut raw, MAX_MESSAGE_LEN)
+            .await
+            .ok()
+            .map(|b| Message::decode(&b).unwrap());
+        (served, reply)
+    }
+
+    fn frame(bytes: &[u8]) -> Vec<u8> {
+        let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    fn name_frame() -> Vec<u8> {
+        frame(
+            &postcard::to_stdvec(&JoinRequest {
+                name: "x".to_owned(),
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn inviter_refuses_garbage_without_panicking() {
+        let f = Fixture::new();
+        let protocol = Some(Message::Refused {
+            reason: Refusal::Protocol,
+        });
+
+        // An oversized length is refused before allocating.
+        let (served, reply) = serve_raw(&f, u32::MAX.to_be_bytes().to_vec()).await;
+        assert!(matches!(
+            served,
+            Err(Error::FrameTooLong {
+                max: MAX_JOINER_FRAME,
+                ..
+            })
+        ));
+        assert_eq!(reply, protocol);
+
+        // A join request that is not one.
+        let (served, reply) = serve_raw(&f, frame(&[0xff, 0xff, 0xff])).await;
+        assert!(matches!(served, Err(Error::JoinRequest(_))), "{served:?}");
+        assert_eq!(reply, protocol);
+
+        // A hello that is garbage.
+        let mut bytes = name_frame();
+        bytes.extend(frame(&[9, 9, 9]));
+        let (served, reply) = serve_raw(&f, bytes).await;
+        assert!(matches!(served, Err(Error::Handshake(_))), "{served:?}");
+        assert_eq!(reply, protocol);
+
+        // A proof first, out of order.
+        let mut bytes = name_frame();
+        bytes.extend(frame(&Message::Proof { proof: [0; 32] }.encode()));
+        let (served, reply) = serve_raw(&f, bytes).await;
+        assert!(served.is_err());
+        assert_eq!(reply, protocol);
+
+        // A stream cut in the middle of a frame.
+        let mut bytes = name_frame();
+        bytes.extend_from_slice(&40u32.to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let (inviter_end, mut raw) = pipe();
+        let served = f.serve(id(2), inviter_end);
+        raw.write_all(&bytes).await.unwrap();
+        raw.close().await.unwrap();
+        drop(raw);
+        assert!(matches!(served.await.unwrap(), Err(Error::Closed)));
+
+        // None of it touched the invitation.
+        assert!(f.invitations.status().await.unwrap().joiner.is_none());
+        assert!(!f.admitted.load(Ordering::SeqCst));
+    }
+
+    /// Runs `join` against a fake inviter that answers the hello with `reply`.
+    async fn join_against(reply: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let (mut fake, joiner_end) = pipe();
+        let joining = tokio::spawn(join(
+            joiner_end,
+            id(1),
+            id(2),
+            invitation(9),
+            "laptop",
+            NOW,
+            |_| {},
+        ));
+        read_frame(&mut fake, MAX_JOINER_FRAME).await.unwrap();
+        read_frame(&mut fake, MAX_JOINER_FRAME).await.unwrap();
+        fake.write_all(&reply).await.unwrap();
+        // Shut down the write side, so a cut-off reply ends in EOF.
+        fake.close().await.unwrap();
+        joining.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn joiner_refuses_garbage_without_panicking() {
+        let too_long = u32::try_from(MAX_MESSAGE_LEN + 1).unwrap().to_be_bytes();
+        assert!(matches!(
+            join_against(too_long.to_vec()).await,
+            Err(Error::FrameTooLong { .. })
+        ));
+        assert!(matches!(
+            join_against(frame(&[7, 7])).await,
+            Err(Error::Handshake(handshake::Error::Malformed(_)))
+        ));
+        // A welcome before any challenge.
+        let early = Message::Welcome {
+            payload: b"secret".to_vec(),
+        };
+        assert!(matches!(
+            join_against(frame(&early.encode())).await,
+            Err(Error::Handshake(handshake::Error::UnexpectedMessage { .. }))
+        ));
+        // A challenge whose proof is wrong: someone without the secret.
+        let forged = Message::Challenge {
+            nonce: [1; 32],
+            proof: [2; 32],
+        };
+        assert!(matches!(
+            join_against(frame(&forged.encode())).await,
+            Err(Error::Handshake(handshake::Error::WrongProof))
+        ));
+        // Cut off.
+        assert!(matches!(join_against(vec![0, 0]).await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bounds_hold() {
+        let (mut a, mut b) = pipe();
+        write_frame(&mut a, b"hello").await.unwrap();
+        write_frame(&mut a, b"").await.unwrap();
+        assert_eq!(read_frame(&mut b, 5).await.unwrap(), b"hello");
+        assert_eq!(read_frame(&mut b, 5).await.unwrap(), b"");
+        write_frame(&mut a, b"toolong").await.unwrap();
+        assert!(matches!(
+            read_frame(&mut b, 5).await,
+            Err(Error::FrameTooLong { len: 7, max: 5 })
+        ));
+        let huge = vec![0; MAX_MESSAGE_LEN + 1];
+        assert!(matches!(
+            write_frame(&mut a, &huge).await,
+            Err(Error::FrameTooLong { .. })
+        ));
+    }
+}

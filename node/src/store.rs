@@ -126,15 +126,19 @@ pub enum Table {
     Chunks,
     /// `changes-1`: per-collection changes feed; key = [`keys::change_key`].
     Changes,
+    /// `peers-1`: what this device remembers of each peer device: its sync
+    /// state per shard and when it was last seen; key = [`keys::peer_key`].
+    Peers,
 }
 
 impl Table {
     /// Every sealed table, in a fixed order.
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 5] = [
         Table::Meta,
         Table::Collections,
         Table::Chunks,
         Table::Changes,
+        Table::Peers,
     ];
 
     /// The table's versioned name in the redb file, also bound into each
@@ -145,6 +149,7 @@ impl Table {
             Table::Collections => "collections-1",
             Table::Chunks => "chunks-1",
             Table::Changes => "changes-1",
+            Table::Peers => "peers-1",
         }
     }
 
@@ -154,6 +159,7 @@ impl Table {
             Table::Collections => 1,
             Table::Chunks => 2,
             Table::Changes => 3,
+            Table::Peers => 4,
         }
     }
 

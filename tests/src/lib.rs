@@ -56,6 +56,11 @@ impl Run {
         }
     }
 
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
     /// Asserts success and returns stdout.
     pub fn ok(&self) -> &str {
         assert_eq!(
@@ -101,6 +106,14 @@ impl Run {
             .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
             .collect()
     }
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A temporary home directory for one test node.
@@ -182,11 +195,20 @@ impl Home {
         Run::from_output(child.wait_with_output().expect("wait hearth"))
     }
 
-    /// Starts `hearth up --api 127.0.0.1:0` and waits until the API answers.
+    /// Starts `hearth up --api 127.0.0.1:0`, its network on loopback only
+    /// and without mDNS, and waits until the API answers.
     pub fn up(&self) -> Result<Daemon> {
+        self.up_with(&["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+    }
+
+    /// Starts `hearth up --api 127.0.0.1:0 args…` and waits until the API
+    /// answers.
+    pub fn up_with(&self, args: &[&str]) -> Result<Daemon> {
         let _ = std::fs::remove_file(self.path().join("api.addr"));
+        let mut full = vec!["up", "--api", "127.0.0.1:0"];
+        full.extend_from_slice(args);
         let child = self
-            .command(&["up", "--api", "127.0.0.1:0"])
+            .command(&full)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -21,9 +21,9 @@ use super::DecodeError;
 
 /// Magic bytes opening every Automerge chunk.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-const CHUNK_DOCUMENT: u8 = 0;
+pub(crate) const CHUNK_DOCUMENT: u8 = 0;
 const CHUNK_CHANGE: u8 = 1;
-const CHUNK_COMPRESSED_CHANGE: u8 = 2;
+pub(crate) const CHUNK_COMPRESSED_CHANGE: u8 = 2;
 
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -136,18 +136,20 @@ impl Shard {
     }
 
     /// Applies a peer's changes (the output of `save`, `save_after` or
-    /// concatenated change chunks). Returns the root keys whose subtree the
+    /// concatenated change chunks), refusing them if their compressed parts
+    /// inflate past `max_inflated` bytes. Returns the root keys whose subtree the
     /// changes touched, with `read`'s result for each, computed on the merged
     /// document; `read` may still refuse the merge. Nothing changes unless
     /// everything succeeds.
     pub(crate) fn merge<T>(
         &mut self,
         bytes: &[u8],
+        max_inflated: usize,
         mut read: impl FnMut(&Automerge, &str) -> Result<T, DecodeError>,
     ) -> Result<Vec<(String, T)>, DecodeError> {
         let current = &self.doc;
         let changes = guard(|| {
-            let mut changes = decode_changes(bytes)?;
+            let mut changes = decode_changes(bytes, max_inflated)?;
             // Peers resend what we have; skipping it also skips the clone.
             changes.retain(|c| !current.get_missing_deps(&[c.hash()]).is_empty());
             Ok(changes)
@@ -214,7 +216,7 @@ fn guard<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError
     })
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -245,12 +247,16 @@ fn root_key(path: &[(automerge::ObjId, Prop)], action: &PatchAction) -> Option<S
 
 /// Parses every chunk of `bytes` before anything is applied, so that a bad
 /// chunk anywhere rejects the whole merge instead of applying a prefix (which
-/// is what `Automerge::load_incremental` does).
-fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
+/// is what `Automerge::load_incremental` does). Compressed parts are first
+/// checked to inflate to at most `max_inflated` bytes in all.
+fn decode_changes(bytes: &[u8], max_inflated: usize) -> Result<Vec<Change>, DecodeError> {
+    super::inflate::check(bytes, max_inflated)?;
     let mut changes = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let (kind, len) = chunk_header(bytes, offset)?;
+        let ChunkHeader {
+            kind, total: len, ..
+        } = chunk_header(bytes, offset)?;
         let chunk = &bytes[offset..offset + len];
         match kind {
             CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE => {
@@ -279,9 +285,19 @@ fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
     Ok(changes)
 }
 
+/// The header of one Automerge chunk.
+pub(crate) struct ChunkHeader {
+    /// The chunk type byte.
+    pub(crate) kind: u8,
+    /// Length of the header (magic, checksum, type, length).
+    pub(crate) header_len: usize,
+    /// Length of the whole chunk, header included; within the input.
+    pub(crate) total: usize,
+}
+
 /// Reads the chunk header at `offset`: magic, checksum, type, LEB128 length.
-/// Returns the chunk type and the whole chunk's length, bounds-checked.
-fn chunk_header(bytes: &[u8], offset: usize) -> Result<(u8, usize), DecodeError> {
+/// The whole chunk's length is bounds-checked against `bytes`.
+pub(crate) fn chunk_header(bytes: &[u8], offset: usize) -> Result<ChunkHeader, DecodeError> {
     let framing = DecodeError::Framing { offset };
     let rest = &bytes[offset..];
     if rest.len() < 10 || rest[..4] != MAGIC {
@@ -308,7 +324,11 @@ fn chunk_header(bytes: &[u8], offset: usize) -> Result<(u8, usize), DecodeError>
         .and_then(|d| d.checked_add(header_len))
         .filter(|&t| t <= rest.len())
         .ok_or(framing)?;
-    Ok((kind, total))
+    Ok(ChunkHeader {
+        kind,
+        header_len,
+        total,
+    })
 }
 
 #[cfg(test)]
@@ -333,7 +353,7 @@ mod tests {
         let good = bytes.len();
         bytes.extend_from_slice(&[0x85, 0x6f, 0x4a]);
         assert!(matches!(
-            decode_changes(&bytes),
+            decode_changes(&bytes, usize::MAX),
             Err(DecodeError::Framing { offset }) if offset == good
         ));
     }
@@ -347,7 +367,7 @@ mod tests {
         second[last] ^= 0xff;
         bytes.extend(second);
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
-        let err = shard.merge(&bytes, |_, _| Ok(())).unwrap_err();
+        let err = shard.merge(&bytes, usize::MAX, |_, _| Ok(())).unwrap_err();
         assert!(!matches!(err, DecodeError::Panicked { .. }), "{err}");
         assert!(shard.doc.get_heads().is_empty(), "nothing may be applied");
     }
@@ -357,7 +377,7 @@ mod tests {
         let source = doc_with("k");
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let touched = shard
-            .merge(&source.save(), |doc, key| {
+            .merge(&source.save(), usize::MAX, |doc, key| {
                 Ok(doc.get(automerge::ROOT, key).unwrap().is_some())
             })
             .unwrap();

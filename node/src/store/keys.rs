@@ -16,6 +16,7 @@
 //! | `changes-1` | `name_len:u16 ‖ name ‖ seq:u64` |
 //! | `collections-1` | `name` (raw UTF-8) |
 //! | `meta-1` | `name` (raw UTF-8) |
+//! | `peers-1` | `peer_len:u16 ‖ peer ‖ 0x00` (last seen) or `peer_len:u16 ‖ peer ‖ 0x01 ‖ name_len:u16 ‖ name ‖ shard:u16` (sync state) |
 
 /// The longest collection name, in UTF-8 bytes, that a key can carry.
 pub const MAX_COLLECTION_NAME_LEN: usize = 1024;
@@ -126,6 +127,52 @@ pub fn shard_prefix(collection: &str, shard: u16) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// The prefix of every `peers-1` row of one peer device (its id as text).
+pub fn peer_prefix(peer: &str) -> Result<Vec<u8>, Error> {
+    collection_prefix(peer)
+}
+
+/// The `peers-1` key of when `peer` was last seen.
+pub fn peer_seen_key(peer: &str) -> Result<Vec<u8>, Error> {
+    let mut out = peer_prefix(peer)?;
+    out.push(0);
+    Ok(out)
+}
+
+/// The `peers-1` key of the addresses where `peer` was last reached.
+pub fn peer_addrs_key(peer: &str) -> Result<Vec<u8>, Error> {
+    let mut out = peer_prefix(peer)?;
+    out.push(2);
+    Ok(out)
+}
+
+/// The `peers-1` key of the sync state `peer` and this device share for one
+/// shard of `collection`.
+pub fn peer_sync_key(peer: &str, collection: &str, shard: u16) -> Result<Vec<u8>, Error> {
+    let mut out = peer_prefix(peer)?;
+    out.push(1);
+    push_name(&mut out, collection)?;
+    out.extend_from_slice(&shard.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes the collection and shard of a [`peer_sync_key`]; `None` for the
+/// other rows of the peer.
+pub fn decode_peer_sync_key(key: &[u8]) -> Result<Option<(String, u16)>, Error> {
+    let (_, rest) = split_name(key, "peer")?;
+    match rest.split_first() {
+        Some((1, rest)) => {
+            let (name, rest) = split_name(rest, "peer sync")?;
+            let shard: [u8; 2] = rest.try_into().map_err(|_| Error::Malformed {
+                kind: "peer sync",
+                len: key.len(),
+            })?;
+            Ok(Some((name.to_string(), u16::from_be_bytes(shard))))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Decodes a `chunks-1` key.
 pub fn decode_chunk_key(key: &[u8]) -> Result<ChunkKey, Error> {
     let (collection, rest) = split_name(key, "chunk")?;
@@ -186,6 +233,19 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peer_sync_keys_round_trip_and_stay_under_their_peer() {
+        let key = super::peer_sync_key("12D3KooWpeer", "io.cozy.notes", 7).unwrap();
+        assert!(key.starts_with(&super::peer_prefix("12D3KooWpeer").unwrap()));
+        assert_eq!(
+            super::decode_peer_sync_key(&key).unwrap(),
+            Some(("io.cozy.notes".to_string(), 7))
+        );
+        let seen = super::peer_seen_key("12D3KooWpeer").unwrap();
+        assert_eq!(super::decode_peer_sync_key(&seen).unwrap(), None);
+        assert!(super::decode_peer_sync_key(&key[..key.len() - 1]).is_err());
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -1,0 +1,304 @@
+//! The device mesh with real `hearth` processes on loopback: pairing through
+//! the QR PNG, live sync, offline edits, restarts, a chain of three devices,
+//! device removal, and the pairing refusals.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_tests::{Daemon, Home, free_port};
+use serde_json::Value;
+
+/// A device under test: its home and the fixed port it listens on, so that
+/// its address stays the same across restarts.
+struct Device {
+    home: Home,
+    port: u16,
+}
+
+impl Device {
+    fn new(name: &str) -> Device {
+        let device = Device {
+            home: Home::new(),
+            port: free_port(),
+        };
+        device.home.run(&["init", "--name", name]).ok();
+        device
+    }
+
+    /// A device whose home is still empty (for `hearth join`).
+    fn fresh() -> Device {
+        Device {
+            home: Home::new(),
+            port: free_port(),
+        }
+    }
+
+    fn listen(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.port)
+    }
+
+    fn up(&self) -> Daemon {
+        self.home
+            .up_with(&["--listen", &self.listen(), "--no-mdns"])
+            .unwrap()
+    }
+
+    fn id(&self) -> String {
+        self.home.run(&["status", "--json"]).json()["device_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn get(&self, collection: &str, id: &str) -> Option<Value> {
+        let run = self.home.run(&["get", collection, id]);
+        run.success().then(|| serde_json::from_str(run.ok()).unwrap())
+    }
+
+    /// Waits until `check` holds for the record, or fails naming it.
+    fn wait_for(&self, collection: &str, id: &str, check: impl Fn(Option<&Value>) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.get(collection, id);
+            if check(got.as_ref()) {
+                return got.unwrap_or(Value::Null);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "record {collection}/{id} never reached the expected state on {}: last seen {got:?}",
+                self.home.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A `hearth join` in progress.
+struct Joining {
+    child: Child,
+    code: String,
+}
+
+/// Starts `hearth join` on `joiner` with `args` and waits for its check code.
+fn start_join(joiner: &Device, args: &[&str]) -> Joining {
+    let mut full = vec!["join"];
+    full.extend_from_slice(args);
+    let mut child = joiner
+        .home
+        .command(&full)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let code = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(code) = line.strip_prefix("check code: ") {
+                    break code.trim().to_string();
+                }
+            }
+            _ => {
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "hearth join ended without a check code: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+    assert_eq!(code.len(), 6, "a check code is 6 digits: {code}");
+    Joining { child, code }
+}
+
+impl Joining {
+    /// Waits for `hearth join` to end; returns whether it succeeded, and its stderr.
+    fn finish(self) -> (bool, String) {
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Pairs `joiner` into `inviter`'s account through the QR PNG.
+fn pair(inviter: &Device, joiner: &Device) {
+    let png = inviter.home.path().join("invite.png");
+    let run = inviter
+        .home
+        .run(&["pair", "--qr", png.to_str().unwrap()]);
+    let ticket = run.ok().lines().next().unwrap().to_string();
+    assert!(ticket.starts_with("hearth1"), "first line is the ticket: {ticket}");
+    let joining = start_join(joiner, &["--qr", png.to_str().unwrap(), "--name", "joiner"]);
+    inviter.home.run(&["pair", "confirm", &joining.code]).ok();
+    let (ok, err) = joining.finish();
+    assert!(ok, "hearth join failed: {err}");
+}
+
+#[test]
+fn three_devices_pair_by_png_and_sync_live_through_a_chain() {
+    let a = Device::new("laptop");
+    let b = Device::fresh();
+    let _da = a.up();
+    pair(&a, &b);
+    let _db = b.up();
+
+    // A put on A is readable on B, and the other way round.
+    a.home
+        .run(&["put", "notes", r#"{"title":"from a"}"#, "--id", "n1"])
+        .ok();
+    let got = b.wait_for("notes", "n1", |v| v.is_some());
+    assert_eq!(got["title"], "from a");
+    b.home
+        .run(&["put", "notes", r#"{"title":"from b"}"#, "--id", "n2"])
+        .ok();
+    a.wait_for("notes", "n2", |v| v.is_some());
+
+    // C pairs through B; A and C never meet, yet they converge through B.
+    let c = Device::fresh();
+    pair(&b, &c);
+    let _dc = c.up();
+    a.home
+        .run(&["put", "notes", r#"{"title":"a to c"}"#, "--id", "n3"])
+        .ok();
+    c.wait_for("notes", "n3", |v| v.is_some());
+    c.home
+        .run(&["put", "notes", r#"{"title":"c to a"}"#, "--id", "n4"])
+        .ok();
+    a.wait_for("notes", "n4", |v| v.is_some());
+
+    // Every device knows all three, and A learned of C from B.
+    let devices = a.home.run(&["devices", "--json"]).json();
+    let ids: Vec<&str> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{devices}");
+    assert!(ids.contains(&c.id().as_str()));
+    let online_b = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == b.id())
+        .unwrap()["online"]
+        .as_bool();
+    assert_eq!(online_b, Some(true), "{devices}");
+}
+
+#[test]
+fn offline_edits_converge_and_restarts_pick_up_where_they_were() {
+    let a = Device::new("laptop");
+    let b = Device::fresh();
+    let da = a.up();
+    pair(&a, &b);
+    let db = b.up();
+    a.home
+        .run(&["put", "notes", r#"{"title":"shared","n":0}"#, "--id", "r"])
+        .ok();
+    b.wait_for("notes", "r", |v| v.is_some());
+    db.stop().unwrap();
+
+    // Apart: A edits one field through its daemon, B another with no daemon.
+    let rev_a = a.get("notes", "r").unwrap()["_rev"].as_str().unwrap().to_string();
+    a.home
+        .run(&[
+            "put",
+            "notes",
+            &format!(r#"{{"_rev":"{rev_a}","title":"shared","n":0,"from_a":true}}"#),
+            "--id",
+            "r",
+        ])
+        .ok();
+    b.home
+        .run(&["put", "notes", r#"{"title":"offline on b"}"#, "--id", "only-b"])
+        .ok();
+    da.stop().unwrap();
+
+    // Both restart and meet again: everything converges.
+    let _da = a.up();
+    let _db = b.up();
+    b.wait_for("notes", "r", |v| v.is_some_and(|v| v["from_a"] == true));
+    a.wait_for("notes", "only-b", |v| v.is_some());
+    let on_a = a.get("notes", "r").unwrap();
+    let on_b = b.get("notes", "r").unwrap();
+    assert_eq!(on_a, on_b);
+}
+
+#[test]
+fn a_removed_device_is_refused_everywhere() {
+    let a = Device::new("laptop");
+    let b = Device::fresh();
+    let c = Device::fresh();
+    let _da = a.up();
+    pair(&a, &b);
+    let _db = b.up();
+    pair(&a, &c);
+    let dc = c.up();
+    a.home.run(&["put", "notes", r#"{"x":1}"#, "--id", "before"]).ok();
+    c.wait_for("notes", "before", |v| v.is_some());
+
+    let c_id = c.id();
+    a.home.run(&["devices", "remove", &c_id]).ok();
+    // B learns of the removal from A.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let devices = b.home.run(&["devices", "--json"]).json();
+        if devices.as_array().unwrap().iter().all(|d| d["id"] != c_id.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never learned of the removal: {devices}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // C's later writes reach nobody, and it gets nothing new.
+    c.home.run(&["put", "notes", r#"{"x":2}"#, "--id", "after-removal"]).ok();
+    a.home.run(&["put", "notes", r#"{"x":3}"#, "--id", "secret"]).ok();
+    b.wait_for("notes", "secret", |v| v.is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(a.get("notes", "after-removal").is_none());
+    assert!(b.get("notes", "after-removal").is_none());
+    assert!(c.get("notes", "secret").is_none());
+    drop(dc);
+}
+
+#[test]
+fn pairing_refuses_expired_replayed_and_wrongly_confirmed_invitations() {
+    let a = Device::new("laptop");
+    let _da = a.up();
+
+    // Expired: the joiner is told, and so is the inviter's status.
+    let ticket = a.home.run(&["pair", "--ttl", "1"]).ok().lines().next().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = Device::fresh();
+    let run = late.home.run(&["join", &ticket]);
+    assert!(run.err().contains("expired"), "{}", run.err());
+    assert!(!late.home.path().join("store.redb").exists(), "a refused join leaves no store");
+
+    // A wrong code burns the invitation on both sides.
+    let ticket = a.home.run(&["pair"]).ok().lines().next().unwrap().to_string();
+    let joiner = Device::fresh();
+    let joining = start_join(&joiner, &[&ticket]);
+    let wrong = if joining.code == "000000" { "111111" } else { "000000" };
+    let run = a.home.run(&["pair", "confirm", wrong]);
+    assert!(run.err().contains("wrong check code"), "{}", run.err());
+    let (ok, err) = joining.finish();
+    assert!(!ok);
+    assert!(err.contains("wrong check code"), "{err}");
+
+    // Replayed: a used ticket is refused.
+    let ticket = a.home.run(&["pair"]).ok().lines().next().unwrap().to_string();
+    let first = Device::fresh();
+    let joining = start_join(&first, &[&ticket]);
+    a.home.run(&["pair", "confirm", &joining.code]).ok();
+    assert!(joining.finish().0);
+    let replay = Device::fresh();
+    let run = replay.home.run(&["join", &ticket]);
+    assert!(run.err().contains("already used"), "{}", run.err());
+}
