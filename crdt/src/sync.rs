@@ -726,8 +726,13 @@ impl Session {
     ) -> Result<(), Error> {
         let theirs = Log::decode(bytes)?;
         let mut merged = replica.membership().clone();
-        // Merged on a copy: a failure half way leaves our log untouched.
-        if merged.merge(&theirs)? > 0 {
+        // Merged on a copy: a failure half way, or a peer the merged log
+        // still does not admit, leaves our log untouched.
+        let added = merged.merge(&theirs)?;
+        if !merged.is_member(&self.peer) {
+            return Err(Error::NotMember { peer: self.peer });
+        }
+        if added > 0 {
             *replica.membership_mut() = merged;
             fx.membership_changed = true;
         }

@@ -33,6 +33,7 @@ pub struct AppState {
     handle: Handle,
     token: Arc<str>,
     config: ApiConfig,
+    mesh: Option<crate::mesh::Mesh>,
 }
 
 impl AppState {
@@ -47,9 +48,18 @@ impl AppState {
             handle,
             token: token.into(),
             config,
+            mesh: None,
         }
     }
+
+    /// The same, with the mesh (network and pairing) that `hearth up` runs.
+    pub fn with_mesh(mut self, mesh: crate::mesh::Mesh) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
 }
+
+mod mesh;
 
 /// The one error type of every handler.
 #[derive(Debug)]
@@ -60,6 +70,10 @@ pub enum ApiError {
     BadRequest(String),
     /// The engine refused or failed.
     Engine(engine::Error),
+    /// The request needs the network, which this server does not run.
+    NoNetwork,
+    /// Pairing refused the request.
+    Pairing(crate::pairing::Error),
 }
 
 impl From<engine::Error> for ApiError {
@@ -90,6 +104,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(reason) => {
                 error_body(StatusCode::BAD_REQUEST, "bad_request", &reason, &reason)
+            }
+            ApiError::NoNetwork => {
+                let why = "this needs the network of a running `hearth up`";
+                error_body(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why, why)
+            }
+            ApiError::Pairing(e) => {
+                let d = e.to_string();
+                error_body(StatusCode::CONFLICT, "pairing_refused", &d, &d)
             }
             ApiError::Engine(e) => match &e {
                 E::NotFound { .. } | E::NoCollection(_) => error_body(
@@ -159,7 +181,11 @@ pub fn router(state: AppState) -> Router {
         .route("/data/{doctype}/_bulk_docs", post(bulk_docs))
         .route("/data/{doctype}/_design_docs", get(design_docs))
         .route("/data/{doctype}/{id}", get(read).put(update).delete(remove))
-        .route("/_hearth/status", get(status))
+        .route("/_hearth/status", get(mesh::status))
+        .route("/_hearth/devices", get(mesh::devices))
+        .route("/_hearth/devices/{id}", axum::routing::delete(mesh::remove_device))
+        .route("/_hearth/pair", post(mesh::pair_open).get(mesh::pair_status))
+        .route("/_hearth/pair/confirm", post(mesh::pair_confirm))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import))
         .route("/_hearth/export/{doctype}", get(export));
@@ -635,10 +661,6 @@ async fn design_docs(State(state): State<AppState>, Path(doctype): Path<String>)
         })
         .collect();
     Ok(axum::Json(json!({ "total_rows": rows.len(), "offset": 0, "rows": rows })).into_response())
-}
-
-async fn status(State(state): State<AppState>) -> ApiResult {
-    Ok(axum::Json(state.handle.status().await?).into_response())
 }
 
 async fn collections(State(state): State<AppState>) -> ApiResult {

@@ -48,8 +48,15 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Run the node: serve the local API until SIGINT or SIGTERM.
-    /// Initialises the home first if it is empty.
+    /// Run the node: join the mesh of this account's devices and serve the
+    /// local API until SIGINT or SIGTERM. Initialises the home first if it
+    /// is empty.
+    ///
+    /// The node listens on TCP and QUIC, finds the account's devices on the
+    /// LAN (mDNS), through Kademlia from --bootstrap peers, or at addresses
+    /// learned when pairing, and syncs every collection with them live.
+    /// Only this account's devices (and a device pairing with an open
+    /// invitation) get past the first exchange of a connection.
     Up {
         /// Where the API listens; loopback only. `127.0.0.1:0` picks a free
         /// port. The address is written to <home>/api.addr.
@@ -58,6 +65,63 @@ pub enum Command {
         /// The device name, if this run initialises the home.
         #[arg(long)]
         name: Option<String>,
+        /// A libp2p address to listen on, e.g. /ip4/0.0.0.0/tcp/7465 or
+        /// /ip4/0.0.0.0/udp/7465/quic-v1. Repeat for several. Default: TCP and
+        /// QUIC on every interface, on ports the OS picks.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Do not look for the account's devices on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// A Kademlia bootstrap peer, with its /p2p/<id>. Repeatable.
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+        /// Serve as a relay for this account's devices behind NAT (use on a
+        /// node with a reachable address).
+        #[arg(long)]
+        relay: bool,
+    },
+    /// Invite a new device into this account: prints a one-time ticket
+    /// (first line of stdout) and its QR code, then, on a terminal, waits
+    /// for the new device and asks for the check code it shows.
+    ///
+    /// Needs the running daemon. On the new device run `hearth join
+    /// <ticket>` or `hearth join --qr FILE.png`. Without a terminal the
+    /// command returns at once and the invitation stays open in the daemon
+    /// until its time runs out; confirm with `hearth pair confirm <code>`.
+    Pair {
+        /// `confirm <code>`; without it, a new invitation.
+        #[command(subcommand)]
+        action: Option<PairAction>,
+        /// Also write the QR code as a PNG image to FILE.
+        #[arg(long, value_name = "FILE.png")]
+        qr: Option<PathBuf>,
+        /// Seconds the invitation stays valid (10 to 3600).
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        ttl: u64,
+    },
+    /// Join an existing account with a ticket from `hearth pair` on one of
+    /// its devices. Works on an empty home (it creates this device's
+    /// identity) or on one that holds no data yet. Prints `check code:
+    /// NNNNNN`; type it on the inviting device. Exits 0 once that device
+    /// confirmed; the next `hearth up` syncs with the account.
+    Join {
+        /// The ticket (`hearth1…`).
+        #[arg(required_unless_present = "qr", conflicts_with = "qr")]
+        ticket: Option<String>,
+        /// Read the ticket from a QR code image instead.
+        #[arg(long, value_name = "FILE.png")]
+        qr: Option<PathBuf>,
+        /// A name for this device, shown to the others. Default: the host name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List this account's devices: id, name, when added, when last seen,
+    /// whether online. `hearth devices remove <id>` removes one.
+    Devices {
+        /// `remove <id>`; without it, the list.
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
     },
     /// Show this device, its account and its data.
     Status,
@@ -156,6 +220,29 @@ pub enum Command {
         /// jsonl: one record per line; automerge: one Automerge document.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+    },
+}
+
+/// `hearth pair …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PairAction {
+    /// Confirm the check code a joining device shows. A wrong code cancels
+    /// the invitation.
+    Confirm {
+        /// The 6-digit code.
+        code: String,
+    },
+}
+
+/// `hearth devices …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// Remove a device from the account for good (a lost or sold one). Every
+    /// device of the account refuses it from then on, including devices
+    /// that hear of the removal later through another device.
+    Remove {
+        /// The device id (`12D3KooW…`, from `hearth devices`).
+        id: String,
     },
 }
 

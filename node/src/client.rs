@@ -316,7 +316,7 @@ impl Remote {
         format!("Bearer {}", self.token)
     }
 
-    fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) fn get(&self, path: &str) -> Result<Value> {
         let bytes = self.get_bytes(path)?;
         serde_json::from_slice(&bytes).context("the daemon sent malformed JSON")
     }
@@ -331,7 +331,7 @@ impl Remote {
         read(response)
     }
 
-    fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = self.auth();
         let response = match method {

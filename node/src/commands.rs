@@ -17,6 +17,8 @@ use crate::engine::{Engine, ExportFormat};
 use crate::home::Home;
 use crate::store::Unlock;
 
+mod mesh;
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let result = dispatch(cli);
@@ -70,7 +72,15 @@ fn dispatch(cli: Cli) -> Result<()> {
     let config = Config::load(&home.config_path())?;
     match cli.command {
         Command::Init { name } => init(&home, &global, &config, name),
-        Command::Up { api, name } => {
+        Command::Up {
+            api,
+            name,
+            listen,
+            no_mdns,
+            bootstrap,
+            relay,
+        } => {
+            let net = mesh::net_config(&listen, no_mdns, &bootstrap, relay)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -79,8 +89,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &home,
                 || unlock(&global),
                 config,
-                daemon::Options { api, name },
+                daemon::Options { api, name, net },
             ))
+        }
+        Command::Join { ticket, qr, name } => {
+            mesh::join(&home, &global, &config, ticket, qr, name, || unlock(&global))
         }
         command => {
             if !home.is_initialised() {
@@ -283,7 +296,9 @@ fn data_command(
             out.write_all(&backend.export(&collection, format)?)?;
             out.flush()?;
         }
-        Command::Init { .. } | Command::Up { .. } => {
+        Command::Pair { action, qr, ttl } => mesh::pair(backend, global, action, qr, ttl)?,
+        Command::Devices { action } => mesh::devices(backend, global, action)?,
+        Command::Init { .. } | Command::Up { .. } | Command::Join { .. } => {
             bail!("internal: {command:?} is not a data command")
         }
     }

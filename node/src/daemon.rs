@@ -85,6 +85,8 @@ pub struct Options {
     pub api: SocketAddr,
     /// Device name if this run initialises the home.
     pub name: Option<String>,
+    /// The network.
+    pub net: crate::net::Config,
 }
 
 /// Runs the node until SIGINT or SIGTERM.
@@ -125,7 +127,12 @@ pub async fn run(
         );
         engine
     };
+    let key = hearth_crypto::identity::DeviceKey::from_bytes(&engine.device_key().to_bytes());
+    let known = engine.known_addresses()?;
+    let members = engine.status();
     let engine = engine.spawn()?;
+    let mesh = start_mesh(&engine.handle, &key, options.net, &config, known).await?;
+    let _ = members;
     let token = ensure_token(home)?;
     let listener = tokio::net::TcpListener::bind(options.api)
         .await
@@ -156,15 +163,69 @@ pub async fn run(
         home.api_token_path().display()
     );
 
-    let state = AppState::new(engine.handle.clone(), token, config.api.clone());
+    let state = AppState::new(engine.handle.clone(), token, config.api.clone()).with_mesh(mesh.clone());
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = std::fs::remove_file(home.api_addr_path());
+    let _ = mesh.net().shutdown().await;
+    drop(mesh);
     tokio::task::spawn_blocking(move || engine.stop_before_exit()).await?;
     served.context("the API server failed")?;
     eprintln!("hearth stopped");
     Ok(())
+}
+
+/// Starts the network and the mesh tasks over the running engine, and dials
+/// the addresses remembered for the account's devices.
+async fn start_mesh(
+    engine: &crate::engine::Handle,
+    key: &hearth_crypto::identity::DeviceKey,
+    net_config: crate::net::Config,
+    config: &Config,
+    known: Vec<(hearth_crypto::identity::DeviceId, Vec<String>)>,
+) -> Result<crate::mesh::Mesh> {
+    use crate::mesh::{Mesh, peer_of};
+    let members = engine.members().borrow().clone();
+    let admission = crate::net::Admission::new(
+        members
+            .devices
+            .iter()
+            .filter(|d| **d != members.me)
+            .filter_map(peer_of),
+    );
+    let mdns = net_config.mdns;
+    let net = crate::net::spawn(key, net_config, admission.clone())
+        .await
+        .context("cannot start the network")?;
+    for addr in net.handle.listen_addrs().await.unwrap_or_default() {
+        tracing::info!(%addr, "listening");
+    }
+    for (device, addrs) in known {
+        let Some(peer) = peer_of(&device) else {
+            continue;
+        };
+        for addr in addrs {
+            match addr.parse() {
+                Ok(addr) => {
+                    let _ = net.handle.add_address(peer, addr).await;
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "skipping a remembered address"),
+            }
+        }
+    }
+    let invitations = std::sync::Arc::new(crate::pairing::Invitations::new(|| {
+        crate::engine::now_ms().max(0) as u64
+    }));
+    Ok(Mesh::start(
+        engine.clone(),
+        net,
+        admission,
+        invitations,
+        config.engine.max_frame_bytes,
+        config.engine.peer_outbox,
+        mdns,
+    ))
 }
 
 async fn shutdown_signal() {

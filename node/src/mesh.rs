@@ -51,6 +51,8 @@ pub struct Mesh {
     me: DeviceId,
     max_frame: usize,
     outbox: usize,
+    mdns: bool,
+    last_outcome: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -80,6 +82,7 @@ impl Mesh {
         invitations: Arc<Invitations>,
         max_frame: usize,
         outbox: usize,
+        mdns: bool,
     ) -> Mesh {
         let members = engine.members();
         let me = members.borrow().me;
@@ -91,6 +94,8 @@ impl Mesh {
             me,
             max_frame,
             outbox,
+            mdns,
+            last_outcome: Arc::default(),
         };
         tokio::spawn(mesh.clone().follow_members(members));
         tokio::spawn(mesh.clone().accept_sync());
@@ -107,6 +112,46 @@ impl Mesh {
     /// The admission gate.
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// Whether mDNS discovery runs.
+    pub fn mdns(&self) -> bool {
+        self.mdns
+    }
+
+    /// Opens `invitation` (replacing any other) and admits pending joiners
+    /// until it ends.
+    pub fn open_invitation(&self, invitation: hearth_crypto::ticket::Invitation) {
+        self.invitations.open(invitation);
+        self.admission.set_pairing(true);
+        if let Ok(mut last) = self.last_outcome.lock() {
+            *last = None;
+        }
+        let mesh = self.clone();
+        tokio::spawn(async move {
+            let outcome = mesh.invitations.wait().await;
+            // A newer invitation keeps pairing open.
+            if mesh.invitations.status().await.is_none() {
+                mesh.admission.set_pairing(false);
+            }
+            if let Some(outcome) = outcome {
+                let text = describe(&outcome);
+                match &outcome {
+                    crate::pairing::Outcome::Joined(j) => {
+                        tracing::info!(device = %j.device, name = %j.name, "a new device joined the account")
+                    }
+                    _ => tracing::info!(outcome = %text, "invitation closed"),
+                }
+                if let Ok(mut last) = mesh.last_outcome.lock() {
+                    *last = Some(text);
+                }
+            }
+        });
+    }
+
+    /// How the last invitation ended, once it has.
+    pub fn last_outcome(&self) -> Option<String> {
+        self.last_outcome.lock().ok().and_then(|l| l.clone())
     }
 
     /// The pairing invitations of this node.
@@ -290,5 +335,17 @@ impl Mesh {
         }
         let _ = self.engine.session_closed(session).await;
         tracing::info!(%device, "sync session closed");
+    }
+}
+
+/// One line saying how an invitation ended.
+pub fn describe(outcome: &crate::pairing::Outcome) -> String {
+    use crate::pairing::Outcome;
+    match outcome {
+        Outcome::Joined(j) => format!("device {} ({}) joined the account", j.device, j.name),
+        Outcome::Refused(reason) => format!("refused: {reason}"),
+        Outcome::Expired => "the invitation expired before a device joined".to_string(),
+        Outcome::Cancelled => "the invitation was cancelled or replaced".to_string(),
+        Outcome::Failed { device, reason } => format!("pairing with {device} failed: {reason}"),
     }
 }

@@ -240,6 +240,34 @@ async fn removing_a_member_disconnects_it_and_readding_reconnects() {
 }
 
 #[tokio::test]
+async fn a_dropped_member_is_redialled_with_backoff() {
+    let (mut a, admission_a, pa, mut b, _, pb) = connected_pair(TCP).await;
+    admission_a.set_members([pa]);
+    a.handle.refresh_admission().await.unwrap();
+    expect_event(&mut a, Event::Disconnected { peer: pb }).await;
+    expect_event(&mut b, Event::Disconnected { peer: pa }).await;
+    // Re-admitted without a refresh: the redial loops (first retry after 1 s)
+    // bring the connection back on their own.
+    admission_a.set_members([pa, pb]);
+    expect_event(
+        &mut a,
+        Event::Connected {
+            peer: pb,
+            member: true,
+        },
+    )
+    .await;
+    expect_event(
+        &mut b,
+        Event::Connected {
+            peer: pa,
+            member: true,
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn listen_addrs_are_concrete_and_carry_the_peer_id() {
     let key = new_key();
     let net = spawn(
