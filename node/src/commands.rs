@@ -166,9 +166,17 @@ fn data_command(
     match command {
         Command::Status => {
             let status = backend.status()?;
+            // The daemon adds what only it knows: the network and pairing.
+            let live = match backend {
+                Backend::Remote(r) => r.get("/_hearth/status").ok(),
+                Backend::Local { .. } => None,
+            };
+            let extra = |key: &str| live.as_ref().map(|v| v[key].clone()).unwrap_or(Value::Null);
             if global.json {
                 let mut v = serde_json::to_value(&status)?;
                 v["daemon"] = json!({ "running": backend.api().is_some(), "api": backend.api() });
+                v["network"] = extra("network");
+                v["pairing"] = extra("pairing");
                 emit_json(&v)?;
             } else {
                 emit(&format!(
@@ -184,6 +192,24 @@ fn data_command(
                     "data      {} collection(s), {} record(s)",
                     status.collections, status.records
                 ))?;
+                let network = extra("network");
+                if let Some(listen) = network["listen"].as_array() {
+                    for addr in listen {
+                        emit(&format!("listen    {}", addr.as_str().unwrap_or_default()))?;
+                    }
+                    let connected = network["connected"].as_array().map_or(0, Vec::len);
+                    emit(&format!("peers     {connected} of the account's other devices connected"))?;
+                }
+                if let Some(latest) = &status.latest_device {
+                    emit(&format!("latest    {latest}"))?;
+                }
+                let pairing = extra("pairing");
+                if pairing.is_object() {
+                    emit(&format!(
+                        "pairing   invitation open{}",
+                        if pairing["code_needed"] == true { ", waiting for the check code" } else { "" }
+                    ))?;
+                }
                 match backend.api() {
                     Some(api) => emit(&format!("daemon    running, api {api}"))?,
                     None => emit("daemon    not running")?,

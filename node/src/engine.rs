@@ -156,6 +156,10 @@ pub struct Status {
     pub collections: usize,
     /// Number of records across all collections.
     pub records: usize,
+    /// The device added to the account most recently, as a sentence, when
+    /// the account has more than one.
+    #[serde(default)]
+    pub latest_device: Option<String>,
 }
 
 /// One collection in `hearth collections`.
@@ -726,6 +730,14 @@ impl Engine {
             store: self.store.path().display().to_string(),
             collections: self.collections.len(),
             records: self.collections.values().map(|c| c.data.len()).sum(),
+            latest_device: self
+                .identity
+                .log
+                .members()
+                .into_iter()
+                .filter(|m| m.device != self.identity.key.id())
+                .max_by_key(|m| m.added_at_ms)
+                .map(|m| format!("device {} ({}) joined the account", m.device, m.name)),
         }
     }
 

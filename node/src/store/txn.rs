@@ -114,7 +114,7 @@ pub struct ReadTxn<'s> {
     store: &'s Store,
     txn: redb::ReadTransaction,
     // Opened on first use; `None` caches "table absent" (read as empty).
-    tables: [OnceCell<Option<RawReadTable>>; 4],
+    tables: [OnceCell<Option<RawReadTable>>; Table::ALL.len()],
 }
 
 impl<'s> ReadTxn<'s> {
