@@ -183,8 +183,14 @@ pub fn router(state: AppState) -> Router {
         .route("/data/{doctype}/{id}", get(read).put(update).delete(remove))
         .route("/_hearth/status", get(mesh::status))
         .route("/_hearth/devices", get(mesh::devices))
-        .route("/_hearth/devices/{id}", axum::routing::delete(mesh::remove_device))
-        .route("/_hearth/pair", post(mesh::pair_open).get(mesh::pair_status))
+        .route(
+            "/_hearth/devices/{id}",
+            axum::routing::delete(mesh::remove_device),
+        )
+        .route(
+            "/_hearth/pair",
+            post(mesh::pair_open).get(mesh::pair_status),
+        )
         .route("/_hearth/pair/confirm", post(mesh::pair_confirm))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import))

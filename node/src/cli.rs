@@ -96,7 +96,7 @@ pub enum Command {
         /// Also write the QR code as a PNG image to FILE.
         #[arg(long, value_name = "FILE.png")]
         qr: Option<PathBuf>,
-        /// Seconds the invitation stays valid (10 to 3600).
+        /// Seconds the invitation stays valid (1 to 3600).
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         ttl: u64,
     },

@@ -93,7 +93,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             ))
         }
         Command::Join { ticket, qr, name } => {
-            mesh::join(&home, &global, &config, ticket, qr, name, || unlock(&global))
+            mesh::join(&home, &global, &config, ticket, qr, name, || {
+                unlock(&global)
+            })
         }
         command => {
             if !home.is_initialised() {
@@ -198,7 +200,9 @@ fn data_command(
                         emit(&format!("listen    {}", addr.as_str().unwrap_or_default()))?;
                     }
                     let connected = network["connected"].as_array().map_or(0, Vec::len);
-                    emit(&format!("peers     {connected} of the account's other devices connected"))?;
+                    emit(&format!(
+                        "peers     {connected} of the account's other devices connected"
+                    ))?;
                 }
                 if let Some(latest) = &status.latest_device {
                     emit(&format!("latest    {latest}"))?;
@@ -207,7 +211,11 @@ fn data_command(
                 if pairing.is_object() {
                     emit(&format!(
                         "pairing   invitation open{}",
-                        if pairing["code_needed"] == true { ", waiting for the check code" } else { "" }
+                        if pairing["code_needed"] == true {
+                            ", waiting for the check code"
+                        } else {
+                            ""
+                        }
                     ))?;
                 }
                 match backend.api() {

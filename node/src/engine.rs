@@ -115,13 +115,17 @@ pub enum Error {
     #[error("device {0} is not a member of this account")]
     NotAMember(String),
     /// A device cannot remove itself here.
-    #[error("a device cannot remove itself; run `hearth devices remove` on another device of the account")]
+    #[error(
+        "a device cannot remove itself; run `hearth devices remove` on another device of the account"
+    )]
     RemoveSelf,
     /// A sync session failed.
     #[error(transparent)]
     Sync(#[from] hearth_crdt::sync::Error),
     /// Joining an account needs a device without data of its own.
-    #[error("this device already holds data or other devices; join another account only from a fresh home")]
+    #[error(
+        "this device already holds data or other devices; join another account only from a fresh home"
+    )]
     NotEmpty,
 }
 
@@ -339,6 +343,9 @@ pub enum Command {
     },
     /// Devices, pairing and sync sessions.
     Mesh(MeshCommand),
+    /// Stop after the commands queued before this one, even while other
+    /// handles (network tasks) still exist.
+    Shutdown,
     /// Export a collection.
     Export {
         /// Collection.
@@ -394,6 +401,9 @@ impl Running {
     }
 
     fn join(self) -> Option<Engine> {
+        // Network tasks may still hold handles; the engine stops anyway once
+        // everything queued before this is done.
+        let _ = self.handle.tx.blocking_send(Command::Shutdown);
         drop(self.handle);
         match self.thread.join() {
             Ok(engine) => Some(engine),
@@ -611,6 +621,9 @@ impl Engine {
             .name("hearth-engine".into())
             .spawn(move || {
                 while let Some(command) = rx.blocking_recv() {
+                    if matches!(command, Command::Shutdown) {
+                        break;
+                    }
                     engine.handle(command);
                 }
                 tracing::debug!("engine queue closed");
@@ -1031,6 +1044,7 @@ impl Engine {
                 let _ = reply.send(self.export(&doctype, format));
             }
             Command::Mesh(command) => self.handle_mesh(command),
+            Command::Shutdown => {}
         }
     }
 

@@ -57,7 +57,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("Mesh")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,6 +124,7 @@ impl Mesh {
     /// Opens `invitation` (replacing any other) and admits pending joiners
     /// until it ends.
     pub fn open_invitation(&self, invitation: hearth_crypto::ticket::Invitation) {
+        let expires_at_ms = invitation.expires_at_ms();
         self.invitations.open(invitation);
         self.admission.set_pairing(true);
         if let Ok(mut last) = self.last_outcome.lock() {
@@ -130,13 +133,9 @@ impl Mesh {
         let mesh = self.clone();
         tokio::spawn(async move {
             let outcome = mesh.invitations.wait().await;
-            // A newer invitation keeps pairing open.
-            if mesh.invitations.status().await.is_none() {
-                mesh.admission.set_pairing(false);
-            }
-            if let Some(outcome) = outcome {
-                let text = describe(&outcome);
-                match &outcome {
+            if let Some(outcome) = &outcome {
+                let text = describe(outcome);
+                match outcome {
                     crate::pairing::Outcome::Joined(j) => {
                         tracing::info!(device = %j.device, name = %j.name, "a new device joined the account")
                     }
@@ -145,6 +144,14 @@ impl Mesh {
                 if let Ok(mut last) = mesh.last_outcome.lock() {
                     *last = Some(text);
                 }
+            }
+            // Until the ticket expires, a device replaying it is still let in
+            // to hear that it was used; after that it refuses itself.
+            let left = expires_at_ms.saturating_sub(crate::engine::now_ms().max(0) as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+            // A newer invitation keeps pairing open.
+            if mesh.invitations.status().await.is_none() {
+                mesh.admission.set_pairing(false);
             }
         });
     }
@@ -282,11 +289,10 @@ impl Mesh {
                     let engine = engine.clone();
                     async move { engine.add_device(joiner, name).await }
                 };
+                // Admission closes when the ticket expires (see
+                // `open_invitation`), not when one session ends.
                 if let Err(e) = mesh.invitations.serve(device, stream, admit).await {
                     tracing::info!(%peer, error = %e, "pairing session ended");
-                }
-                if mesh.invitations.status().await.is_none() {
-                    mesh.admission.set_pairing(false);
                 }
             });
         }

@@ -17,7 +17,7 @@ use crate::engine::now_ms;
 use crate::mesh::Mesh;
 
 /// Shortest and longest invitation lifetime, in seconds.
-pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 10..=3600;
+pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
 /// How long `pair/confirm` waits for the welcome to reach the new device.
 const CONFIRM_WAIT: Duration = Duration::from_secs(30);

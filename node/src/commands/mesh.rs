@@ -33,8 +33,11 @@ pub(super) fn net_config(
     relay: bool,
 ) -> Result<net::Config> {
     let parse = |flag: &str, text: &String| -> Result<Multiaddr> {
-        text.parse()
-            .map_err(|e| anyhow!("bad {flag} address {text:?}: {e} (a multiaddr looks like /ip4/0.0.0.0/tcp/7465)"))
+        text.parse().map_err(|e| {
+            anyhow!(
+                "bad {flag} address {text:?}: {e} (a multiaddr looks like /ip4/0.0.0.0/tcp/7465)"
+            )
+        })
     };
     let mut config = net::Config::default();
     if !listen.is_empty() {
@@ -226,9 +229,12 @@ pub(super) fn join(
         (None, Some(path)) => qr::read_png(&path)?,
         (None, None) => bail!("give a ticket, or --qr FILE.png"),
     };
-    let invitation = Invitation::decode(text.trim()).context("this is not a valid hearth ticket")?;
+    let invitation =
+        Invitation::decode(text.trim()).context("this is not a valid hearth ticket")?;
     if invitation.is_expired(now_ms().max(0) as u64) {
-        bail!("the invitation has expired; create a new one with `hearth pair` on the inviting device");
+        bail!(
+            "the invitation has expired; create a new one with `hearth pair` on the inviting device"
+        );
     }
     home.ensure_dirs()
         .with_context(|| format!("cannot create {}", home.root().display()))?;
@@ -256,7 +262,8 @@ pub(super) fn join(
         .build()
         .context("cannot start the async runtime")?;
     let payload = runtime.block_on(pair_with(&key, &invitation, &name))?;
-    let log = membership::Log::decode(&payload).context("the inviting device sent a bad account log")?;
+    let log =
+        membership::Log::decode(&payload).context("the inviting device sent a bad account log")?;
     if log.account_id() != invitation.account() {
         bail!("the inviting device sent the log of another account");
     }
@@ -270,7 +277,14 @@ pub(super) fn join(
         }
         None => {
             let unlock = unlock()?;
-            Engine::init_joined(home, unlock, config.kdf.params(), key, log, config.engine.clone())?
+            Engine::init_joined(
+                home,
+                unlock,
+                config.kdf.params(),
+                key,
+                log,
+                config.engine.clone(),
+            )?
         }
     };
     for addr in invitation.addrs() {
@@ -311,14 +325,21 @@ async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Resu
         let Ok(addr) = addr.parse::<Multiaddr>() else {
             continue;
         };
-        if network.handle.add_address(inviter_peer, addr.clone()).await.is_ok()
+        if network
+            .handle
+            .add_address(inviter_peer, addr.clone())
+            .await
+            .is_ok()
             && network.handle.dial(addr).await.is_ok()
         {
             reached = true;
         }
     }
     if !reached {
-        bail!("none of the ticket's addresses could be dialled: {:?}", invitation.addrs());
+        bail!(
+            "none of the ticket's addresses could be dialled: {:?}",
+            invitation.addrs()
+        );
     }
     let deadline = Instant::now() + DIAL_WAIT;
     loop {
@@ -331,7 +352,11 @@ async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Resu
             );
         }
         match tokio::time::timeout(remaining, network.events.recv()).await {
-            Ok(Some(net::Event::Connected { peer, .. })) if peer == inviter_peer => break,
+            Ok(Some(net::Event::Connected { peer, .. })) if peer == inviter_peer => {
+                // The inviter's gate closes refused connections right away.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                break;
+            }
             Ok(Some(_)) => {}
             Ok(None) => bail!("the network stopped"),
             Err(_) => {}
@@ -341,7 +366,11 @@ async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Resu
     let stream = control
         .open_stream(inviter_peer, net::PAIR)
         .await
-        .map_err(|e| anyhow!("the inviting device refused the pairing stream: {e}"))?;
+        .map_err(|e| {
+            anyhow!(
+                "the inviting device refused to pair ({e}): its invitation is no longer open (used, expired or cancelled); create a new one with `hearth pair`"
+            )
+        })?;
     let payload = pairing::join(
         stream,
         inviter,

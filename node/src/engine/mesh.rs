@@ -236,7 +236,10 @@ impl Engine {
     /// new member set.
     fn change_membership(
         &mut self,
-        change: impl FnOnce(&mut membership::Log, &hearth_crypto::identity::DeviceKey) -> Result<(), membership::Error>,
+        change: impl FnOnce(
+            &mut membership::Log,
+            &hearth_crypto::identity::DeviceKey,
+        ) -> Result<(), membership::Error>,
     ) -> Result<(), Error> {
         let mut log = self.identity.log.clone();
         change(&mut log, &self.identity.key)?;
@@ -262,6 +265,8 @@ impl Engine {
         }
         if before != after {
             self.mesh.members.send_replace(after);
+            // The other devices hear of it now, not at their next reconnect.
+            self.broadcast_membership();
         }
         Ok(())
     }
@@ -280,10 +285,7 @@ impl Engine {
             return Err(Error::NotAMember(device.to_string()));
         }
         let at = now_ms().max(0) as u64;
-        self.change_membership(|log, key| log.remove_device(key, device, at).map(drop))?;
-        // Tell the remaining devices now rather than at their next reconnect.
-        self.broadcast_membership();
-        Ok(())
+        self.change_membership(|log, key| log.remove_device(key, device, at).map(drop))
     }
 }
 
@@ -539,14 +541,21 @@ impl Engine {
 
     /// After a write to `name` (local, or merged from `except`), offers the
     /// changed shards to every other open session.
-    pub(super) fn notify_written(&mut self, name: &str, written: &[&hearth_crdt::collection::Written]) {
+    pub(super) fn notify_written(
+        &mut self,
+        name: &str,
+        written: &[&hearth_crdt::collection::Written],
+    ) {
         if self.mesh.sessions.is_empty() {
             return;
         }
         let Some(loaded) = self.collections.get(name) else {
             return;
         };
-        let shards: BTreeSet<u16> = written.iter().map(|w| loaded.data.shard_of(&w.id)).collect();
+        let shards: BTreeSet<u16> = written
+            .iter()
+            .map(|w| loaded.data.shard_of(&w.id))
+            .collect();
         let shards: Vec<u16> = shards.into_iter().collect();
         self.notify_sessions(name, &shards, None);
     }
