@@ -237,6 +237,11 @@ pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr) -> Result<()> {
         hearth_node::daemon::Options {
             api,
             name: Some("bench".into()),
+            net: hearth_node::net::Config {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                mdns: false,
+                ..hearth_node::net::Config::default()
+            },
         },
     ))
 }
