@@ -80,6 +80,12 @@ pub enum Command {
         /// node with a reachable address).
         #[arg(long)]
         relay: bool,
+        /// Be reachable through this relay (an account device running
+        /// `--relay`), with its /p2p/<id>: for a device behind NAT. The
+        /// devices then upgrade to a direct connection with DCUtR when they
+        /// can. Repeatable.
+        #[arg(long, value_name = "MULTIADDR")]
+        via_relay: Vec<String>,
     },
     /// Invite a new device into this account: prints a one-time ticket
     /// (first line of stdout) and its QR code, then, on a terminal, waits

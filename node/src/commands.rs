@@ -79,8 +79,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             no_mdns,
             bootstrap,
             relay,
+            via_relay,
         } => {
-            let net = mesh::net_config(&listen, no_mdns, &bootstrap, relay)?;
+            let net = mesh::net_config(&listen, no_mdns, &bootstrap, relay, &via_relay)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -500,11 +500,14 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
     } else {
         None
     };
-    let mut kad = kad::Behaviour::with_config(
-        local,
-        kad::store::MemoryStore::new(local),
-        kad::Config::new(KAD),
-    );
+    let mut kad_config = kad::Config::new(KAD);
+    if bootstrap.is_empty() {
+        // Without bootstrap peers there is no DHT to join; periodic
+        // bootstraps would only warn that no peer is known.
+        kad_config.set_periodic_bootstrap_interval(None);
+    }
+    let mut kad =
+        kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
     let mut autonat = autonat::Behaviour::new(local, autonat::Config::default());
     for (peer, addr) in &bootstrap {
         kad.add_address(peer, addr.clone());
@@ -578,6 +581,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
         backoff: HashMap::new(),
         connected_since: HashMap::new(),
         kad_lookups: !bootstrap.is_empty(),
+        relay_service: config.relay_service,
     };
     driver.await_listeners(pending).await?;
     for (peer, addr) in bootstrap {
@@ -695,6 +699,9 @@ struct Driver {
     /// When the first of the current connections to each peer opened.
     connected_since: HashMap<PeerId, Instant>,
     kad_lookups: bool,
+    /// Whether this node relays for others; its own listen addresses are
+    /// then announced as external, which relay reservations carry.
+    relay_service: bool,
 }
 
 impl Driver {
@@ -920,6 +927,11 @@ impl Driver {
                     address.with(Protocol::P2p(local))
                 };
                 tracing::info!(%full, "listening");
+                if self.relay_service && !full.iter().any(|p| p == Protocol::P2pCircuit) {
+                    // A relay is run on a node with a reachable address
+                    // (`hearth up --relay`): reservations must name it.
+                    self.swarm.add_external_address(full.clone());
+                }
                 if !self.listen_addrs.contains(&full) {
                     self.listen_addrs.push(full);
                 }

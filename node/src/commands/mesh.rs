@@ -31,6 +31,7 @@ pub(super) fn net_config(
     no_mdns: bool,
     bootstrap: &[String],
     relay: bool,
+    via_relay: &[String],
 ) -> Result<net::Config> {
     let parse = |flag: &str, text: &String| -> Result<Multiaddr> {
         text.parse().map_err(|e| {
@@ -51,12 +52,16 @@ pub(super) fn net_config(
         .iter()
         .map(|t| parse("--bootstrap", t))
         .collect::<Result<_>>()?;
-    for addr in &config.bootstrap {
+    config.relays = via_relay
+        .iter()
+        .map(|t| parse("--via-relay", t))
+        .collect::<Result<_>>()?;
+    for addr in config.bootstrap.iter().chain(&config.relays) {
         if !addr
             .iter()
             .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
         {
-            bail!("--bootstrap {addr} needs the peer id: end it with /p2p/<id>");
+            bail!("{addr} needs the peer id: end it with /p2p/<id>");
         }
     }
     config.relay_service = relay;

@@ -328,3 +328,65 @@ async fn listening_on_an_unsupported_address_is_an_error() {
     .unwrap_err();
     assert!(matches!(err, Error::Listen { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_device_is_reachable_through_an_account_relay() {
+    let (kr, ka, kb) = (new_key(), new_key(), new_key());
+    let (pr, pa, pb) = (peer_id(&kr), peer_id(&ka), peer_id(&kb));
+    // The relay is a device of the account that serves others.
+    let relay = spawn(
+        &kr,
+        Config {
+            relay_service: true,
+            ..config(TCP)
+        },
+        Admission::new([pa, pb]),
+    )
+    .await
+    .unwrap();
+    let relay_addr = first_addr(&relay).await;
+    // A holds a reservation on the relay; B knows A only by its circuit
+    // address through the relay.
+    let mut a = spawn(
+        &ka,
+        Config {
+            relays: vec![relay_addr.clone()],
+            ..config(TCP)
+        },
+        Admission::new([pb, pr]),
+    )
+    .await
+    .unwrap();
+    let mut b = start(&kb, TCP, &Admission::new([pa, pr])).await;
+    let circuit = relay_addr
+        .with(libp2p::multiaddr::Protocol::P2pCircuit)
+        .with(libp2p::multiaddr::Protocol::P2p(pa));
+    let seen = serve_echo(&a, Admission::new([pb]));
+    // The reservation takes a moment; retry the dial until it lands.
+    let connected = timeout(Duration::from_secs(15), async {
+        loop {
+            let _ = b.handle.dial(circuit.clone()).await;
+            let got = timeout(Duration::from_millis(1500), async {
+                while let Some(event) = b.events.recv().await {
+                    if event
+                        == (Event::Connected {
+                            peer: pa,
+                            member: true,
+                        })
+                    {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if got.is_ok() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(connected.is_ok(), "B never reached A through the relay");
+    assert_eq!(echo(&b, pa, b"via relay").await, b"via relay");
+    drop(seen);
+    let _ = a.events.try_recv();
+}
