@@ -13,6 +13,25 @@
 //!   for reads, incremental chunks for storage and merges from peers.
 //! - [`query`]: Mango selectors, `find` with projection, sort, paging and
 //!   indexes, and grouped, mergeable aggregates.
+//! - [`sync`]: the sans-IO sync session between two devices of an account:
+//!   frames in, effects (frames to send, records merged, states to persist)
+//!   out. The node runs it over libp2p; the simulator over a virtual network.
+//!
+//! # Why not samod
+//!
+//! The architecture suggests samod (the Rust automerge-repo) for sync. Hearth
+//! keeps Automerge's own sync protocol (`automerge::sync`, the same Bloom
+//! filter exchange samod runs per document) but drives it from [`sync`]
+//! instead, for three reasons. A samod document actor owns its Automerge
+//! document, while a Hearth collection must own its shards to keep its
+//! materialised view, indexes and `_rev`s in step with every merge on one
+//! thread. samod's storage convention would store every change a second
+//! time beside the collection's own chunk store. And automerge-repo's wire
+//! format serves browsers over websockets, which never speak
+//! `/hearth/sync/1` on libp2p, so its compatibility buys nothing here. What
+//! samod would give is kept: one sync state per peer and document, persisted
+//! (encrypted) so an in-sync reconnect is one round trip, a share policy per
+//! peer (the membership log), and panic containment per session.
 //!
 //! # The driving loop
 //!

@@ -81,7 +81,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             relay,
             via_relay,
         } => {
-            let net = mesh::net_config(&listen, no_mdns, &bootstrap, relay, &via_relay)?;
+            let net = mesh::net_config(
+                config.net.net_config(),
+                &listen,
+                no_mdns,
+                &bootstrap,
+                relay,
+                &via_relay,
+            )?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -19,6 +19,52 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Store key derivation (used when a passphrase protects the store).
     pub kdf: KdfConfig,
+    /// Limits of the libp2p network.
+    pub net: NetLimits,
+}
+
+/// Limits of the libp2p network (`hearth up`'s flags set its addresses).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetLimits {
+    /// Established connections in total. Default 64.
+    pub max_connections: u32,
+    /// Established connections to one peer. Default 4.
+    pub max_connections_per_peer: u32,
+    /// Connections in their handshake, per direction. Default 16.
+    pub max_pending: u32,
+    /// New connections are refused while the process uses more than this
+    /// many MiB. Default 1024.
+    pub memory_limit_mb: usize,
+    /// Seconds a connection with no open stream stays up. Default 60.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        let d = crate::net::Config::default();
+        Self {
+            max_connections: d.max_connections,
+            max_connections_per_peer: d.max_connections_per_peer,
+            max_pending: d.max_pending,
+            memory_limit_mb: d.memory_limit_mb,
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl NetLimits {
+    /// The network settings with these limits and the default addresses.
+    pub fn net_config(&self) -> crate::net::Config {
+        crate::net::Config {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_pending: self.max_pending,
+            memory_limit_mb: self.memory_limit_mb,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            ..crate::net::Config::default()
+        }
+    }
 }
 
 /// Limits of the local HTTP API.
@@ -218,7 +264,20 @@ impl Config {
     /// Checks every bound in one place.
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.engine;
-        let rules: [(bool, &'static str, &'static str); 11] = [
+        let n = &self.net;
+        let rules: [(bool, &'static str, &'static str); 15] = [
+            (n.max_connections >= 2, "net.max_connections", "at least 2"),
+            (
+                n.max_connections_per_peer >= 1,
+                "net.max_connections_per_peer",
+                "at least 1",
+            ),
+            (n.max_pending >= 1, "net.max_pending", "at least 1"),
+            (
+                n.memory_limit_mb >= 64 && n.idle_timeout_secs >= 1,
+                "net.memory_limit_mb and net.idle_timeout_secs",
+                "at least 64 MiB and 1 s",
+            ),
             (
                 e.max_frame_bytes >= 64 * 1024 && e.max_frame_bytes <= 1 << 30,
                 "engine.max_frame_bytes",

@@ -5,17 +5,24 @@
 //! ```text
 //!  hearth <command>            (cli: clap definitions)
 //!     │
-//!     ├─ up ──► daemon ──► api (axum, loopback, bearer token, cozy data routes)
-//!     │                     │
+//!     ├─ up ──► daemon ──┬─► api (axum, loopback, bearer token, cozy data routes, /_hearth/*)
+//!     │                  └─► mesh ──► net (libp2p: TCP+Noise+Yamux, QUIC, mDNS, Kademlia,
+//!     │                        │           relay, DCUtR, AutoNAT; admission gate: account
+//!     │                        │           devices only, joiners only while pairing)
+//!     │                        ├─ /hearth/sync/1 ─ one stream per device, capped frames
+//!     │                        └─ /hearth/pair/1 ─ pairing::Invitations (crypto::pairing)
+//!     ├─ join ──► pairing::join over a short-lived net, then a new store
 //!     └─ put/get/find/… ──► client::Backend ── daemon running? ── yes ─► HTTP to api
 //!                                              └─ no ─► in-process engine
 //!                                                          │
-//!                              engine (one thread, bounded queue, Handle + oneshot replies)
-//!                                 │  hearth_crdt::collection (Automerge shards, _id/_rev)
-//!                                 │  hearth_crdt::query      (Mango find, aggregates, indexes)
-//!                                 ▼
-//!                              store (redb, every value sealed with XChaCha20-Poly1305,
-//!                                     store key wrapped by Argon2id(passphrase) or keys/store.key)
+//!             engine (one thread, bounded queue, Handle + oneshot replies)
+//!                │  hearth_crdt::collection (Automerge shards, _id/_rev)
+//!                │  hearth_crdt::query      (Mango find, aggregates, indexes)
+//!                │  hearth_crdt::sync       (one Session per device: merge, commit, then reply)
+//!                │  hearth_crypto::membership (the account's signed device log)
+//!                ▼
+//!             store (redb, every value sealed with XChaCha20-Poly1305,
+//!                    store key wrapped by Argon2id(passphrase) or keys/store.key)
 //! ```
 //!
 //! Exit codes: 0 success, 1 error (one line on stderr), 2 usage (from clap).

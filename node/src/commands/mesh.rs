@@ -27,6 +27,7 @@ const DIAL_WAIT: Duration = Duration::from_secs(20);
 
 /// The network settings of `hearth up` from its flags.
 pub(super) fn net_config(
+    mut config: net::Config,
     listen: &[String],
     no_mdns: bool,
     bootstrap: &[String],
@@ -40,7 +41,6 @@ pub(super) fn net_config(
             )
         })
     };
-    let mut config = net::Config::default();
     if !listen.is_empty() {
         config.listen = listen
             .iter()
@@ -316,6 +316,8 @@ async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Resu
     let inviter = invitation.inviter();
     let inviter_peer = crate::mesh::peer_of(&inviter)
         .ok_or_else(|| anyhow!("the ticket's device id is not a libp2p peer id"))?;
+    // The joiner only dials out; it listens on loopback because the
+    // network needs one listener.
     let config = net::Config {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         mdns: false,
