@@ -360,3 +360,49 @@ fn pairing_refuses_expired_replayed_and_wrongly_confirmed_invitations() {
     let run = replay.home.run(&["join", &ticket]);
     assert!(run.err().contains("already used"), "{}", run.err());
 }
+
+#[test]
+fn status_lists_concrete_dialable_addresses() {
+    let a = Device::new("laptop");
+    let _da = a.up();
+    let status = a.home.run(&["status", "--json"]).json();
+    let listen = status["network"]["listen"].as_array().unwrap();
+    assert!(!listen.is_empty(), "{status}");
+    for addr in listen {
+        let addr = addr.as_str().unwrap();
+        assert!(
+            addr.starts_with(&format!("/ip4/127.0.0.1/tcp/{}", a.port)),
+            "{addr}"
+        );
+        assert!(addr.ends_with(&format!("/p2p/{}", a.id())), "{addr}");
+    }
+}
+
+#[test]
+fn a_device_killed_during_sync_reopens_and_catches_up() {
+    let a = Device::new("laptop");
+    let b = Device::fresh();
+    let _da = a.up();
+    pair(&a, &b);
+    let mut written = Vec::new();
+    for round in 0..5 {
+        let db = b.up();
+        // Writes stream in on A while B syncs them; B dies mid-way.
+        for i in 0..20 {
+            let id = format!("r{round}-{i}");
+            a.home
+                .run(&["put", "notes", &format!(r#"{{"round":{round},"i":{i}}}"#), "--id", &id])
+                .ok();
+            written.push(id);
+            if i == 10 {
+                db.kill9().unwrap();
+                break;
+            }
+        }
+    }
+    // B opens its store cleanly and gets every acknowledged write.
+    let _db = b.up();
+    for id in &written {
+        b.wait_for("notes", id, |v| v.is_some());
+    }
+}
