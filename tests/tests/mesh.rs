@@ -406,3 +406,18 @@ fn a_device_killed_during_sync_reopens_and_catches_up() {
         b.wait_for("notes", id, |v| v.is_some());
     }
 }
+
+#[test]
+fn devices_find_each_other_on_the_lan_with_mdns() {
+    let a = Device::new("laptop");
+    let b = Device::fresh();
+    let da = a.up();
+    pair(&a, &b);
+    da.stop().unwrap();
+    // A comes back on a port B has never seen; only mDNS can tell B where.
+    // mDNS announces the addresses of the LAN interface, hence 0.0.0.0.
+    let _da = a.home.up_with(&["--listen", "/ip4/0.0.0.0/tcp/0"]).unwrap();
+    let _db = b.home.up_with(&["--listen", "/ip4/0.0.0.0/tcp/0"]).unwrap();
+    a.home.run(&["put", "notes", r#"{"via":"mdns"}"#, "--id", "m"]).ok();
+    b.wait_for("notes", "m", |v| v.is_some());
+}
