@@ -242,6 +242,19 @@ pub enum Error {
         /// The refused batch's length.
         len: usize,
     },
+    /// A peer's sync message carries a Bloom filter whose parameters would
+    /// make checking it cost unbounded memory or time.
+    #[error(
+        "refused a sync message for shard {shard}: its Bloom filter asks for {probes} probes and {bits_per_entry} bits per entry (allowed: 1-{MAX_BLOOM_PROBES} and 1-{MAX_BLOOM_BITS_PER_ENTRY})"
+    )]
+    BadBloom {
+        /// The shard.
+        shard: ShardIndex,
+        /// The filter's probe count.
+        probes: u64,
+        /// The filter's bits per entry.
+        bits_per_entry: u64,
+    },
     /// A merge above [`MAX_MERGE_BYTES`].
     #[error("{len} bytes to merge exceed the limit of {MAX_MERGE_BYTES}")]
     MergeTooLarge {
@@ -380,6 +393,58 @@ pub struct ShardChunk {
     pub shard: ShardIndex,
     /// The bytes.
     pub bytes: Vec<u8>,
+}
+
+/// Most probes a peer's Bloom filter may ask for (Automerge uses 7).
+pub const MAX_BLOOM_PROBES: u64 = 32;
+
+/// Most bits per entry a peer's Bloom filter may have (Automerge uses 10).
+pub const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
+
+/// Checks the parameters that open an encoded Bloom filter (an empty
+/// encoding is the empty filter): entry count, bits per entry, probes, each
+/// a LEB128 number.
+fn check_bloom(shard: ShardIndex, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut numbers = [0u64; 3];
+    let mut rest = bytes;
+    for slot in &mut numbers {
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let Some((&byte, tail)) = rest.split_first() else {
+                return Err(Error::BadBloom {
+                    shard,
+                    probes: 0,
+                    bits_per_entry: 0,
+                });
+            };
+            rest = tail;
+            if shift < 64 {
+                value |= u64::from(byte & 0x7f) << shift;
+            }
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        *slot = value;
+    }
+    let [entries, bits_per_entry, probes] = numbers;
+    let ok = entries == 0
+        || ((1..=MAX_BLOOM_BITS_PER_ENTRY).contains(&bits_per_entry)
+            && (1..=MAX_BLOOM_PROBES).contains(&probes));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadBloom {
+            shard,
+            probes,
+            bits_per_entry,
+        })
+    }
 }
 
 /// The shard holding `id` in a collection of `shard_count` shards
@@ -843,6 +908,11 @@ impl Collection {
         max_inflated: usize,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
+        // Automerge trusts a filter's parameters: each probe costs memory and
+        // a loop turn per change checked when the reply is generated.
+        for have in &message.have {
+            check_bloom(shard, &have.bloom.to_bytes())?;
+        }
         let total = message
             .changes
             .iter()

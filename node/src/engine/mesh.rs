@@ -606,7 +606,7 @@ impl Engine {
 }
 
 impl sync::Replica for EngineReplica<'_> {
-    type CreateError = hearth_crdt::collection::Error;
+    type CreateError = Error;
 
     fn collection_names(&self) -> Vec<String> {
         self.collections.keys().cloned().collect()
@@ -621,6 +621,8 @@ impl sync::Replica for EngineReplica<'_> {
     }
 
     fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), Self::CreateError> {
+        // A peer names it: the same rules as a local write's collection.
+        super::check_doctype(name)?;
         let data = hearth_crdt::collection::Collection::new(name, shards, self.actor.clone())?;
         self.collections.insert(
             name.to_string(),

@@ -1,0 +1,784 @@
+//! Hostile peers against a real node, in-process.
+//!
+//! A target node T and a good member device G run as `hearth up` runs them
+//! (engine thread, libp2p network, mesh tasks) on loopback. A hostile member
+//! H is no node at all: only a network with H's key, which opens raw
+//! `/hearth/sync/1` streams to T and writes whatever bytes it likes. A
+//! stranger is a key that is not in the account at all.
+//!
+//! Every case checks two things: T ends the offending session (or never lets
+//! the stranger in), and T keeps serving its own devices — it answers, and a
+//! write on either T or G reaches the other.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use automerge::sync::{BloomFilter, ChunkList, Have, Message, State, SyncDoc as _};
+use automerge::transaction::Transactable as _;
+use automerge::{ActorId, Automerge, ChangeHash, ROOT};
+use futures::io::WriteHalf;
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use hearth_crdt::collection::{PutMode, shard_of};
+use hearth_crdt::sync::{FRAME_VERSION, Frame, Hello, Limits, log_digest};
+use hearth_crypto::identity::DeviceKey;
+use hearth_crypto::membership::Log;
+use hearth_node::config::EngineConfig;
+use hearth_node::engine::{Engine, Handle, Running};
+use hearth_node::home::Home;
+use hearth_node::mesh::{Mesh, peer_of};
+use hearth_node::net::{self, Admission, Event, Net};
+use hearth_node::pairing::Invitations;
+use hearth_node::store::Unlock;
+use libp2p::{Multiaddr, PeerId};
+use rand::{RngCore as _, SeedableRng as _};
+use serde_json::json;
+use tokio::sync::{RwLock, mpsc};
+use tokio::time::{Instant, sleep, timeout};
+
+/// Longest wait for anything that should happen: sync, a close, a log line.
+const WAIT: Duration = Duration::from_secs(10);
+const NOTES: &str = "io.cozy.notes";
+/// T's shard count for `NOTES` (the engine default).
+const SHARDS: u16 = 16;
+/// The record every fixture syncs first; its shard holds a change on T.
+const WARMUP: &str = "warmup";
+
+/// The bomb test measures the whole process's memory, so it runs alone
+/// (write lock) while the other tests share the process (read lock).
+static MEMORY: RwLock<()> = RwLock::const_new(());
+
+// ---------------------------------------------------------------------------
+// Log capture: the node says why it closed a session only in its logs, and
+// the assertions check that each case was refused for the intended reason.
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .with_env_filter("hearth_node=info")
+            .try_init();
+    });
+}
+
+/// Whether one log line contains every one of `needles`.
+fn logged(needles: &[&str]) -> bool {
+    let logs = LOGS.lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .any(|line| needles.iter().all(|n| line.contains(n)))
+}
+
+async fn expect_logged(needles: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    while !logged(needles) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?} within {WAIT:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nodes.
+
+fn cheap_kdf() -> hearth_crypto::wrap::KdfParams {
+    hearth_crypto::wrap::KdfParams {
+        m_cost_kib: 8,
+        t_cost: 1,
+        p_cost: 1,
+    }
+}
+
+fn net_config() -> net::Config {
+    net::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        mdns: false,
+        ..net::Config::default()
+    }
+}
+
+fn new_key() -> DeviceKey {
+    DeviceKey::generate(&mut rand::rngs::OsRng)
+}
+
+fn peer_id(key: &DeviceKey) -> PeerId {
+    peer_of(&key.id()).unwrap()
+}
+
+/// A running node: engine, network and mesh, as `hearth up` starts them.
+struct Node {
+    _dir: tempfile::TempDir,
+    running: Option<Running>,
+    handle: Handle,
+    mesh: Mesh,
+    peer: PeerId,
+    addr: Multiaddr,
+    /// Every network event the mesh saw, in order.
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Node {
+    /// Spawns `engine` and starts its network and mesh the way
+    /// `daemon::start_mesh` does, recording the network events on the way.
+    async fn start(dir: tempfile::TempDir, engine: Engine, config: &EngineConfig) -> Node {
+        let key = DeviceKey::from_bytes(&engine.device_key().to_bytes());
+        let running = engine.spawn().unwrap();
+        let handle = running.handle.clone();
+        let members = handle.members().borrow().clone();
+        let admission = Admission::new(
+            members
+                .devices
+                .iter()
+                .filter(|d| **d != members.me)
+                .filter_map(peer_of),
+        );
+        let mut net = net::spawn(&key, net_config(), admission.clone())
+            .await
+            .unwrap();
+        let addr = net.handle.listen_addrs().await.unwrap().remove(0);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (tee, teed) = mpsc::channel(256);
+        let mut source = std::mem::replace(&mut net.events, teed);
+        let seen = events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = source.recv().await {
+                seen.lock().unwrap().push(event.clone());
+                if tee.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let invitations = Arc::new(Invitations::new(|| 0));
+        let mesh = Mesh::start(
+            handle.clone(),
+            net,
+            admission,
+            invitations,
+            config.max_frame_bytes,
+            config.peer_outbox,
+            false,
+        );
+        Node {
+            _dir: dir,
+            running: Some(running),
+            handle,
+            mesh,
+            peer: peer_id(&key),
+            addr,
+            events,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.mesh.net().shutdown().await;
+        if let Some(running) = self.running.take() {
+            tokio::task::spawn_blocking(move || running.stop())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn home_in(dir: &tempfile::TempDir) -> Home {
+    let home = Home::resolve(Some(dir.path())).unwrap();
+    home.ensure_dirs().unwrap();
+    home
+}
+
+/// T and G, synced, and H's key in the account.
+struct Fixture {
+    t: Node,
+    g: Node,
+    h_key: DeviceKey,
+    log: Log,
+    config: EngineConfig,
+    writes: AtomicU32,
+}
+
+async fn fixture() -> Fixture {
+    capture_logs();
+    let config = EngineConfig::default();
+    let t_dir = tempfile::tempdir().unwrap();
+    let t_engine = Engine::init(
+        &home_in(&t_dir),
+        Unlock::KeyFile,
+        cheap_kdf(),
+        "target",
+        config.clone(),
+    )
+    .unwrap();
+    let t_key = DeviceKey::from_bytes(&t_engine.device_key().to_bytes());
+    // Membership first, so that both gates admit from the start.
+    let t_running = t_engine.spawn().unwrap();
+    let (g_key, h_key) = (new_key(), new_key());
+    t_running
+        .handle
+        .add_device(h_key.id(), "hostile".into())
+        .await
+        .unwrap();
+    let log = t_running
+        .handle
+        .add_device(g_key.id(), "good".into())
+        .await
+        .unwrap();
+    let log = Log::decode(&log).unwrap();
+    tokio::task::spawn_blocking(move || t_running.stop())
+        .await
+        .unwrap();
+    let t_engine = Engine::open(&home_in(&t_dir), Unlock::KeyFile, config.clone()).unwrap();
+    assert_eq!(t_engine.device_key().id(), t_key.id());
+    let t = Node::start(t_dir, t_engine, &config).await;
+
+    let g_dir = tempfile::tempdir().unwrap();
+    let g_engine = Engine::init_joined(
+        &home_in(&g_dir),
+        Unlock::KeyFile,
+        cheap_kdf(),
+        g_key,
+        log.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let g = Node::start(g_dir, g_engine, &config).await;
+    g.mesh.net().dial(t.addr.clone()).await.unwrap();
+
+    let fx = Fixture {
+        t,
+        g,
+        h_key,
+        log,
+        config,
+        writes: AtomicU32::new(0),
+    };
+    put(&fx.t.handle, WARMUP, 0).await;
+    wait_for(&fx.g.handle, WARMUP, 0).await;
+    fx
+}
+
+async fn put(node: &Handle, id: &str, n: u32) {
+    node.put(NOTES, Some(id.into()), json!({ "n": n }), PutMode::Upsert)
+        .await
+        .unwrap();
+}
+
+/// Waits until `node` holds record `id` with `n`.
+async fn wait_for(node: &Handle, id: &str, n: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(record) = node.get(NOTES, id).await
+            && record["n"] == n
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "record {id} = {n} did not sync within {WAIT:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Fixture {
+    /// T answers, and writes travel both ways between T and G.
+    async fn assert_serving(&self, after: &str) {
+        let status = timeout(WAIT, self.t.handle.status())
+            .await
+            .unwrap_or_else(|_| panic!("T does not answer after {after}"))
+            .unwrap();
+        assert_eq!(status.device_id, self.t.peer.to_string());
+        let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        let on_t = format!("from-t-{n}");
+        put(&self.t.handle, &on_t, n).await;
+        wait_for(&self.g.handle, &on_t, n).await;
+        let on_g = format!("from-g-{n}");
+        put(&self.g.handle, &on_g, n).await;
+        wait_for(&self.t.handle, &on_g, n).await;
+    }
+
+    /// H's network, connected to T as a member.
+    async fn hostile(&self) -> Net {
+        let mut net = net::spawn(&self.h_key, net_config(), Admission::new([self.t.peer]))
+            .await
+            .unwrap();
+        net.handle.dial(self.t.addr.clone()).await.unwrap();
+        let wanted = Event::Connected {
+            peer: self.t.peer,
+            member: true,
+        };
+        let connected = timeout(WAIT, async {
+            while let Some(event) = net.events.recv().await {
+                if event == wanted {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(connected, Ok(true), "H did not connect to T");
+        net
+    }
+
+    fn h_id(&self) -> String {
+        self.h_key.id().to_string()
+    }
+
+    /// A well-formed Hello that matches T's membership log and claims no
+    /// collections, so the session is past its greeting.
+    fn hello(&self) -> Vec<u8> {
+        Frame::Hello(Hello {
+            log_digest: log_digest(&self.log),
+            collections: Vec::new(),
+        })
+        .encode(&Limits::default())
+        .unwrap()
+    }
+
+    async fn stop(self) {
+        self.g.stop().await;
+        self.t.stop().await;
+    }
+}
+
+/// One raw sync stream from H to T.
+struct RawSession {
+    writer: WriteHalf<libp2p::Stream>,
+    /// Frames T sends; closed when T ends the stream.
+    frames: mpsc::Receiver<Vec<u8>>,
+}
+
+impl RawSession {
+    /// Opens the stream and waits for T's Hello, which shows that T runs a
+    /// session on it.
+    async fn open(net: &Net, t: PeerId) -> RawSession {
+        let mut control = net.handle.stream_control();
+        let stream = timeout(WAIT, control.open_stream(t, net::SYNC))
+            .await
+            .expect("opening a sync stream timed out")
+            .expect("T refused a sync stream from a member");
+        let (mut reader, writer) = stream.split();
+        let (tx, frames) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = net::read_frame(&mut reader, 64 << 20).await {
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut session = RawSession { writer, frames };
+        let first = timeout(WAIT, session.frames.recv())
+            .await
+            .expect("T sent no Hello")
+            .expect("T closed the stream before its Hello");
+        assert!(
+            matches!(
+                Frame::decode(&first, &Limits::default()),
+                Ok(Frame::Hello(_))
+            ),
+            "T's first frame is not a Hello"
+        );
+        session
+    }
+
+    async fn send(&mut self, frame: &[u8]) {
+        net::write_frame(&mut self.writer, frame).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+        self.writer.flush().await.unwrap();
+    }
+
+    /// Waits until T ends the stream (whatever else it still sends first).
+    async fn expect_closed(mut self, case: &str) {
+        let closed = timeout(WAIT, async { while self.frames.recv().await.is_some() {} }).await;
+        assert!(closed.is_ok(), "T kept the stream open after {case}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile payloads.
+
+/// An Automerge chunk of `kind` around `body` (checksum bytes arbitrary: the
+/// inflate check runs before anything verifies them).
+fn chunk(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, kind];
+    out.extend(uleb(body.len() as u64));
+    out.extend_from_slice(body);
+    out
+}
+
+fn uleb(mut value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A sync frame for `shard` of `NOTES` carrying `message`.
+fn sync_frame(shard: u16, message: Message) -> Vec<u8> {
+    Frame::Sync {
+        collection: NOTES.into(),
+        shards: SHARDS,
+        shard,
+        message: message.encode(),
+    }
+    .encode(&Limits::default())
+    .unwrap()
+}
+
+/// A well-formed sync message with no content, to fill in.
+fn empty_message() -> Message {
+    Automerge::new()
+        .generate_sync_message(&mut State::new())
+        .unwrap()
+}
+
+fn message_with_changes(chunks: Vec<Vec<u8>>) -> Message {
+    let mut message = empty_message();
+    message.changes = ChunkList::from(chunks);
+    message
+}
+
+/// Two decompression bombs that inflate to `inflated` bytes of zeros: a
+/// compressed change chunk (type 2) and a document chunk (type 0) with one
+/// deflated change column.
+fn bombs(inflated: usize) -> [Vec<u8>; 2] {
+    let deflated = miniz_oxide::deflate::compress_to_vec(&vec![0u8; inflated], 6);
+    let change = sync_frame(0, message_with_changes(vec![chunk(2, &deflated)]));
+    // No actors, no heads, one change column (id 1, deflated), no op column.
+    let mut body = vec![0, 0, 1, 0x10 | 0x08];
+    body.extend(uleb(deflated.len() as u64));
+    body.push(0);
+    body.extend_from_slice(&deflated);
+    let document = sync_frame(0, message_with_changes(vec![chunk(0, &body)]));
+    [change, document]
+}
+
+/// One real Automerge change chunk.
+fn real_change() -> Vec<u8> {
+    let mut doc = Automerge::new().with_actor(ActorId::from([9u8; 16]));
+    let mut tx = doc.transaction();
+    tx.put(
+        ROOT,
+        "hostile",
+        "a value long enough to corrupt in its middle",
+    )
+    .unwrap();
+    tx.commit();
+    doc.get_changes(&[]).pop().unwrap().raw_bytes().to_vec()
+}
+
+/// The process's peak resident memory, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Resets the peak to the current resident memory (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/clear_refs")
+    {
+        let _ = f.write_all(b"5");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cases.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_never_connected_and_cannot_open_a_sync_stream() {
+    let _shared = MEMORY.read().await;
+    let fx = fixture().await;
+    let stranger = new_key();
+    let s_peer = peer_id(&stranger);
+    let net = net::spawn(&stranger, net_config(), Admission::new([fx.t.peer]))
+        .await
+        .unwrap();
+    // The dial may start; T's gate refuses the connection after the handshake.
+    let _ = net.handle.dial(fx.t.addr.clone()).await;
+    let mut control = net.handle.stream_control();
+    let opened = timeout(WAIT, control.open_stream(fx.t.peer, net::SYNC)).await;
+    assert!(
+        !matches!(opened, Ok(Ok(_))),
+        "a stranger opened a sync stream on T"
+    );
+    assert!(
+        !fx.t
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Connected { peer, .. } if *peer == s_peer)),
+        "T reported a connection with the stranger"
+    );
+    let peers = fx.t.mesh.net().peers().await.unwrap();
+    assert!(
+        !peers.iter().any(|p| p.id == s_peer && p.connected),
+        "T holds a connection to the stranger"
+    );
+    let devices = fx.t.handle.devices().await.unwrap();
+    assert!(!devices.iter().any(|d| d.id == s_peer.to_string()));
+    fx.assert_serving("a stranger's dial").await;
+    let _ = net.handle.shutdown().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_only_that_session() {
+    let _shared = MEMORY.read().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let h_id = fx.h_id();
+    let max = u32::try_from(fx.config.max_frame_bytes).unwrap();
+
+    // One byte over the limit, then nothing: T must refuse on the prefix
+    // alone instead of waiting for (or allocating) 16 MiB.
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send_raw(&(max + 1).to_be_bytes()).await;
+    session
+        .expect_closed("a length prefix over the limit")
+        .await;
+    let over = format!("frame of {} bytes exceeds the limit", max + 1);
+    expect_logged(&[&h_id, "bad frame on the sync stream", &over]).await;
+    fx.assert_serving("an oversized frame").await;
+
+    // The largest prefix there is, after a proper Hello.
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session.send_raw(&u32::MAX.to_be_bytes()).await;
+    session.expect_closed("a u32::MAX length prefix").await;
+    let over = format!("frame of {} bytes exceeds the limit", u32::MAX);
+    expect_logged(&[&h_id, &over]).await;
+    fx.assert_serving("a u32::MAX frame").await;
+
+    let _ = h.handle.shutdown().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_close_only_that_session() {
+    let _shared = MEMORY.read().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let h_id = fx.h_id();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x4845_4152_5448);
+
+    let mut garbage = vec![0u8; 4096];
+    rng.fill_bytes(&mut garbage);
+    garbage[0] = 0xee; // not our frame version
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&garbage).await;
+    session.expect_closed("random bytes").await;
+    expect_logged(&[
+        &h_id,
+        "closing the sync session",
+        "unsupported sync frame version 238",
+    ])
+    .await;
+    fx.assert_serving("random bytes").await;
+
+    // The right version byte, so postcard decodes random bytes.
+    rng.fill_bytes(&mut garbage);
+    garbage[0] = FRAME_VERSION;
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session.send(&garbage).await;
+    session
+        .expect_closed("random bytes after the version byte")
+        .await;
+    fx.assert_serving("random bytes after the version byte")
+        .await;
+
+    // A well-formed frame whose Automerge message is garbage.
+    let mut message = vec![0x42];
+    message.extend_from_slice(&garbage[..512]);
+    let frame = Frame::Sync {
+        collection: NOTES.into(),
+        shards: SHARDS,
+        shard: 0,
+        message,
+    }
+    .encode(&Limits::default())
+    .unwrap();
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session.send(&frame).await;
+    session.expect_closed("a garbage sync message").await;
+    expect_logged(&[&h_id, "closing the sync session", "malformed sync message"]).await;
+    fx.assert_serving("a garbage sync message").await;
+
+    let _ = h.handle.shutdown().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_without_inflating() {
+    // Bombs twice the engine's inflate limit: if one were inflated, memory
+    // would grow by far more than the bound checked below.
+    let [change_bomb, document_bomb] = bombs(128 << 20);
+    let _alone = MEMORY.write().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let h_id = fx.h_id();
+    let limit = format!("inflates past {} bytes", fx.config.max_inflated_bytes);
+
+    for (name, bomb) in [
+        ("a compressed change bomb", &change_bomb),
+        ("a document column bomb", &document_bomb),
+    ] {
+        assert!(bomb.len() < 1 << 20, "{name} is {} bytes", bomb.len());
+        let mut session = RawSession::open(&h, fx.t.peer).await;
+        session.send(&fx.hello()).await;
+        reset_peak_rss();
+        let before = peak_rss_kib();
+        session.send(bomb).await;
+        session.expect_closed(name).await;
+        expect_logged(&[&h_id, "closing the sync session", &limit]).await;
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(
+            grown < 64 * 1024,
+            "{name} of {} bytes grew peak memory by {grown} KiB",
+            bomb.len()
+        );
+        fx.assert_serving(name).await;
+    }
+    let _ = h.handle.shutdown().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_that_breaks_automerge_closes_only_that_session() {
+    let _shared = MEMORY.read().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let h_id = fx.h_id();
+
+    // A Bloom filter with one entry and zero bits per entry: unchecked,
+    // Automerge takes a remainder by zero (a panic) when it checks T's
+    // changes against it. The sync layer now refuses such a filter before
+    // Automerge sees it; either way only this session may close. The shard
+    // must hold a change of T's for Automerge to check one, and the message
+    // claims heads, so that Automerge does not skip the filter by sending its
+    // whole document to a peer that has nothing.
+    let mut message = empty_message();
+    message.heads = vec![ChangeHash([7; 32])];
+    message.have = vec![Have {
+        last_sync: Vec::new(),
+        bloom: BloomFilter::try_from(&[1u8, 0, 7][..]).unwrap(),
+    }];
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session
+        .send(&sync_frame(shard_of(WARMUP, SHARDS), message))
+        .await;
+    session
+        .expect_closed("a Bloom filter that panics Automerge")
+        .await;
+    expect_logged(&[&h_id, "closing the sync session", "Bloom filter"]).await;
+    fx.assert_serving("an Automerge panic").await;
+
+    // A real change with one byte flipped in its middle.
+    let mut corrupted = real_change();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x55;
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session
+        .send(&sync_frame(0, message_with_changes(vec![corrupted])))
+        .await;
+    session.expect_closed("a corrupted change").await;
+    expect_logged(&[&h_id, "closing the sync session", "collection"]).await;
+    fx.assert_serving("a corrupted change").await;
+
+    // A real change cut short.
+    let mut truncated = real_change();
+    truncated.truncate(truncated.len() - 7);
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    session
+        .send(&sync_frame(0, message_with_changes(vec![truncated])))
+        .await;
+    session.expect_closed("a truncated change").await;
+    fx.assert_serving("a truncated change").await;
+
+    // None of it reached T's data: the warmup record and the checks' writes.
+    let (_, total) = fx.t.handle.list(NOTES, 0, usize::MAX).await.unwrap();
+    assert_eq!(total, 1 + 2 * fx.writes.load(Ordering::Relaxed) as usize);
+    let _ = h.handle.shutdown().await;
+    fx.stop().await;
+}
+
+/// Automerge allocates `num_probes` × 4 bytes and loops `num_probes` times per
+/// change it checks, and `num_probes` comes from the peer: at `u32::MAX` one
+/// 9-byte filter would make T's engine thread allocate 16 GiB and spin
+/// through 4 billion probes per change. The sync layer refuses filters beyond
+/// Automerge's own parameters; this runs the attack at 2^26 probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bloom_filter_cannot_make_automerge_allocate_without_bound() {
+    let _alone = MEMORY.write().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let mut bloom = vec![1u8, 10];
+    bloom.extend(uleb(1 << 26));
+    bloom.extend([0xff, 0xff]);
+    let mut message = empty_message();
+    message.heads = vec![ChangeHash([7; 32])];
+    message.have = vec![Have {
+        last_sync: Vec::new(),
+        bloom: BloomFilter::try_from(&bloom[..]).unwrap(),
+    }];
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+    reset_peak_rss();
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    session
+        .send(&sync_frame(shard_of(WARMUP, SHARDS), message))
+        .await;
+    // Whatever T does with it, it must answer its own devices promptly.
+    fx.assert_serving("a Bloom filter with 2^26 probes").await;
+    let took = started.elapsed();
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 && took < Duration::from_secs(2),
+        "a {}-byte Bloom filter grew peak memory by {grown} KiB; T served again after {took:?}",
+        bloom.len()
+    );
+    drop(session);
+    let _ = h.handle.shutdown().await;
+    fx.stop().await;
+}
