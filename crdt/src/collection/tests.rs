@@ -1565,3 +1565,17 @@ fn shard_exports_concatenate_into_one_document_with_every_record() {
         (0..8).map(|s| shard_actor(c.actor(), s)).collect();
     assert_eq!(shard_actors.len(), 8, "every shard writes as its own actor");
 }
+
+#[test]
+fn bloom_filters_beyond_automerge_parameters_are_refused() {
+    use super::check_bloom;
+    // Empty filter, and Automerge's own parameters (10 bits, 7 probes).
+    assert!(check_bloom(0, &[]).is_ok());
+    assert!(check_bloom(0, &[3, 10, 7, 0xff, 0xff, 0xff, 0xff]).is_ok());
+    // Zero bits per entry (a division by zero inside Automerge).
+    assert!(check_bloom(0, &[1, 0, 7]).is_err());
+    // 2^26 probes from an 8-byte filter.
+    assert!(check_bloom(0, &[1, 10, 0x80, 0x80, 0x80, 0x20, 0xff, 0xff]).is_err());
+    // Truncated parameters.
+    assert!(check_bloom(0, &[1, 10]).is_err());
+}
