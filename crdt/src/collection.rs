@@ -151,6 +151,8 @@ mod bulk;
 mod inflate;
 mod rev;
 mod shard;
+
+pub(crate) use shard::panic_message;
 mod view;
 mod write;
 

@@ -941,13 +941,7 @@ pub fn log_digest(log: &Log) -> [u8; 32] {
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
+    crate::collection::panic_message(payload)
 }
 
 #[cfg(test)]

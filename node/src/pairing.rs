@@ -351,13 +351,7 @@ impl Invitations {
     pub async fn confirm(&self, code: &str) -> Result<Confirmed, Error> {
         let now = (self.clock)();
         let mut slot = self.lock();
-        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
-        if current.settle(now) {
-            self.notify();
-        }
-        if let Some(outcome) = &current.outcome {
-            return Err(ended(outcome));
-        }
+        let current = self.still_open(&mut slot, now)?;
         match current.inviter.confirm(code, now) {
             Ok(confirmed) => {
                 if let Some(attempt) = current.attempt.as_mut() {
@@ -503,13 +497,7 @@ impl Invitations {
     ) -> Result<(u64, Message), Error> {
         let now = (self.clock)();
         let mut slot = self.lock();
-        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
-        if current.settle(now) {
-            self.notify();
-        }
-        if let Some(outcome) = &current.outcome {
-            return Err(ended(outcome));
-        }
+        let current = self.still_open(&mut slot, now)?;
         match current.inviter.handle(peer, hello, now, &mut OsRng) {
             Ok(InviterEvent::Send(challenge)) => {
                 current.attempt = Some(Attempt {
@@ -686,6 +674,18 @@ impl Invitations {
         // Every update leaves the slot consistent, so a panic elsewhere while
         // holding the lock does not make it unusable.
         self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current invitation, settled at `now`, if it is still open.
+    fn still_open<'s>(&self, slot: &'s mut Slot, now: u64) -> Result<&'s mut Current, Error> {
+        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
+        if current.settle(now) {
+            self.notify();
+        }
+        match &current.outcome {
+            Some(outcome) => Err(ended(outcome)),
+            None => Ok(current),
+        }
     }
 
     fn notify(&self) {

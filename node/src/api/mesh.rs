@@ -26,6 +26,17 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad json: {e}")))
 }
 
+/// The node's dialable listen addresses, as text.
+async fn listen_addrs(mesh: &Mesh) -> Vec<String> {
+    mesh.net()
+        .listen_addrs()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 fn mesh(state: &AppState) -> Result<&Mesh, ApiError> {
     state.mesh.as_ref().ok_or(ApiError::NoNetwork)
 }
@@ -36,14 +47,7 @@ pub(super) async fn status(State(state): State<AppState>) -> ApiResult {
     let mut status = serde_json::to_value(state.handle.status().await?)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if let Some(mesh) = &state.mesh {
-        let listen: Vec<String> = mesh
-            .net()
-            .listen_addrs()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let listen = listen_addrs(mesh).await;
         let connected: Vec<String> = mesh
             .net()
             .peers()
@@ -115,13 +119,9 @@ pub(super) async fn pair_open(State(state): State<AppState>, body: Bytes) -> Api
         .parse()
         .map_err(|_| ApiError::BadRequest("this device's account id does not parse".into()))?;
     let inviter = parse_device(&status.device_id)?;
-    let addrs: Vec<String> = mesh
-        .net()
-        .listen_addrs()
+    let addrs: Vec<String> = listen_addrs(mesh)
         .await
-        .unwrap_or_default()
-        .iter()
-        .map(ToString::to_string)
+        .into_iter()
         .filter(|a| a.len() <= ticket::MAX_ADDR_LEN)
         .take(ticket::MAX_ADDRS)
         .collect();

@@ -561,6 +561,34 @@ impl Engine {
     }
 
     fn notify_sessions(&mut self, name: &str, shards: &[u16], except: Option<DeviceId>) {
+        self.offer_to_sessions(
+            except,
+            "offering it our changes failed",
+            |session, replica| session.local_change(replica, name, shards),
+        );
+    }
+
+    /// Sends the membership log to every open session, so a removal reaches
+    /// the other devices now.
+    fn broadcast_membership(&mut self) {
+        self.offer_to_sessions(
+            None,
+            "sending it the membership log failed",
+            |session, replica| session.local_membership_change(replica),
+        );
+    }
+
+    /// Runs `make` on every open session but `except`'s and queues what it
+    /// returns; a session whose frames cannot be made closes with `why`.
+    fn offer_to_sessions(
+        &mut self,
+        except: Option<DeviceId>,
+        why: &str,
+        mut make: impl FnMut(
+            &mut sync::Session,
+            &EngineReplica<'_>,
+        ) -> Result<Vec<Vec<u8>>, sync::Error>,
+    ) {
         let peers: Vec<DeviceId> = self
             .mesh
             .sessions
@@ -572,33 +600,13 @@ impl Engine {
             let Some(mut p) = self.mesh.sessions.remove(&peer) else {
                 continue;
             };
-            let frames = p.session.local_change(&self.replica(), name, shards);
+            let frames = make(&mut p.session, &self.replica());
             self.mesh.sessions.insert(peer, p);
             match frames {
                 Ok(frames) => self.send_to(peer, frames),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing the sync session");
-                    self.close_session(peer, "offering it our changes failed");
-                }
-            }
-        }
-    }
-
-    /// Sends the membership log to every open session, so a removal reaches
-    /// the other devices now.
-    fn broadcast_membership(&mut self) {
-        let peers: Vec<DeviceId> = self.mesh.sessions.keys().copied().collect();
-        for peer in peers {
-            let Some(mut p) = self.mesh.sessions.remove(&peer) else {
-                continue;
-            };
-            let frames = p.session.local_membership_change(&self.replica());
-            self.mesh.sessions.insert(peer, p);
-            match frames {
-                Ok(frames) => self.send_to(peer, frames),
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing the sync session");
-                    self.close_session(peer, "sending it the membership log failed");
+                    self.close_session(peer, why);
                 }
             }
         }
