@@ -51,7 +51,9 @@ impl Launcher {
         }
     }
 
-    fn command(&self, home: &Home) -> Command {
+    /// The command running a node on `home`; with `listen`, its network
+    /// listens there only, without mDNS.
+    fn command(&self, home: &Home, listen: Option<&str>) -> Command {
         let (exe, sub) = match self {
             Launcher::Hearth(p) => (p, "up"),
             Launcher::SelfDaemon(p) => (p, "daemon"),
@@ -60,8 +62,15 @@ impl Launcher {
         cmd.arg(sub)
             .arg("--home")
             .arg(home.root())
-            .args(["--api", "127.0.0.1:0"])
-            .env_remove("HEARTH_PASSPHRASE")
+            .args(["--api", "127.0.0.1:0"]);
+        if let Some(addr) = listen {
+            cmd.args(["--listen", addr]);
+            if matches!(self, Launcher::Hearth(_)) {
+                // The self-daemon never runs mDNS.
+                cmd.arg("--no-mdns");
+            }
+        }
+        cmd.env_remove("HEARTH_PASSPHRASE")
             .env_remove("HEARTH_HOME")
             .env("HEARTH_LOG", "warn");
         cmd
@@ -82,6 +91,17 @@ impl Daemon {
     /// Starts a node on `home` and waits until `/_hearth/status` answers.
     /// Its stderr goes to `log`.
     pub(crate) fn start(launcher: &Launcher, home: &Home, log: &Path) -> Result<Self> {
+        Self::start_listening(launcher, home, log, None)
+    }
+
+    /// [`Daemon::start`] with the network listening on `listen` only (a
+    /// multiaddr), without mDNS.
+    pub(crate) fn start_listening(
+        launcher: &Launcher,
+        home: &Home,
+        log: &Path,
+        listen: Option<&str>,
+    ) -> Result<Self> {
         // A node killed earlier leaves its address behind; it must not be read
         // as the new one's.
         let _ = std::fs::remove_file(home.api_addr_path());
@@ -89,7 +109,7 @@ impl Daemon {
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let started = Instant::now();
         let child = launcher
-            .command(home)
+            .command(home, listen)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -223,7 +243,18 @@ fn read_addr(home: &Home) -> Option<SocketAddr> {
 
 /// Body of `hearth-bench daemon --home DIR --api ADDR`: the node, as `hearth
 /// up` runs it, with the store unlocked by its key file.
-pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr) -> Result<()> {
+/// The network listens on `listen` (multiaddrs), or on a free loopback TCP
+/// port when none is given; never with mDNS.
+pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr, listen: &[String]) -> Result<()> {
+    let listen = if listen.is_empty() {
+        vec!["/ip4/127.0.0.1/tcp/0".parse()?]
+    } else {
+        listen
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .context("bad --listen multiaddr")?
+    };
     let home = Home::at(home)?;
     let config = hearth_node::config::Config::load(&home.config_path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -238,7 +269,7 @@ pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr) -> Result<()> {
             api,
             name: Some("bench".into()),
             net: hearth_node::net::Config {
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                listen,
                 mdns: false,
                 ..hearth_node::net::Config::default()
             },

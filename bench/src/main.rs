@@ -2,7 +2,7 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p11|all] [--records N] [--out FILE.json]
+//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|all] [--records N] [--out FILE.json]
 //! ```
 //!
 //! | scenario | Hearth | same-run baseline |
@@ -11,7 +11,10 @@
 //! | P2 | one durable `PUT` through the HTTP API of a running node | one durable raw redb commit |
 //! | P3 | reopening a 100k-record store until the first `status`, and the node's RSS | `Automerge::load` of the same records |
 //! | P4 | indexed `_find` and count/sum/avg aggregates over 100k records | a scan of the Automerge maps |
-//! | P11 | an idle node's RSS and CPU | an idle `sleep` process |
+//! | P5 | cold sync of 10k records to a new device: end to end over libp2p, bytes of the sync frames | raw `automerge::sync` of the same documents |
+//! | P6 | reconnect of an in-sync pair: bytes and round trips per collection | `automerge::sync` with persisted sync states |
+//! | P7 | one `put` reaching two other online devices, p50/p99 | a loopback TCP round trip |
+//! | P11 | an idle node's RSS and CPU, alone and connected to two devices | an idle `sleep` process |
 //!
 //! A table goes to stderr, JSON to stdout (or `--out`). Targets come from
 //! `design/TARGETS.md`; a miss is reported as a miss. The machines are
@@ -28,17 +31,22 @@ use serde_json::{Value, json};
 
 mod baseline;
 mod daemon;
+mod mesh;
 mod node;
 mod p1;
 mod p11;
 mod p2;
 mod p3;
 mod p4;
+mod p5;
+mod p6;
+mod p7;
 mod report;
+mod wire;
 
 use report::Outcome;
 
-/// Hearth's macro benchmarks (TARGETS.md P1–P4, P11), each with a same-run baseline.
+/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11), each with a same-run baseline.
 #[derive(Debug, Parser)]
 #[command(name = "hearth-bench", version)]
 struct Cli {
@@ -73,7 +81,13 @@ enum Command {
     P3,
     /// Indexed find and aggregates vs an Automerge map scan.
     P4,
-    /// Idle node: RSS and CPU.
+    /// Cold sync of 10k records to a new device vs raw Automerge sync.
+    P5,
+    /// Reconnect of an in-sync pair vs Automerge with persisted sync states.
+    P6,
+    /// Live propagation of a put to two online devices vs a TCP round trip.
+    P7,
+    /// Idle node, alone and connected to two devices: RSS and CPU.
     P11,
     /// Every scenario, in order (the default).
     All,
@@ -86,6 +100,10 @@ enum Command {
         /// API address.
         #[arg(long, default_value = "127.0.0.1:0")]
         api: SocketAddr,
+        /// Network listen multiaddr (repeatable); a free loopback TCP port
+        /// when absent.
+        #[arg(long)]
+        listen: Vec<String>,
     },
     /// Internal: load a prepared home's collection and print the RSS it takes (P3).
     #[command(hide = true)]
@@ -105,6 +123,9 @@ enum Scenario {
     P2,
     P3,
     P4,
+    P5,
+    P6,
+    P7,
     P11,
 }
 
@@ -151,8 +172,8 @@ fn main() -> std::process::ExitCode {
 /// (a missed target is not a failure).
 fn run(cli: Cli) -> Result<bool> {
     let scenarios = match cli.command {
-        Some(Command::Daemon { home, api }) => {
-            daemon::run_self_daemon(&home, api)?;
+        Some(Command::Daemon { home, api, listen }) => {
+            daemon::run_self_daemon(&home, api, &listen)?;
             return Ok(true);
         }
         Some(Command::Probe { home, what }) => {
@@ -163,12 +184,18 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::P2) => vec![Scenario::P2],
         Some(Command::P3) => vec![Scenario::P3],
         Some(Command::P4) => vec![Scenario::P4],
+        Some(Command::P5) => vec![Scenario::P5],
+        Some(Command::P6) => vec![Scenario::P6],
+        Some(Command::P7) => vec![Scenario::P7],
         Some(Command::P11) => vec![Scenario::P11],
         Some(Command::All) | None => vec![
             Scenario::P1,
             Scenario::P2,
             Scenario::P3,
             Scenario::P4,
+            Scenario::P5,
+            Scenario::P6,
+            Scenario::P7,
             Scenario::P11,
         ],
     };
@@ -210,6 +237,9 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P2 => p2::run(&mut ctx),
             Scenario::P3 => p3::run(&mut ctx),
             Scenario::P4 => p4::run(&mut ctx),
+            Scenario::P5 => p5::run(&mut ctx),
+            Scenario::P6 => p6::run(&mut ctx),
+            Scenario::P7 => p7::run(&mut ctx),
             Scenario::P11 => p11::run(&mut ctx),
         };
         match result {

@@ -143,12 +143,19 @@ impl Node {
         &self.running.handle
     }
 
-    /// Tells this node where `other` listens; the network dials members it
-    /// has addresses for at its next redial tick (every 250 ms).
+    /// Tells this node where `other` listens (for redials too) and dials it
+    /// there.
+    ///
+    /// The explicit dial matters: the network's redial loop may already have
+    /// looked at `other` while it had no address and put it on a 1 s
+    /// backoff, which an added address does not reset; waiting for that
+    /// would time the backoff, not the sync.
     pub(crate) async fn learn(&self, other: &Node) -> Result<()> {
-        let peer = peer_of(&other.id).context("a device id that is no peer id")?;
         for addr in &other.addrs {
-            self.mesh.net().add_address(peer, addr.parse()?).await?;
+            // With its `/p2p/<id>` the address is also remembered for
+            // redials.
+            let full = format!("{addr}/p2p/{}", other.id);
+            self.mesh.net().dial(full.parse()?).await?;
         }
         Ok(())
     }

@@ -9,8 +9,9 @@
 //!
 //! Baseline: raw Automerge sync of the same shard documents, first to
 //! convergence, then with both sync states persisted (`State::encode` →
-//! `State::decode`) and synced again until quiet: the "automerge with
-//! persisted sync state" of the anchor. Shown per collection (its 16 shard
+//! `State::decode`) and synced again until quiet, both sides opening at once
+//! as Hearth's two Hellos do: the "automerge with persisted sync state" of
+//! the anchor. Shown per collection (its 16 shard
 //! documents) and for the whole collection as one document (the anchor's
 //! 148 B).
 //!
@@ -27,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::report::Outcome;
-use crate::wire::{self, AmPair, Pair, Traffic};
+use crate::wire::{self, AmPair, Pair, Traffic, Turns};
 
 const COLLECTIONS: [usize; 3] = [1, 4, 16];
 const SHARDS: u16 = 16;
@@ -60,6 +61,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         o.figure(
             format!("{n} coll: hearth bytes per collection (both ways)"),
             per(&m.hearth),
+            "B",
+        );
+        o.figure(
+            format!("{n} coll: hearth bytes per collection A→B"),
+            m.hearth.bytes[0] as f64 / n as f64,
             "B",
         );
         o.figure(
@@ -116,7 +122,12 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
         .iter()
         .map(|m| m.hearth.total_bytes() as f64 / m.collections as f64)
         .fold(0.0, f64::max);
-    o.at_most("round trips (worst of 1/4/16 coll)", worst_rt, 1.0, "≤ 1".into());
+    o.at_most(
+        "round trips (worst of 1/4/16 coll)",
+        worst_rt,
+        1.0,
+        "≤ 1".into(),
+    );
     o.at_most(
         "bytes per collection (worst, both ways)",
         worst_per,
@@ -177,7 +188,7 @@ fn measure(n: usize, records: &[Value]) -> Result<Measured> {
     }
 
     for set in [&mut am_shards, &mut am_one] {
-        wire::am_sync(set, |_| false)?;
+        wire::am_sync(set, Turns::AFirst, |_| false)?;
         for p in set.iter_mut() {
             if p.a.get_heads() != p.b.get_heads() {
                 bail!("raw Automerge sync went quiet before converging");
@@ -185,8 +196,8 @@ fn measure(n: usize, records: &[Value]) -> Result<Measured> {
             p.persist_states()?;
         }
     }
-    let am_shards = wire::am_sync(&mut am_shards, |_| false)?;
-    let am_one = wire::am_sync(&mut am_one, |_| false)?;
+    let am_shards = wire::am_sync(&mut am_shards, Turns::Lockstep, |_| false)?;
+    let am_one = wire::am_sync(&mut am_one, Turns::Lockstep, |_| false)?;
     Ok(Measured {
         collections: n,
         hearth,
