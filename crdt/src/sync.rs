@@ -18,8 +18,11 @@
 //!
 //! - [`Frame::Hello`], sent once by each side at the start: a digest of the
 //!   membership log's heads, and for every collection its name, shard count
-//!   and a [`Collection::shard_digest`] per shard (8 bytes of BLAKE3 over the
-//!   shard's heads). About 150 bytes for a 16-shard collection.
+//!   and one 8-byte [`collection_digest`] (BLAKE3 over every shard's
+//!   [`Collection::shard_digest`], itself 8 bytes of BLAKE3 over the shard's
+//!   heads). About 25 bytes per collection.
+//! - [`Frame::Shards`]: every shard digest of one collection, sent by both
+//!   sides when their collection digests differ.
 //! - [`Frame::Log`]: a whole encoded membership log.
 //! - [`Frame::Sync`]: an Automerge sync message for one shard of one
 //!   collection, with the sender's shard count.
@@ -30,8 +33,13 @@
 //! works on what differs:
 //!
 //! - log digests differ: send our [`Frame::Log`];
-//! - a shard's digests match: nothing is sent; the session records that the
-//!   peer has exactly our heads, so a later local write is pushed at once;
+//! - collection digests match: nothing is sent; the session records that the
+//!   peer has exactly our heads in every shard, so a later local write is
+//!   pushed at once;
+//! - collection digests differ: send our [`Frame::Shards`]; on the peer's,
+//!   compare shard by shard with the rules below (half a round trip more,
+//!   only for collections that differ);
+//! - a shard's digests match: as for a whole collection;
 //! - the peer's shard is empty (or it lacks the collection): send the whole
 //!   shard in one Automerge message;
 //! - our shard is empty: send nothing and wait for the peer's whole shard
@@ -127,7 +135,7 @@ use crate::collection::{self, Collection, EMPTY_SHARD_DIGEST, ShardDigest, Shard
 
 mod frame;
 
-pub use frame::{FRAME_VERSION, Frame, Hello, MAX_COLLECTIONS, Summary};
+pub use frame::{FRAME_VERSION, Frame, Hello, MAX_COLLECTIONS, Summary, collection_digest};
 
 /// Default [`Limits::max_frame`]: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -512,7 +520,7 @@ impl Session {
             collections.push(Summary {
                 name,
                 shards: coll.shard_count(),
-                digests,
+                digests: vec![collection_digest(&digests)],
             });
         }
         let hello = Frame::Hello(Hello {
@@ -635,6 +643,11 @@ impl Session {
                 self.require_member(replica)?;
                 self.on_sync(replica, collection, shards, shard, &message, fx)
             }
+            Frame::Shards(summary) => {
+                self.require_member(replica)?;
+                summary.validate_full()?;
+                self.on_shards(replica, summary, fx)
+            }
         }
     }
 
@@ -667,46 +680,52 @@ impl Session {
                 if their.digests.iter().all(|d| *d == EMPTY_SHARD_DIGEST) {
                     continue;
                 }
+                // Our Hello did not list it, so the peer sends every shard
+                // whole; there is nothing to compare.
                 self.create(replica, &name, their.shards, fx)?;
+                continue;
+            }
+            let Some(their) = their else {
+                // The peer lacks it: every shard goes out whole.
+                self.reconcile(replica, &name, None, fx)?;
+                continue;
+            };
+            if their.digests.len() == usize::from(their.shards) {
+                self.reconcile(replica, &name, Some(&their.digests), fx)?;
+                continue;
             }
             let Some(coll) = replica.collection(&name) else {
                 continue;
             };
-            let count = coll.shard_count();
-            if let Some(their) = their
-                && their.shards != count
-            {
+            if their.shards != coll.shard_count() {
                 return Err(Error::ShardMismatch {
                     collection: name,
-                    ours: count,
+                    ours: coll.shard_count(),
                     theirs: their.shards,
                 });
             }
-            let coll_err = |source| Error::Collection {
-                collection: name.clone(),
-                source,
-            };
-            for shard in 0..count {
-                let ours = coll.shard_digest(shard).map_err(coll_err)?;
-                let peer = their.map_or(EMPTY_SHARD_DIGEST, |t| t.digests[usize::from(shard)]);
-                let key = (name.clone(), shard);
-                let state = self.states.entry(key.clone()).or_default();
-                if ours == peer {
-                    seed_in_sync(state, coll.shard_heads(shard).map_err(coll_err)?);
-                    self.dirty.insert(key);
-                    continue;
-                }
-                if ours == EMPTY_SHARD_DIGEST {
-                    // The peer sees our empty shard and sends its whole shard.
-                    continue;
-                }
-                if peer == EMPTY_SHARD_DIGEST {
-                    seed_peer_empty(state);
+            let ours = shard_digests(coll, &name)?;
+            if their.digests.first() == Some(&collection_digest(&ours)) {
+                // In sync: remember that the peer holds our heads, send nothing.
+                for shard in 0..coll.shard_count() {
+                    let heads = coll
+                        .shard_heads(shard)
+                        .map_err(|source| Error::Collection {
+                            collection: name.clone(),
+                            source,
+                        })?;
+                    let key = (name.clone(), shard);
+                    seed_in_sync(self.states.entry(key.clone()).or_default(), heads);
                     self.dirty.insert(key);
                 }
-                if let Some(frame) = generate(coll, &name, shard, state, &self.limits)? {
-                    fx.send.push(frame);
-                }
+            } else {
+                // Which shards differ: both sides tell each other.
+                let shards = Frame::Shards(Summary {
+                    name: name.clone(),
+                    shards: coll.shard_count(),
+                    digests: ours,
+                });
+                fx.send.push(self.encode(&shards)?);
             }
         }
         self.peer_collections = Some(
@@ -715,6 +734,75 @@ impl Session {
                 .map(|(name, summary)| (name, summary.digests))
                 .collect(),
         );
+        Ok(())
+    }
+
+    /// The peer's shard digests for `name` arrived.
+    fn on_shards(
+        &mut self,
+        replica: &mut impl Replica,
+        summary: Summary,
+        fx: &mut Effects,
+    ) -> Result<(), Error> {
+        if replica.collection(&summary.name).is_none() {
+            self.create(replica, &summary.name, summary.shards, fx)?;
+        }
+        self.reconcile(replica, &summary.name, Some(&summary.digests), fx)?;
+        if let Some(known) = self.peer_collections.as_mut() {
+            known.insert(summary.name, summary.digests);
+        }
+        Ok(())
+    }
+
+    /// Compares every shard of `name` with the peer's digests (`None`: the
+    /// peer lacks the collection) and starts Automerge sync where they
+    /// differ.
+    fn reconcile(
+        &mut self,
+        replica: &impl Replica,
+        name: &str,
+        theirs: Option<&[ShardDigest]>,
+        fx: &mut Effects,
+    ) -> Result<(), Error> {
+        let Some(coll) = replica.collection(name) else {
+            return Ok(());
+        };
+        let count = coll.shard_count();
+        if let Some(theirs) = theirs
+            && theirs.len() != usize::from(count)
+        {
+            return Err(Error::ShardMismatch {
+                collection: name.to_owned(),
+                ours: count,
+                theirs: u16::try_from(theirs.len()).unwrap_or(u16::MAX),
+            });
+        }
+        let coll_err = |source| Error::Collection {
+            collection: name.to_owned(),
+            source,
+        };
+        for shard in 0..count {
+            let ours = coll.shard_digest(shard).map_err(coll_err)?;
+            let peer = theirs.map_or(EMPTY_SHARD_DIGEST, |t| t[usize::from(shard)]);
+            let key = (name.to_owned(), shard);
+            let state = self.states.entry(key.clone()).or_default();
+            if ours == peer {
+                seed_in_sync(state, coll.shard_heads(shard).map_err(coll_err)?);
+                self.dirty.insert(key);
+                continue;
+            }
+            if ours == EMPTY_SHARD_DIGEST {
+                // The peer sees our empty shard and sends its whole shard.
+                continue;
+            }
+            if peer == EMPTY_SHARD_DIGEST {
+                seed_peer_empty(state);
+                self.dirty.insert(key);
+            }
+            if let Some(frame) = generate(coll, name, shard, state, &self.limits)? {
+                fx.send.push(frame);
+            }
+        }
         Ok(())
     }
 
@@ -926,6 +1014,17 @@ fn seed_peer_empty(state: &mut State) {
         their_capabilities: capabilities(),
         ..State::new()
     };
+}
+
+/// Every shard digest of `coll`, in order.
+fn shard_digests(coll: &Collection, name: &str) -> Result<Vec<ShardDigest>, Error> {
+    (0..coll.shard_count())
+        .map(|shard| coll.shard_digest(shard))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| Error::Collection {
+            collection: name.to_owned(),
+            source,
+        })
 }
 
 /// BLAKE3 over the log's sorted heads: equal digests mean equal logs.

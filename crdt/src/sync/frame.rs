@@ -11,7 +11,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Limits};
-use crate::collection::{MAX_DOCTYPE_BYTES, MAX_SHARDS, ShardDigest, ShardIndex};
+use crate::collection::{
+    EMPTY_SHARD_DIGEST, MAX_DOCTYPE_BYTES, MAX_SHARDS, ShardDigest, ShardIndex,
+};
 
 /// The first byte of every frame of this protocol version.
 pub const FRAME_VERSION: u8 = 1;
@@ -43,6 +45,10 @@ pub enum Frame {
         #[serde(with = "bytes")]
         message: Vec<u8>,
     },
+    /// Every shard digest of one collection, sent when the collection
+    /// digests of the two Hellos differ, so each side learns which shards to
+    /// sync.
+    Shards(Summary),
 }
 
 /// What a `Hello` carries: enough to tell, without any Automerge work, which
@@ -63,7 +69,10 @@ pub struct Summary {
     pub name: String,
     /// Its shard count.
     pub shards: u16,
-    /// [`crate::collection::Collection::shard_digest`] of every shard, in order.
+    /// In a [`Frame::Shards`], [`crate::collection::Collection::shard_digest`]
+    /// of every shard, in order. In a [`Hello`], only the collection digest
+    /// ([`collection_digest`]) of those, which keeps an in-sync reconnect
+    /// small.
     #[serde(deserialize_with = "bounded::<_, _, { MAX_SHARDS as usize }>")]
     pub digests: Vec<ShardDigest>,
 }
@@ -100,6 +109,7 @@ impl Frame {
         }
         match &frame {
             Frame::Hello(hello) => hello.validate()?,
+            Frame::Shards(summary) => summary.validate_full()?,
             Frame::Sync {
                 collection,
                 shards,
@@ -132,7 +142,7 @@ impl Hello {
         for summary in &self.collections {
             validate_name(&summary.name)?;
             validate_shards(&summary.name, summary.shards)?;
-            if summary.digests.len() != usize::from(summary.shards) {
+            if summary.digests.len() != 1 && summary.digests.len() != usize::from(summary.shards) {
                 return Err(Error::DigestCount {
                     collection: summary.name.clone(),
                     shards: summary.shards,
@@ -142,6 +152,37 @@ impl Hello {
         }
         Ok(())
     }
+}
+
+impl Summary {
+    /// Checks a [`Frame::Shards`]: a valid name and one digest per shard.
+    pub(crate) fn validate_full(&self) -> Result<(), Error> {
+        validate_name(&self.name)?;
+        validate_shards(&self.name, self.shards)?;
+        if self.digests.len() != usize::from(self.shards) {
+            return Err(Error::DigestCount {
+                collection: self.name.clone(),
+                shards: self.shards,
+                digests: self.digests.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One digest for a whole collection: [`EMPTY_SHARD_DIGEST`] when every
+/// shard is empty, else BLAKE3 over the shard digests in order.
+pub fn collection_digest(shards: &[ShardDigest]) -> ShardDigest {
+    if shards.iter().all(|d| *d == EMPTY_SHARD_DIGEST) {
+        return EMPTY_SHARD_DIGEST;
+    }
+    let mut hasher = blake3::Hasher::new();
+    for digest in shards {
+        hasher.update(digest);
+    }
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    out
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {

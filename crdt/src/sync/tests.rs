@@ -731,9 +731,11 @@ proptest! {
         let mut target = replica(1, log_of(2));
         let mut session = Session::new(key(2).id(), [], Limits::default());
         if session.receive(&mut target, &frame).is_ok() {
-            // Whatever was accepted is a consistent collection.
-            let coll = target.collection("notes").unwrap();
-            prop_assert!(coll.len() <= 5);
+            // Whatever was accepted is a consistent collection (a flipped
+            // tag may also turn the frame into another valid one).
+            if let Some(coll) = target.collection("notes") {
+                prop_assert!(coll.len() <= 5);
+            }
         }
     }
 }
