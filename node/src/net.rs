@@ -786,7 +786,12 @@ impl Driver {
                 let _ = reply.send(self.dial(addr));
             }
             Command::AddAddress(peer, addr, reply) => {
-                self.learn(peer, addr);
+                // A new address of a member that is away: try it now rather
+                // than at the end of a backoff started when none was known.
+                if self.learn(peer, addr) && !self.swarm.is_connected(&peer) {
+                    self.backoff.remove(&peer);
+                    self.redial_members();
+                }
                 let _ = reply.send(());
             }
             Command::RefreshAdmission(reply) => {
@@ -878,6 +883,11 @@ impl Driver {
             if peer == local || self.swarm.is_connected(&peer) {
                 continue;
             }
+            let addrs = self.book.get(&peer).to_vec();
+            if addrs.is_empty() && !self.kad_lookups {
+                // Nothing to try yet; no backoff until an address is known.
+                continue;
+            }
             let backoff = self.backoff.entry(peer).or_insert(Backoff {
                 next: now,
                 delay: BACKOFF_MIN,
@@ -887,11 +897,8 @@ impl Driver {
             }
             backoff.next = now + backoff.delay;
             backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
-            let addrs = self.book.get(&peer).to_vec();
             if addrs.is_empty() {
-                if self.kad_lookups {
-                    self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-                }
+                self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 continue;
             }
             tracing::debug!(%peer, "redialling member");

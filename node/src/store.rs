@@ -928,7 +928,13 @@ mod tests {
         let names: Vec<_> = Table::ALL.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["meta-1", "collections-1", "chunks-1", "changes-1", "peers-1"]
+            [
+                "meta-1",
+                "collections-1",
+                "chunks-1",
+                "changes-1",
+                "peers-1"
+            ]
         );
         for (i, t) in Table::ALL.iter().enumerate() {
             assert_eq!(t.index(), i);
