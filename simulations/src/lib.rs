@@ -1,0 +1,142 @@
+//! A deterministic simulator of the Hearth mesh.
+//!
+//! A simulated device runs **the node's own sync and membership code**: one
+//! [`hearth_crdt::sync::Session`] per connected peer, over a
+//! [`Replica`](hearth_crdt::sync::Replica) of [`Collection`]s and the
+//! account's [`hearth_crypto::membership::Log`], driven exactly as the
+//! node's engine drives it — `start`, `receive`, `local_change`,
+//! `local_membership_change`, and for every [`Effects`]: persist, then send,
+//! then pass [`Effects::changed`] to the device's other sessions. Only the IO
+//! is simulated, and all of it is seeded, so a scenario and a seed give a
+//! byte-identical report.
+//!
+//! [`Collection`]: hearth_crdt::collection::Collection
+//! [`Effects`]: hearth_crdt::sync::Effects
+//! [`Effects::changed`]: hearth_crdt::sync::Effects::changed
+//!
+//! # The model in one minute
+//!
+//! - **Event queue and virtual clock.** A `BinaryHeap` of events ordered by
+//!   `(time µs, seq)`; `seq` grows with every scheduled event, so ties run in
+//!   scheduling order. Nothing reads the wall clock; one seeded `StdRng`
+//!   draws every random choice (keys, overlay, latencies, faults, workload).
+//!   Nodes live in a `Vec` indexed by `u32`, every map is a `BTreeMap`.
+//! - **Node = sans-IO session core + simulated disk.** The disk holds each
+//!   shard's chunks from `Collection::take_chunks`, the sync states from
+//!   `Effects::states` (per peer) and the membership log. Writes first land
+//!   in a pending list; an fsync `storage.fsync_ms` later makes everything
+//!   pending durable (group commit). Until then the node *holds* every
+//!   outgoing frame and every write acknowledgement: persist, then send. A
+//!   **crash** drops the pending list, the held frames and acks (those writes
+//!   were never acknowledged) and every connection; the node **restarts** by
+//!   `Collection::load` from its durable chunks, with fresh sessions built
+//!   from its durable sync states.
+//! - **Network.** Each pair of devices that can reach each other (every pair
+//!   of an account, or a random overlay of degree `topology.degree`) is a
+//!   link that holds at most one connection. We chose the second model the
+//!   issue offers: **frames on a connection arrive in order** after a
+//!   per-frame latency drawn from `network.latency_ms` (never overtaking the
+//!   previous frame), because `Session` is a stream protocol; **loss,
+//!   duplication and reordering are the transport's problem** and surface
+//!   the way TCP or QUIC surface them, as a broken connection: when a fault
+//!   hits a frame, the frame is gone, both sessions close, and the link
+//!   reconnects after an exponential backoff with jitter. At most
+//!   `bounds.window_frames` frames are in flight per direction; the rest
+//!   wait in the sender's outbox.
+//! - **Faults.** Partitions (a random fraction of devices cut off from the
+//!   rest between two times), churn (a fraction of devices alternating
+//!   online and offline periods), crashes (Poisson per device) and device
+//!   removals (the account's first device removes its last ones with
+//!   `Log::remove_device`; the log then spreads through the sessions, and
+//!   connections from a removed device are refused by admission, as the
+//!   node's transport gate does). At `duration_s` the **heal** starts: writes
+//!   and faults stop, partitions end, every device comes online; the run
+//!   ends when the event queue drains (**quiescence**), or fails the
+//!   quiescence check at `max_quiescence_s`.
+//! - **Checkers** ([`check`]), every run: convergence (identical shard heads
+//!   and identical records on every member replica of an account),
+//!   durability (every acknowledged write present at its revision or a later
+//!   one on every member), bounds (in-flight, outbox and held-until-fsync
+//!   queues within their bounds; the maxima are reported), and access (every
+//!   frame put on the wire is checked against the sender's membership log;
+//!   a collection-data frame to a non-member is a violation).
+//! - **Report** ([`report`]): `report.json`, `report.md` and SVG plots
+//!   (time-to-converge CDF, frames and bytes per node, rounds against
+//!   log₃N). Wall time and memory go to `timing.json`, never compared.
+//!
+//! # Rounds
+//!
+//! A write's **hop count** at a replica is the number of device-to-device
+//! session deliveries along the path by which the write *first* reached
+//! that replica: 0 at the writer, and when device B first applies a
+//! revision from a frame sent by A, `hops(B) = hops(A) + 1`. A write's
+//! **rounds** are its largest hop count over the member replicas, i.e. the
+//! number of relay steps until the last replica had it. Flooding over a
+//! random overlay where each device forwards to `d − 1` new neighbours
+//! reaches everyone in about `log_{d−1} N` rounds, so the `city` scenario
+//! uses degree 4 and plots rounds against log₃N (N = replicas per
+//! document = devices per account).
+//!
+//! # Example
+//!
+//! ```
+//! use hearth_sim::scenario::Scenario;
+//!
+//! let scenario: Scenario = toml::from_str(r#"
+//!     name = "doc"
+//!     duration_s = 20
+//!     [topology]
+//!     accounts = 1
+//!     devices_per_account = 3
+//!     [workload]
+//!     writes_per_device_per_min = 12
+//! "#)?;
+//! scenario.validate()?;
+//! let run = hearth_sim::run(&scenario, "doc.toml", 1)?;
+//! assert!(run.report.passed, "{}", run.report.markdown());
+//! assert!(run.report.writes.acked > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+
+pub mod check;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+
+use report::Report;
+use scenario::Scenario;
+
+/// One finished run: its report and every output file, as bytes.
+#[derive(Debug)]
+pub struct Run {
+    /// The report.
+    pub report: Report,
+    /// `report.json`, `report.md` and the SVG plots, by file name.
+    pub files: BTreeMap<&'static str, Vec<u8>>,
+}
+
+/// The command that replays `seed` of the scenario at `path`.
+pub fn replay_command(path: &str, seed: u64) -> String {
+    format!("cargo run -p hearth-sim --release -- run {path} --seed {seed}")
+}
+
+/// Simulates `scenario` (read from `path`, which the replay command names)
+/// with `seed`, runs the checkers and renders the report.
+pub fn run(scenario: &Scenario, path: &str, seed: u64) -> Result<Run, sim::Error> {
+    let outcome = sim::World::new(scenario, seed)?.run();
+    let report = Report::new(scenario, seed, replay_command(path, seed), &outcome);
+    let files = report.files(&outcome);
+    Ok(Run { report, files })
+}
+
+/// The process's peak resident memory, in KiB (`VmHWM`), where `/proc`
+/// provides it.
+pub fn max_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

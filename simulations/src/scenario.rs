@@ -1,0 +1,579 @@
+//! Scenarios: what a run simulates, read from a TOML file.
+//!
+//! A scenario names the population (accounts × devices and who can reach
+//! whom), the workload (writes per device per minute into which collections),
+//! the network (latency, transport faults, reconnect backoff), the disk
+//! (fsync latency), the faults (partitions, churn, crashes, device removals),
+//! the queue bounds the checkers enforce, and how long the write phase and
+//! the heal-and-quiesce phase last. Every field but the name, the duration,
+//! the topology and the workload has a default, so a new scenario is one
+//! short TOML file; see `simulations/scenarios/` for the shipped ones.
+//!
+//! Times are in seconds (`*_s`) or milliseconds (`*_ms`) of virtual time.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Most devices one run may hold.
+pub const MAX_DEVICES: u32 = 100_000;
+
+/// Most devices one account may hold: the membership log holds at most
+/// [`hearth_crypto::membership::MAX_ENTRIES`] entries, one per device added.
+pub const MAX_DEVICES_PER_ACCOUNT: u32 = 4_000;
+
+/// Largest record padding, in bytes.
+pub const MAX_RECORD_BYTES: u32 = 64 * 1024;
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario document.
+    #[error("cannot parse scenario {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A field holds a value the simulator cannot use.
+    #[error("scenario field `{field}`: {reason}")]
+    Invalid {
+        /// The field, as a TOML path.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A closed range `[min, max]`, sampled uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+}
+
+impl Range {
+    /// A range holding one value.
+    pub const fn exactly(v: f64) -> Self {
+        Self { min: v, max: v }
+    }
+
+    fn validate(&self, field: &'static str) -> Result<(), Error> {
+        if !(self.min.is_finite()
+            && self.max.is_finite()
+            && 0.0 <= self.min
+            && self.min <= self.max)
+        {
+            return Err(invalid(field, "expected 0 <= min <= max, both finite"));
+        }
+        Ok(())
+    }
+}
+
+/// A whole simulation run's description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used for the output directory.
+    pub name: String,
+    /// One line saying what the scenario exercises.
+    #[serde(default)]
+    pub description: String,
+    /// Length of the write phase (faults active), in seconds.
+    pub duration_s: f64,
+    /// Upper bound on the heal-and-quiesce phase that follows, in seconds.
+    /// The run normally ends earlier, when no event is left.
+    #[serde(default = "default_quiescence")]
+    pub max_quiescence_s: f64,
+    /// Who exists and who can reach whom.
+    pub topology: Topology,
+    /// What the devices write.
+    pub workload: Workload,
+    /// The simulated network.
+    #[serde(default)]
+    pub network: Network,
+    /// The simulated disk.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Injected faults.
+    #[serde(default)]
+    pub faults: Faults,
+    /// Queue bounds the bounds checker enforces.
+    #[serde(default)]
+    pub bounds: Bounds,
+}
+
+fn default_quiescence() -> f64 {
+    3_600.0
+}
+
+/// Accounts, devices, and the reachability graph within each account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Number of accounts.
+    pub accounts: u32,
+    /// Devices in every account.
+    pub devices_per_account: u32,
+    /// Degree of the random overlay within an account; absent means every
+    /// device of an account can reach every other ("full").
+    #[serde(default)]
+    pub degree: Option<u32>,
+}
+
+/// The write workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Mean writes per device per minute during the write phase (Poisson).
+    pub writes_per_device_per_min: f64,
+    /// The collections written, chosen uniformly per write.
+    #[serde(default = "default_collections")]
+    pub collections: Vec<String>,
+    /// Shards per collection.
+    #[serde(default = "default_shards")]
+    pub shards: u16,
+    /// Bytes of padding in each record.
+    #[serde(default = "default_record_bytes")]
+    pub record_bytes: u32,
+    /// Distinct record ids each device writes (later writes update them).
+    #[serde(default = "default_ids")]
+    pub ids_per_device: u32,
+}
+
+fn default_collections() -> Vec<String> {
+    vec!["io.cozy.notes".to_owned()]
+}
+fn default_shards() -> u16 {
+    4
+}
+fn default_record_bytes() -> u32 {
+    64
+}
+fn default_ids() -> u32 {
+    16
+}
+
+/// The network model. Frames on one connection arrive in order after a
+/// latency drawn per frame; transport faults break the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// One-way latency per frame, in ms.
+    pub latency_ms: Range,
+    /// Probability that a frame is lost (the connection breaks).
+    pub loss: f64,
+    /// Probability that a frame is duplicated (the connection breaks).
+    pub duplication: f64,
+    /// Probability that a frame overtakes another (the connection breaks).
+    pub reorder: f64,
+    /// Delay before a newly possible connection is up, in ms.
+    pub connect_ms: Range,
+    /// First reconnect delay after a break, in ms; doubles per failure.
+    pub backoff_base_ms: f64,
+    /// Largest reconnect delay, in ms.
+    pub backoff_max_ms: f64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            latency_ms: Range {
+                min: 5.0,
+                max: 40.0,
+            },
+            loss: 0.0,
+            duplication: 0.0,
+            reorder: 0.0,
+            connect_ms: Range {
+                min: 20.0,
+                max: 200.0,
+            },
+            backoff_base_ms: 500.0,
+            backoff_max_ms: 30_000.0,
+        }
+    }
+}
+
+/// The disk model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Time from the first unsynced write to the fsync that makes it
+    /// durable (group commit), in ms.
+    pub fsync_ms: f64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { fsync_ms: 4.0 }
+    }
+}
+
+/// Injected faults; all stop at the end of the write phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Network partitions, in time order, not overlapping.
+    pub partitions: Vec<Partition>,
+    /// Devices going offline and coming back.
+    pub churn: Option<Churn>,
+    /// Mean crashes per device per hour (Poisson). A crash drops every
+    /// unsynced disk write and all connections.
+    pub crashes_per_device_per_hour: f64,
+    /// Time a crashed device stays down, in s.
+    pub restart_s: Range,
+    /// Devices removed from each account (the last ones), by its first device.
+    pub removals_per_account: u32,
+    /// When the removals happen, in s.
+    pub removal_at_s: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            partitions: Vec::new(),
+            churn: None,
+            crashes_per_device_per_hour: 0.0,
+            restart_s: Range {
+                min: 1.0,
+                max: 10.0,
+            },
+            removals_per_account: 0,
+            removal_at_s: 0.0,
+        }
+    }
+}
+
+/// A partition: a random `fraction` of the devices cannot reach the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Start, in s.
+    pub start_s: f64,
+    /// End (heal), in s.
+    pub end_s: f64,
+    /// Share of devices on the minority side, in (0, 1).
+    pub fraction: f64,
+}
+
+/// Churn: a `fraction` of the devices alternate online and offline periods.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Share of devices that churn, in [0, 1].
+    pub fraction: f64,
+    /// Length of an online period, in s.
+    pub online_s: Range,
+    /// Length of an offline period, in s.
+    pub offline_s: Range,
+}
+
+/// Queue bounds. In-flight frames per connection direction are capped by
+/// the window (frames beyond it wait in the sender's outbox); the outbox and
+/// the frames held until an fsync are checked against their bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounds {
+    /// Frames in flight per connection direction (the transport window).
+    pub window_frames: u32,
+    /// Frames waiting for the window, summed over a node's connections.
+    pub max_outbox_frames: u32,
+    /// Frames and acknowledgements a node holds until its next fsync.
+    pub max_held: u32,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            window_frames: 32,
+            max_outbox_frames: 4_096,
+            max_held: 4_096,
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn probability(field: &'static str, p: f64) -> Result<(), Error> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{p} is not a probability in [0, 1]"),
+        ))
+    }
+}
+
+fn positive(field: &'static str, v: f64) -> Result<(), Error> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{v} must be positive and finite")))
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let scenario: Scenario = toml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Total devices.
+    pub fn devices(&self) -> u32 {
+        self.topology.accounts * self.topology.devices_per_account
+    }
+
+    /// Checks every field; the simulator relies on it.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid("name", "1 to 64 of [A-Za-z0-9_-]"));
+        }
+        positive("duration_s", self.duration_s)?;
+        positive("max_quiescence_s", self.max_quiescence_s)?;
+        let t = &self.topology;
+        if t.accounts == 0 || t.devices_per_account == 0 {
+            return Err(invalid("topology", "at least one account of one device"));
+        }
+        if t.devices_per_account > MAX_DEVICES_PER_ACCOUNT {
+            return Err(invalid(
+                "topology.devices_per_account",
+                format!("at most {MAX_DEVICES_PER_ACCOUNT} (the membership log's bound)"),
+            ));
+        }
+        if u64::from(t.accounts) * u64::from(t.devices_per_account) > u64::from(MAX_DEVICES) {
+            return Err(invalid(
+                "topology",
+                format!("at most {MAX_DEVICES} devices"),
+            ));
+        }
+        if let Some(d) = t.degree
+            && (d == 0 || d >= t.devices_per_account)
+        {
+            return Err(invalid(
+                "topology.degree",
+                "between 1 and devices_per_account - 1",
+            ));
+        }
+        let w = &self.workload;
+        if !(w.writes_per_device_per_min.is_finite() && w.writes_per_device_per_min >= 0.0) {
+            return Err(invalid("workload.writes_per_device_per_min", "a rate >= 0"));
+        }
+        if w.collections.is_empty() || w.collections.len() > 16 {
+            return Err(invalid("workload.collections", "1 to 16 collections"));
+        }
+        for name in &w.collections {
+            hearth_crdt::collection::Collection::new(name, 1, automerge::ActorId::from([1u8; 16]))
+                .map_err(|e| invalid("workload.collections", e.to_string()))?;
+        }
+        let mut sorted = w.collections.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != w.collections.len() {
+            return Err(invalid("workload.collections", "names repeat"));
+        }
+        if w.shards == 0 || w.shards > 64 {
+            return Err(invalid("workload.shards", "1 to 64"));
+        }
+        if w.record_bytes > MAX_RECORD_BYTES {
+            return Err(invalid(
+                "workload.record_bytes",
+                format!("at most {MAX_RECORD_BYTES}"),
+            ));
+        }
+        if w.ids_per_device == 0 || w.ids_per_device > 100_000 {
+            return Err(invalid("workload.ids_per_device", "1 to 100000"));
+        }
+        let n = &self.network;
+        n.latency_ms.validate("network.latency_ms")?;
+        n.connect_ms.validate("network.connect_ms")?;
+        probability("network.loss", n.loss)?;
+        probability("network.duplication", n.duplication)?;
+        probability("network.reorder", n.reorder)?;
+        positive("network.backoff_base_ms", n.backoff_base_ms)?;
+        positive("network.backoff_max_ms", n.backoff_max_ms)?;
+        if n.backoff_max_ms < n.backoff_base_ms {
+            return Err(invalid("network.backoff_max_ms", "below backoff_base_ms"));
+        }
+        positive("storage.fsync_ms", self.storage.fsync_ms)?;
+        let f = &self.faults;
+        let mut last_end = 0.0;
+        for p in &f.partitions {
+            if !(p.start_s >= last_end && p.start_s < p.end_s && p.end_s <= self.duration_s) {
+                return Err(invalid(
+                    "faults.partitions",
+                    "in time order, not overlapping, start < end <= duration_s",
+                ));
+            }
+            if !(p.fraction > 0.0 && p.fraction < 1.0) {
+                return Err(invalid("faults.partitions.fraction", "in (0, 1)"));
+            }
+            last_end = p.end_s;
+        }
+        if let Some(c) = &f.churn {
+            probability("faults.churn.fraction", c.fraction)?;
+            c.online_s.validate("faults.churn.online_s")?;
+            c.offline_s.validate("faults.churn.offline_s")?;
+            positive("faults.churn.online_s.max", c.online_s.max)?;
+            positive("faults.churn.offline_s.max", c.offline_s.max)?;
+        }
+        if !(f.crashes_per_device_per_hour.is_finite() && f.crashes_per_device_per_hour >= 0.0) {
+            return Err(invalid("faults.crashes_per_device_per_hour", "a rate >= 0"));
+        }
+        f.restart_s.validate("faults.restart_s")?;
+        if f.removals_per_account > 0 {
+            if f.removals_per_account >= t.devices_per_account {
+                return Err(invalid(
+                    "faults.removals_per_account",
+                    "must leave the first device of each account",
+                ));
+            }
+            if !(f.removal_at_s >= 0.0 && f.removal_at_s < self.duration_s) {
+                return Err(invalid("faults.removal_at_s", "within the write phase"));
+            }
+        }
+        let b = &self.bounds;
+        if b.window_frames == 0 || b.max_outbox_frames == 0 || b.max_held == 0 {
+            return Err(invalid("bounds", "every bound must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// A smaller copy for fast tests: at most `max_devices` devices (fewer
+    /// accounts first, then fewer devices per account) and a write phase of
+    /// at most `max_duration_s`, with fault times scaled to match.
+    pub fn shrunk(&self, max_devices: u32, max_duration_s: f64) -> Self {
+        let mut s = self.clone();
+        let t = &mut s.topology;
+        while t.accounts > 1 && t.accounts * t.devices_per_account > max_devices {
+            t.accounts -= 1;
+        }
+        if t.accounts * t.devices_per_account > max_devices {
+            t.devices_per_account = max_devices.max(2);
+        }
+        if let Some(d) = t.degree {
+            t.degree = Some(d.min(t.devices_per_account - 1));
+        }
+        s.faults.removals_per_account =
+            s.faults.removals_per_account.min(t.devices_per_account - 1);
+        if s.duration_s > max_duration_s {
+            let k = max_duration_s / s.duration_s;
+            s.duration_s = max_duration_s;
+            for p in &mut s.faults.partitions {
+                p.start_s *= k;
+                p.end_s *= k;
+            }
+            s.faults.removal_at_s *= k;
+            if let Some(c) = &mut s.faults.churn {
+                for r in [&mut c.online_s, &mut c.offline_s] {
+                    r.min *= k;
+                    r.max *= k;
+                }
+            }
+            // Keep the expected number of crashes per device.
+            s.faults.crashes_per_device_per_hour /= k;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> &'static str {
+        r#"
+name = "t"
+duration_s = 10
+[topology]
+accounts = 1
+devices_per_account = 3
+[workload]
+writes_per_device_per_min = 6
+"#
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let s: Scenario = toml::from_str(minimal()).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.workload.shards, 4);
+        assert_eq!(s.bounds, Bounds::default());
+        assert_eq!(s.devices(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let text = format!("{}\nbogus = 1\n", minimal());
+        assert!(toml::from_str::<Scenario>(&text).is_err());
+        let mut s: Scenario = toml::from_str(minimal()).unwrap();
+        s.network.loss = 1.5;
+        assert!(matches!(
+            s.validate(),
+            Err(Error::Invalid {
+                field: "network.loss",
+                ..
+            })
+        ));
+        let mut s: Scenario = toml::from_str(minimal()).unwrap();
+        s.topology.degree = Some(3);
+        assert!(s.validate().is_err());
+        let mut s: Scenario = toml::from_str(minimal()).unwrap();
+        s.faults.partitions = vec![Partition {
+            start_s: 5.0,
+            end_s: 4.0,
+            fraction: 0.5,
+        }];
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn shrinking_keeps_the_scenario_valid() {
+        let mut s: Scenario = toml::from_str(minimal()).unwrap();
+        s.topology.accounts = 10;
+        s.topology.devices_per_account = 100;
+        s.topology.degree = Some(4);
+        s.faults.removals_per_account = 1;
+        s.faults.removal_at_s = 5.0;
+        let small = s.shrunk(40, 5.0);
+        small.validate().unwrap();
+        assert!(small.devices() <= 40);
+        assert_eq!(small.duration_s, 5.0);
+        assert_eq!(small.faults.removal_at_s, 2.5);
+    }
+}

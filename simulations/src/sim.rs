@@ -1,0 +1,1525 @@
+//! The discrete-event world: nodes, connections, disks and the event queue.
+//! See the [crate docs](crate) for the model.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+use automerge::ActorId;
+use hearth_crdt::collection::{self, Collection, PutMode, ShardIndex, Written};
+use hearth_crdt::sync::{self, Effects, Frame, Limits, Replica, Session};
+use hearth_crypto::identity::{DeviceId, DeviceKey};
+use hearth_crypto::membership::Log;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::check::{self, AccessViolation, AckedWrite, QueueMax, ReplicaFingerprint, Verdict};
+use crate::scenario::{Range, Scenario};
+
+/// Virtual time, in microseconds.
+pub type Time = u64;
+
+const US_PER_MS: f64 = 1_000.0;
+const US_PER_S: f64 = 1_000_000.0;
+
+/// Why the world could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building the accounts' membership logs failed.
+    #[error("cannot build the membership log: {0}")]
+    Membership(#[from] hearth_crypto::membership::Error),
+    /// A collection operation the simulator itself makes failed.
+    #[error("collection {collection:?}: {source}")]
+    Collection {
+        /// The collection.
+        collection: String,
+        /// The cause.
+        #[source]
+        source: collection::Error,
+    },
+}
+
+fn us(seconds: f64) -> Time {
+    (seconds * US_PER_S).round() as Time
+}
+
+fn sample(rng: &mut StdRng, r: Range, scale: f64) -> Time {
+    let v = if r.max > r.min {
+        rng.gen_range(r.min..=r.max)
+    } else {
+        r.min
+    };
+    (v * scale).round() as Time
+}
+
+fn exponential(rng: &mut StdRng, mean_us: f64) -> Time {
+    let u: f64 = rng.r#gen::<f64>().max(f64::MIN_POSITIVE);
+    (-u.ln() * mean_us).round() as Time
+}
+
+/// The collections of one device plus its membership log, as the sync
+/// session sees them. The log is shared between devices until one changes
+/// it (copy on write), which keeps 10,000 devices' logs cheap.
+#[derive(Debug)]
+struct SimReplica {
+    actor: ActorId,
+    collections: BTreeMap<String, Collection>,
+    log: Rc<Log>,
+}
+
+impl Replica for SimReplica {
+    type CreateError = collection::Error;
+
+    fn collection_names(&self) -> Vec<String> {
+        self.collections.keys().cloned().collect()
+    }
+
+    fn collection(&self, name: &str) -> Option<&Collection> {
+        self.collections.get(name)
+    }
+
+    fn collection_mut(&mut self, name: &str) -> Option<&mut Collection> {
+        self.collections.get_mut(name)
+    }
+
+    fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), collection::Error> {
+        let created = Collection::new(name, shards, self.actor.clone())?;
+        self.collections.insert(name.to_owned(), created);
+        Ok(())
+    }
+
+    fn membership(&self) -> &Log {
+        &self.log
+    }
+
+    fn membership_mut(&mut self) -> &mut Log {
+        Rc::make_mut(&mut self.log)
+    }
+}
+
+/// What a node's disk holds durably.
+#[derive(Debug, Default)]
+struct Durable {
+    /// Per collection, per shard, the chunks in order.
+    chunks: BTreeMap<String, Vec<Vec<Vec<u8>>>>,
+    /// Per peer node, the sync states by (collection, shard).
+    states: BTreeMap<u32, BTreeMap<(String, ShardIndex), Vec<u8>>>,
+    log: Option<Rc<Log>>,
+}
+
+/// One write to the disk, not yet synced.
+#[derive(Debug)]
+enum DiskOp {
+    Create {
+        name: String,
+        shards: u16,
+    },
+    Chunk {
+        name: String,
+        shard: ShardIndex,
+        bytes: Vec<u8>,
+    },
+    State {
+        peer: u32,
+        name: String,
+        shard: ShardIndex,
+        bytes: Vec<u8>,
+    },
+    Log(Rc<Log>),
+}
+
+impl Durable {
+    fn apply(&mut self, op: DiskOp) {
+        match op {
+            DiskOp::Create { name, shards } => {
+                self.chunks
+                    .entry(name)
+                    .or_insert_with(|| vec![Vec::new(); usize::from(shards)]);
+            }
+            DiskOp::Chunk { name, shard, bytes } => {
+                if let Some(list) = self
+                    .chunks
+                    .get_mut(&name)
+                    .and_then(|s| s.get_mut(usize::from(shard)))
+                {
+                    list.push(bytes);
+                }
+            }
+            DiskOp::State {
+                peer,
+                name,
+                shard,
+                bytes,
+            } => {
+                self.states
+                    .entry(peer)
+                    .or_default()
+                    .insert((name, shard), bytes);
+            }
+            DiskOp::Log(log) => self.log = Some(log),
+        }
+    }
+}
+
+/// Something a node may do only once its disk has synced.
+#[derive(Debug)]
+enum Held {
+    Send {
+        conn: u32,
+        dir: usize,
+        epoch: u32,
+        frame: Vec<u8>,
+    },
+    Ack {
+        write: u32,
+    },
+}
+
+/// Key of a record in the write registry: (collection index, writer, k).
+type RecordKey = (u16, u32, u32);
+
+#[derive(Debug)]
+struct Node {
+    account: u32,
+    key: DeviceKey,
+    id: DeviceId,
+    replica: SimReplica,
+    durable: Durable,
+    pending: Vec<DiskOp>,
+    held: VecDeque<Held>,
+    fsync_scheduled: bool,
+    incarnation: u32,
+    online: bool,
+    crashed: bool,
+    /// Scheduled for removal from its account: excluded from the
+    /// convergence, durability and time-to-converge figures.
+    removed: bool,
+    links: Vec<u32>,
+    outbox: u64,
+    /// Per record: the newest generation seen and the hops it took.
+    seen: BTreeMap<RecordKey, (u64, u32)>,
+    writes_made: u64,
+    frames_sent: u64,
+    bytes_sent: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    ends: [u32; 2],
+    epoch: u32,
+    up: bool,
+    sessions: [Option<Session>; 2],
+    inflight: [u32; 2],
+    outbox: [VecDeque<Vec<u8>>; 2],
+    last_arrival: [Time; 2],
+    attempts: u32,
+    connect_pending: bool,
+    /// An end's admission refused the other for good (it was removed).
+    refused: bool,
+    up_since: Time,
+}
+
+#[derive(Debug)]
+struct WriteRecord {
+    key: RecordKey,
+    account: u32,
+    origin: u32,
+    rev: String,
+    generation: u64,
+    at: Time,
+    acked: Option<Time>,
+    lost: bool,
+    arrivals: u32,
+    last_arrival: Time,
+    max_hops: u32,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Deliver {
+        conn: u32,
+        dir: usize,
+        epoch: u32,
+        frame: Vec<u8>,
+    },
+    Connect {
+        conn: u32,
+    },
+    Fsync {
+        node: u32,
+        incarnation: u32,
+    },
+    Write {
+        node: u32,
+    },
+    Offline {
+        node: u32,
+    },
+    Online {
+        node: u32,
+    },
+    Crash {
+        node: u32,
+    },
+    Restart {
+        node: u32,
+    },
+    PartitionStart {
+        index: usize,
+    },
+    PartitionEnd,
+    Removal,
+    Heal,
+}
+
+#[derive(Debug)]
+struct Event {
+    at: Time,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    // Reversed: BinaryHeap is a max-heap and the earliest event goes first;
+    // `seq` makes ties deterministic (first scheduled, first run).
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Counters {
+    /// Events processed.
+    pub events: u64,
+    /// Connections established.
+    pub connections: u64,
+    /// Connections broken by a lost frame.
+    pub breaks_loss: u64,
+    /// Connections broken by a duplicated frame.
+    pub breaks_duplication: u64,
+    /// Connections broken by a reordered frame.
+    pub breaks_reorder: u64,
+    /// Sessions closed because `Session::receive` or `local_change` failed
+    /// (other than for membership).
+    pub session_errors: u64,
+    /// Sessions that ended because the peer is not a member (a removed
+    /// device); the link is not dialled again.
+    pub refused: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Unacknowledged writes a crash dropped.
+    pub lost_unacked_writes: u64,
+    /// Fsyncs.
+    pub fsyncs: u64,
+    /// Writes made.
+    pub writes: u64,
+    /// Writes acknowledged.
+    pub acked: u64,
+}
+
+/// Everything a finished run hands to the report.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The checkers' verdicts.
+    pub verdicts: Vec<Verdict>,
+    /// Whether the event queue drained before the quiescence cap.
+    pub quiesced: bool,
+    /// Virtual time of the last event, µs.
+    pub end_us: Time,
+    /// Counters.
+    pub counters: Counters,
+    /// Per write that converged: time from write to the last member replica, µs.
+    pub converge_us: Vec<Time>,
+    /// Writes that did not reach every member.
+    pub unconverged_writes: u64,
+    /// Per write that converged: its rounds (largest hop count to a member).
+    pub rounds: Vec<u32>,
+    /// Arrivals at member replicas by hop count.
+    pub hop_histogram: Vec<u64>,
+    /// Replicas per document (devices per account).
+    pub replicas_per_document: u32,
+    /// Per node: frames sent.
+    pub frames_per_node: Vec<u64>,
+    /// Per node: bytes sent.
+    pub bytes_per_node: Vec<u64>,
+    /// Queue maxima with their bounds.
+    pub queues: Vec<QueueMax>,
+    /// Devices removed from their accounts.
+    pub removed_devices: u32,
+}
+
+/// The simulated world.
+pub struct World {
+    scenario: Scenario,
+    rng: StdRng,
+    now: Time,
+    seq: u64,
+    queue: BinaryHeap<Event>,
+    nodes: Vec<Node>,
+    conns: Vec<Conn>,
+    writes: Vec<WriteRecord>,
+    by_key: BTreeMap<RecordKey, Vec<u32>>,
+    partition: Option<Vec<bool>>,
+    healed: bool,
+    limits: Limits,
+    pad: String,
+    counters: Counters,
+    violations: Vec<AccessViolation>,
+    frames_checked: u64,
+    to_non_members: u64,
+    max_inflight: u64,
+    max_outbox: u64,
+    max_held: u64,
+    hop_histogram: Vec<u64>,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("scenario", &self.scenario.name)
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl World {
+    /// Builds the accounts, devices, logs and links of `scenario` from `seed`.
+    pub fn new(scenario: &Scenario, seed: u64) -> Result<Self, Error> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let t = &scenario.topology;
+        let per = t.devices_per_account;
+        let removals = scenario.faults.removals_per_account;
+        let mut nodes = Vec::with_capacity(scenario.devices() as usize);
+        let mut conns = Vec::new();
+        for account in 0..t.accounts {
+            let keys: Vec<DeviceKey> = (0..per)
+                .map(|_| DeviceKey::from_bytes(&rng.r#gen::<[u8; 32]>()))
+                .collect();
+            let mut log = Log::genesis(&keys[0], "device-0", 0);
+            for (i, key) in keys.iter().enumerate().skip(1) {
+                log.add_device(&keys[0], key.id(), &format!("device-{i}"), 0)?;
+            }
+            let log = Rc::new(log);
+            let base = account * per;
+            for (i, key) in keys.into_iter().enumerate() {
+                let index = base + i as u32;
+                let mut actor = [0u8; 16];
+                actor[..4].copy_from_slice(&index.to_be_bytes());
+                actor[4] = 0xAC;
+                nodes.push(Node {
+                    account,
+                    id: key.id(),
+                    key,
+                    replica: SimReplica {
+                        actor: ActorId::from(actor),
+                        collections: BTreeMap::new(),
+                        log: Rc::clone(&log),
+                    },
+                    durable: Durable {
+                        log: Some(Rc::clone(&log)),
+                        ..Durable::default()
+                    },
+                    pending: Vec::new(),
+                    held: VecDeque::new(),
+                    fsync_scheduled: false,
+                    incarnation: 0,
+                    online: true,
+                    crashed: false,
+                    removed: i as u32 >= per - removals,
+                    links: Vec::new(),
+                    outbox: 0,
+                    seen: BTreeMap::new(),
+                    writes_made: 0,
+                    frames_sent: 0,
+                    bytes_sent: 0,
+                });
+            }
+            for (a, b) in overlay(&mut rng, per, t.degree) {
+                let c = conns.len() as u32;
+                let (a, b) = (base + a, base + b);
+                nodes[a as usize].links.push(c);
+                nodes[b as usize].links.push(c);
+                conns.push(Conn {
+                    ends: [a, b],
+                    epoch: 0,
+                    up: false,
+                    sessions: [None, None],
+                    inflight: [0, 0],
+                    outbox: [VecDeque::new(), VecDeque::new()],
+                    last_arrival: [0, 0],
+                    attempts: 0,
+                    connect_pending: false,
+                    refused: false,
+                    up_since: 0,
+                });
+            }
+        }
+        let mut world = World {
+            scenario: scenario.clone(),
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            conns,
+            writes: Vec::new(),
+            by_key: BTreeMap::new(),
+            partition: None,
+            healed: false,
+            limits: Limits::default(),
+            pad: "x".repeat(scenario.workload.record_bytes as usize),
+            counters: Counters::default(),
+            violations: Vec::new(),
+            frames_checked: 0,
+            to_non_members: 0,
+            max_inflight: 0,
+            max_outbox: 0,
+            max_held: 0,
+            hop_histogram: Vec::new(),
+        };
+        world.schedule_initial();
+        Ok(world)
+    }
+
+    fn push(&mut self, delay: Time, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Event {
+            at: self.now + delay,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    /// Schedules a workload or fault event, unless it would fall in the
+    /// heal phase, where workload and faults have stopped.
+    fn push_before_heal(&mut self, delay: Time, kind: Kind) {
+        if self.now + delay < us(self.scenario.duration_s) {
+            self.push(delay, kind);
+        }
+    }
+
+    fn schedule_initial(&mut self) {
+        let s = self.scenario.clone();
+        let n = self.nodes.len() as u32;
+        let rate = s.workload.writes_per_device_per_min;
+        let churn = s.faults.churn;
+        for node in 0..n {
+            if rate > 0.0 {
+                let d = exponential(&mut self.rng, 60.0 * US_PER_S / rate);
+                self.push_before_heal(d, Kind::Write { node });
+            }
+            if let Some(c) = churn
+                && self.rng.gen_bool(c.fraction)
+            {
+                // Start at a random point of an online period.
+                let up = sample(&mut self.rng, c.online_s, US_PER_S);
+                let d = self.rng.gen_range(0..=up);
+                self.push_before_heal(d, Kind::Offline { node });
+            }
+            if s.faults.crashes_per_device_per_hour > 0.0 {
+                let d = exponential(
+                    &mut self.rng,
+                    3_600.0 * US_PER_S / s.faults.crashes_per_device_per_hour,
+                );
+                self.push_before_heal(d, Kind::Crash { node });
+            }
+        }
+        for (index, p) in s.faults.partitions.iter().enumerate() {
+            self.push(us(p.start_s), Kind::PartitionStart { index });
+            self.push(us(p.end_s), Kind::PartitionEnd);
+        }
+        if s.faults.removals_per_account > 0 {
+            self.push(us(s.faults.removal_at_s), Kind::Removal);
+        }
+        self.push(us(s.duration_s), Kind::Heal);
+        for node in 0..n {
+            self.wake(node);
+        }
+    }
+
+    /// Runs to quiescence (or the cap) and checks the result.
+    pub fn run(mut self) -> Outcome {
+        let cap = us(self.scenario.duration_s + self.scenario.max_quiescence_s);
+        let mut quiesced = true;
+        while let Some(ev) = self.queue.pop() {
+            if ev.at > cap {
+                quiesced = false;
+                break;
+            }
+            self.now = ev.at;
+            self.counters.events += 1;
+            self.dispatch(ev.kind);
+        }
+        self.finish(quiesced)
+    }
+
+    fn dispatch(&mut self, kind: Kind) {
+        match kind {
+            Kind::Deliver {
+                conn,
+                dir,
+                epoch,
+                frame,
+            } => self.deliver(conn, dir, epoch, frame),
+            Kind::Connect { conn } => self.connect(conn),
+            Kind::Fsync { node, incarnation } => self.fsync(node, incarnation),
+            Kind::Write { node } => self.write(node),
+            Kind::Offline { node } => self.offline(node),
+            Kind::Online { node } => self.online(node),
+            Kind::Crash { node } => self.crash(node),
+            Kind::Restart { node } => self.restart(node),
+            Kind::PartitionStart { index } => self.partition_start(index),
+            Kind::PartitionEnd => {
+                self.partition = None;
+                self.wake_all();
+            }
+            Kind::Removal => self.removal(),
+            Kind::Heal => self.heal(),
+        }
+    }
+
+    fn faulty(&self) -> bool {
+        !self.healed
+    }
+
+    // --- connections -----------------------------------------------------
+
+    fn reachable(&self, c: u32) -> bool {
+        let conn = &self.conns[c as usize];
+        let [a, b] = conn.ends;
+        let up = |n: u32| {
+            let node = &self.nodes[n as usize];
+            node.online && !node.crashed
+        };
+        let split = self
+            .partition
+            .as_ref()
+            .is_some_and(|side| side[a as usize] != side[b as usize]);
+        !conn.refused && up(a) && up(b) && !split
+    }
+
+    fn schedule_connect(&mut self, c: u32, delay: Time) {
+        let conn = &mut self.conns[c as usize];
+        if conn.up || conn.connect_pending || conn.refused {
+            return;
+        }
+        conn.connect_pending = true;
+        self.push(delay, Kind::Connect { conn: c });
+    }
+
+    fn wake(&mut self, node: u32) {
+        let links = self.nodes[node as usize].links.clone();
+        for c in links {
+            if self.reachable(c) {
+                let d = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
+                self.schedule_connect(c, d);
+            }
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for node in 0..self.nodes.len() as u32 {
+            self.wake(node);
+        }
+    }
+
+    fn connect(&mut self, c: u32) {
+        self.conns[c as usize].connect_pending = false;
+        if self.conns[c as usize].up || !self.reachable(c) {
+            return;
+        }
+        let [a, b] = self.conns[c as usize].ends;
+        let sessions = [(a, b), (b, a)].map(|(me, peer)| {
+            let persisted = self.persisted_states(me, peer);
+            Session::new(self.nodes[peer as usize].id, persisted, self.limits)
+        });
+        let conn = &mut self.conns[c as usize];
+        conn.epoch += 1;
+        conn.up = true;
+        conn.up_since = self.now;
+        conn.sessions = sessions.map(Some);
+        conn.last_arrival = [self.now; 2];
+        self.counters.connections += 1;
+        for side in 0..2 {
+            let node = self.conns[c as usize].ends[side] as usize;
+            let started = match self.conns[c as usize].sessions[side].as_mut() {
+                Some(s) => s.start(&self.nodes[node].replica),
+                None => return,
+            };
+            match started {
+                Ok(frames) => {
+                    for f in frames {
+                        self.node_send(c, side, f);
+                    }
+                }
+                Err(e) => {
+                    self.session_failed(c, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The sync states `me` holds for `peer`: durable ones overlaid with
+    /// those still waiting for an fsync (the node reads its own writes).
+    fn persisted_states(&self, me: u32, peer: u32) -> Vec<(String, ShardIndex, Vec<u8>)> {
+        let node = &self.nodes[me as usize];
+        let mut states: BTreeMap<(String, ShardIndex), Vec<u8>> =
+            node.durable.states.get(&peer).cloned().unwrap_or_default();
+        for op in &node.pending {
+            if let DiskOp::State {
+                peer: p,
+                name,
+                shard,
+                bytes,
+            } = op
+                && *p == peer
+            {
+                states.insert((name.clone(), *shard), bytes.clone());
+            }
+        }
+        states
+            .into_iter()
+            .map(|((name, shard), bytes)| (name, shard, bytes))
+            .collect()
+    }
+
+    /// Closes a connection (both sessions) and, if it may come back,
+    /// schedules a reconnect with exponential backoff and jitter.
+    fn close(&mut self, c: u32) {
+        let conn = &mut self.conns[c as usize];
+        if !conn.up {
+            return;
+        }
+        conn.up = false;
+        conn.epoch += 1;
+        conn.sessions = [None, None];
+        conn.inflight = [0, 0];
+        for side in 0..2 {
+            let queued = conn.outbox[side].len() as u64;
+            conn.outbox[side].clear();
+            self.nodes[conn.ends[side] as usize].outbox -= queued;
+        }
+        let net = &self.scenario.network;
+        let lived = self.now - conn.up_since;
+        if lived as f64 >= net.backoff_max_ms * US_PER_MS {
+            conn.attempts = 0;
+        }
+        conn.attempts = conn.attempts.saturating_add(1);
+        let exp = net.backoff_base_ms * 2f64.powi(conn.attempts.min(30) as i32 - 1);
+        let max = exp.min(net.backoff_max_ms);
+        if self.reachable(c) {
+            let d = sample(
+                &mut self.rng,
+                Range {
+                    min: max / 2.0,
+                    max,
+                },
+                US_PER_MS,
+            );
+            self.schedule_connect(c, d);
+        }
+    }
+
+    /// A session refused a frame: the connection closes. A peer refused for
+    /// not being a member is never dialled again (the node's admission gate
+    /// remembers it); anything else reconnects with backoff.
+    fn session_failed(&mut self, c: u32, error: &sync::Error) {
+        if let sync::Error::NotMember { .. } = error {
+            self.counters.refused += 1;
+            self.conns[c as usize].refused = true;
+        } else {
+            self.counters.session_errors += 1;
+        }
+        self.close(c);
+    }
+
+    fn close_all(&mut self, node: u32) {
+        let links = self.nodes[node as usize].links.clone();
+        for c in links {
+            self.close(c);
+        }
+    }
+
+    /// Sends now if nothing waits for the disk, else holds the frame until
+    /// the next fsync: persist, then send.
+    fn node_send(&mut self, c: u32, side: usize, frame: Vec<u8>) {
+        let node = self.conns[c as usize].ends[side];
+        let n = &mut self.nodes[node as usize];
+        if n.pending.is_empty() && n.held.is_empty() {
+            self.net_send(c, side, frame);
+        } else {
+            let epoch = self.conns[c as usize].epoch;
+            n.held.push_back(Held::Send {
+                conn: c,
+                dir: side,
+                epoch,
+                frame,
+            });
+            self.max_held = self.max_held.max(n.held.len() as u64);
+        }
+    }
+
+    fn net_send(&mut self, c: u32, dir: usize, frame: Vec<u8>) {
+        let [from, to] = {
+            let e = self.conns[c as usize].ends;
+            [e[dir], e[1 - dir]]
+        };
+        if !self.conns[c as usize].up {
+            return;
+        }
+        self.access_check(from, to, &frame);
+        let sender = &mut self.nodes[from as usize];
+        sender.frames_sent += 1;
+        sender.bytes_sent += frame.len() as u64;
+        if self.faulty() {
+            let net = &self.scenario.network;
+            let (loss, dup, reorder) = (net.loss, net.duplication, net.reorder);
+            let broke = if self.rng.gen_bool(loss) {
+                Some(&mut self.counters.breaks_loss)
+            } else if self.rng.gen_bool(dup) {
+                Some(&mut self.counters.breaks_duplication)
+            } else if self.rng.gen_bool(reorder) {
+                Some(&mut self.counters.breaks_reorder)
+            } else {
+                None
+            };
+            if let Some(counter) = broke {
+                // The transport notices and resets the stream.
+                *counter += 1;
+                self.close(c);
+                return;
+            }
+        }
+        let window = self.scenario.bounds.window_frames;
+        let conn = &mut self.conns[c as usize];
+        if conn.inflight[dir] < window {
+            self.transmit(c, dir, frame);
+        } else {
+            conn.outbox[dir].push_back(frame);
+            let n = &mut self.nodes[from as usize];
+            n.outbox += 1;
+            self.max_outbox = self.max_outbox.max(n.outbox);
+        }
+    }
+
+    fn transmit(&mut self, c: u32, dir: usize, frame: Vec<u8>) {
+        let latency = sample(&mut self.rng, self.scenario.network.latency_ms, US_PER_MS);
+        let conn = &mut self.conns[c as usize];
+        conn.inflight[dir] += 1;
+        self.max_inflight = self.max_inflight.max(u64::from(conn.inflight[dir]));
+        // In order within the connection: never before the previous frame.
+        let at = (self.now + latency).max(conn.last_arrival[dir]);
+        conn.last_arrival[dir] = at;
+        let epoch = conn.epoch;
+        self.seq += 1;
+        self.queue.push(Event {
+            at,
+            seq: self.seq,
+            kind: Kind::Deliver {
+                conn: c,
+                dir,
+                epoch,
+                frame,
+            },
+        });
+    }
+
+    fn access_check(&mut self, from: u32, to: u32, frame: &[u8]) {
+        self.frames_checked += 1;
+        let (sender, receiver) = (&self.nodes[from as usize], &self.nodes[to as usize]);
+        if sender.replica.log.is_member(&receiver.id) {
+            return;
+        }
+        self.to_non_members += 1;
+        if let Ok(Frame::Sync { collection, .. }) = Frame::decode(frame, &self.limits) {
+            self.violations.push(AccessViolation {
+                at_us: self.now,
+                from,
+                to,
+                collection,
+            });
+        }
+    }
+
+    fn deliver(&mut self, c: u32, dir: usize, epoch: u32, frame: Vec<u8>) {
+        let conn = &mut self.conns[c as usize];
+        if !conn.up || conn.epoch != epoch {
+            return;
+        }
+        conn.inflight[dir] -= 1;
+        if let Some(next) = conn.outbox[dir].pop_front() {
+            self.nodes[conn.ends[dir] as usize].outbox -= 1;
+            self.transmit(c, dir, next);
+        }
+        let side = 1 - dir;
+        let [me, peer] = {
+            let e = self.conns[c as usize].ends;
+            [e[side], e[dir]]
+        };
+        let result = match self.conns[c as usize].sessions[side].as_mut() {
+            Some(s) => s.receive(&mut self.nodes[me as usize].replica, &frame),
+            None => return,
+        };
+        match result {
+            Ok(fx) => self.apply_effects(me, c, side, peer, fx),
+            Err(e) => self.session_failed(c, &e),
+        }
+    }
+
+    // --- the engine: persist, send, forward ------------------------------
+
+    fn apply_effects(&mut self, me: u32, c: u32, side: usize, peer: u32, fx: Effects) {
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        touched.extend(fx.created.iter().map(String::as_str));
+        touched.extend(fx.merged.iter().map(|(n, _)| n.as_str()));
+        touched.extend(fx.changed.iter().map(|(n, _)| n.as_str()));
+        let shards = self.scenario.workload.shards;
+        let node = &mut self.nodes[me as usize];
+        for name in &fx.created {
+            node.pending.push(DiskOp::Create {
+                name: name.clone(),
+                shards: node
+                    .replica
+                    .collections
+                    .get(name)
+                    .map_or(shards, Collection::shard_count),
+            });
+        }
+        for name in touched {
+            take_chunks(node, name);
+        }
+        for (name, shard, bytes) in fx.states {
+            node.pending.push(DiskOp::State {
+                peer,
+                name,
+                shard,
+                bytes,
+            });
+        }
+        if fx.membership_changed {
+            node.pending.push(DiskOp::Log(Rc::clone(&node.replica.log)));
+        }
+        self.ensure_fsync(me);
+        for frame in fx.send {
+            self.node_send(c, side, frame);
+        }
+        for (name, written) in &fx.merged {
+            self.arrivals(me, peer, name, written);
+        }
+        let mut changed: BTreeMap<String, Vec<ShardIndex>> = BTreeMap::new();
+        for (name, shard) in fx.changed {
+            changed.entry(name).or_default().push(shard);
+        }
+        self.forward(me, Some(c), &changed);
+        if fx.membership_changed {
+            self.membership_changed(me, Some(c));
+        }
+    }
+
+    /// Passes changed shards to every other greeted session of `me`.
+    fn forward(
+        &mut self,
+        me: u32,
+        except: Option<u32>,
+        changed: &BTreeMap<String, Vec<ShardIndex>>,
+    ) {
+        if changed.is_empty() {
+            return;
+        }
+        let links = self.nodes[me as usize].links.clone();
+        for c in links {
+            if Some(c) == except || !self.conns[c as usize].up {
+                continue;
+            }
+            let side = usize::from(self.conns[c as usize].ends[1] == me);
+            let mut out = Vec::new();
+            let mut failed = None;
+            if let Some(s) = self.conns[c as usize].sessions[side].as_mut() {
+                for (name, shards) in changed {
+                    match s.local_change(&self.nodes[me as usize].replica, name, shards) {
+                        Ok(frames) => out.extend(frames),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                self.session_failed(c, &e);
+                continue;
+            }
+            for f in out {
+                self.node_send(c, side, f);
+            }
+        }
+    }
+
+    /// After our log changed: drop sessions with devices it no longer
+    /// admits, and offer the new log to the others.
+    fn membership_changed(&mut self, me: u32, except: Option<u32>) {
+        let links = self.nodes[me as usize].links.clone();
+        for c in links {
+            if Some(c) == except || !self.conns[c as usize].up {
+                continue;
+            }
+            let side = usize::from(self.conns[c as usize].ends[1] == me);
+            let peer = self.conns[c as usize].ends[1 - side];
+            if !self.nodes[me as usize]
+                .replica
+                .log
+                .is_member(&self.nodes[peer as usize].id)
+            {
+                // The node drops a session as soon as its log stops
+                // admitting the peer; the next dial is refused by the
+                // peer's own session.
+                self.close(c);
+                continue;
+            }
+            let frames = match self.conns[c as usize].sessions[side].as_mut() {
+                Some(s) => s.local_membership_change(&self.nodes[me as usize].replica),
+                None => continue,
+            };
+            match frames {
+                Ok(frames) => {
+                    for f in frames {
+                        self.node_send(c, side, f);
+                    }
+                }
+                Err(e) => self.session_failed(c, &e),
+            }
+        }
+    }
+
+    fn ensure_fsync(&mut self, me: u32) {
+        let node = &mut self.nodes[me as usize];
+        if node.pending.is_empty() || node.fsync_scheduled {
+            return;
+        }
+        node.fsync_scheduled = true;
+        let incarnation = node.incarnation;
+        let d = (self.scenario.storage.fsync_ms * US_PER_MS).round() as Time;
+        self.push(
+            d.max(1),
+            Kind::Fsync {
+                node: me,
+                incarnation,
+            },
+        );
+    }
+
+    fn fsync(&mut self, me: u32, incarnation: u32) {
+        let node = &mut self.nodes[me as usize];
+        if node.incarnation != incarnation {
+            return;
+        }
+        node.fsync_scheduled = false;
+        self.counters.fsyncs += 1;
+        for op in std::mem::take(&mut node.pending) {
+            node.durable.apply(op);
+        }
+        let held = std::mem::take(&mut node.held);
+        for h in held {
+            match h {
+                Held::Send {
+                    conn,
+                    dir,
+                    epoch,
+                    frame,
+                } => {
+                    if self.conns[conn as usize].up && self.conns[conn as usize].epoch == epoch {
+                        self.net_send(conn, dir, frame);
+                    }
+                }
+                Held::Ack { write } => {
+                    self.writes[write as usize].acked = Some(self.now);
+                    self.counters.acked += 1;
+                }
+            }
+        }
+    }
+
+    // --- workload and faults ---------------------------------------------
+
+    fn write(&mut self, me: u32) {
+        if self.healed {
+            return;
+        }
+        let w = &self.scenario.workload;
+        let mean = 60.0 * US_PER_S / w.writes_per_device_per_min;
+        let (count, ids, shards) = (w.collections.len(), w.ids_per_device, w.shards);
+        let next = exponential(&mut self.rng, mean);
+        self.push_before_heal(next, Kind::Write { node: me });
+        if self.nodes[me as usize].crashed {
+            return;
+        }
+        let ci = self.rng.gen_range(0..count);
+        let k = self.rng.gen_range(0..ids);
+        let name = self.scenario.workload.collections[ci].clone();
+        let id = format!("d{me}-{k}");
+        let node = &mut self.nodes[me as usize];
+        if !node.replica.collections.contains_key(&name) {
+            if let Err(source) = node.replica.create_collection(&name, shards) {
+                // Validated scenario names make this unreachable; count it
+                // rather than abort the run.
+                let _ = source;
+                self.counters.session_errors += 1;
+                return;
+            }
+            node.pending.push(DiskOp::Create {
+                name: name.clone(),
+                shards,
+            });
+        }
+        node.writes_made += 1;
+        let body = json!({ "n": node.writes_made, "pad": self.pad });
+        let Some(coll) = node.replica.collections.get_mut(&name) else {
+            return;
+        };
+        let shard = coll.shard_of(&id);
+        let Ok(written) = coll.put(&id, body, PutMode::Upsert, (self.now / 1_000) as i64) else {
+            return;
+        };
+        take_chunks(node, &name);
+        let generation = check::rev_generation(&written.rev).unwrap_or(0);
+        let key = (ci as u16, me, k);
+        node.seen.insert(key, (generation, 0));
+        let index = self.writes.len() as u32;
+        self.writes.push(WriteRecord {
+            key,
+            account: node.account,
+            origin: me,
+            rev: written.rev,
+            generation,
+            at: self.now,
+            acked: None,
+            lost: false,
+            arrivals: 0,
+            last_arrival: self.now,
+            max_hops: 0,
+        });
+        self.by_key.entry(key).or_default().push(index);
+        node.held.push_back(Held::Ack { write: index });
+        self.max_held = self.max_held.max(node.held.len() as u64);
+        self.counters.writes += 1;
+        self.ensure_fsync(me);
+        let changed = BTreeMap::from([(name, vec![shard])]);
+        self.forward(me, None, &changed);
+    }
+
+    /// Records that `me` now holds these records, reached from `from`.
+    fn arrivals(&mut self, me: u32, from: u32, name: &str, written: &[Written]) {
+        let Some(ci) = self
+            .scenario
+            .workload
+            .collections
+            .iter()
+            .position(|c| c == name)
+        else {
+            return;
+        };
+        for w in written {
+            let Some((origin, k)) = parse_id(&w.id) else {
+                continue;
+            };
+            let key = (ci as u16, origin, k);
+            let generation = check::rev_generation(&w.rev).unwrap_or(0);
+            let prev = self.nodes[me as usize].seen.get(&key).map_or(0, |s| s.0);
+            if generation <= prev {
+                continue;
+            }
+            let hops = self.nodes[from as usize].seen.get(&key).map_or(0, |s| s.1) + 1;
+            self.nodes[me as usize].seen.insert(key, (generation, hops));
+            if self.nodes[me as usize].removed {
+                continue;
+            }
+            let Some(list) = self.by_key.get(&key) else {
+                continue;
+            };
+            for &wi in list {
+                let rec = &mut self.writes[wi as usize];
+                if rec.lost || rec.generation <= prev || rec.generation > generation {
+                    continue;
+                }
+                rec.arrivals += 1;
+                rec.last_arrival = self.now;
+                rec.max_hops = rec.max_hops.max(hops);
+                let h = hops as usize;
+                if self.hop_histogram.len() <= h {
+                    self.hop_histogram.resize(h + 1, 0);
+                }
+                self.hop_histogram[h] += 1;
+            }
+        }
+    }
+
+    fn offline(&mut self, me: u32) {
+        if self.healed {
+            return;
+        }
+        self.nodes[me as usize].online = false;
+        self.close_all(me);
+        if let Some(c) = self.scenario.faults.churn {
+            let d = sample(&mut self.rng, c.offline_s, US_PER_S);
+            self.push(d.max(1), Kind::Online { node: me });
+        }
+    }
+
+    fn online(&mut self, me: u32) {
+        if self.nodes[me as usize].online {
+            return;
+        }
+        self.nodes[me as usize].online = true;
+        self.wake(me);
+        if let Some(c) = self.scenario.faults.churn
+            && !self.healed
+        {
+            let d = sample(&mut self.rng, c.online_s, US_PER_S);
+            self.push_before_heal(d.max(1), Kind::Offline { node: me });
+        }
+    }
+
+    fn crash(&mut self, me: u32) {
+        if self.healed || self.nodes[me as usize].crashed {
+            return;
+        }
+        self.counters.crashes += 1;
+        self.close_all(me);
+        let node = &mut self.nodes[me as usize];
+        node.crashed = true;
+        node.incarnation += 1;
+        node.fsync_scheduled = false;
+        node.pending.clear();
+        for h in std::mem::take(&mut node.held) {
+            if let Held::Ack { write } = h {
+                let rec = &mut self.writes[write as usize];
+                rec.lost = true;
+                self.counters.lost_unacked_writes += 1;
+                if let Some(list) = self.by_key.get_mut(&rec.key) {
+                    list.retain(|&w| w != write);
+                }
+            }
+        }
+        let d = sample(&mut self.rng, self.scenario.faults.restart_s, US_PER_S);
+        self.push(d.max(1), Kind::Restart { node: me });
+    }
+
+    /// Reopens the node from its durable chunks, with fresh sessions.
+    fn restart(&mut self, me: u32) {
+        let node = &mut self.nodes[me as usize];
+        let mut collections = BTreeMap::new();
+        for (name, shards) in &node.durable.chunks {
+            match Collection::load(name, node.replica.actor.clone(), shards.clone()) {
+                Ok(c) => {
+                    collections.insert(name.clone(), c);
+                }
+                Err(_) => self.counters.session_errors += 1,
+            }
+        }
+        node.replica.collections = collections;
+        if let Some(log) = &node.durable.log {
+            node.replica.log = Rc::clone(log);
+        }
+        node.crashed = false;
+        self.wake(me);
+        let rate = self.scenario.faults.crashes_per_device_per_hour;
+        if rate > 0.0 && !self.healed {
+            let d = exponential(&mut self.rng, 3_600.0 * US_PER_S / rate);
+            self.push_before_heal(d, Kind::Crash { node: me });
+        }
+    }
+
+    fn partition_start(&mut self, index: usize) {
+        let fraction = self.scenario.faults.partitions[index].fraction;
+        let side: Vec<bool> = (0..self.nodes.len())
+            .map(|_| self.rng.gen_bool(fraction))
+            .collect();
+        self.partition = Some(side);
+        for c in 0..self.conns.len() as u32 {
+            if self.conns[c as usize].up && !self.reachable(c) {
+                self.close(c);
+            }
+        }
+    }
+
+    fn removal(&mut self) {
+        let per = self.scenario.topology.devices_per_account;
+        let removals = self.scenario.faults.removals_per_account;
+        for account in 0..self.scenario.topology.accounts {
+            let author = account * per;
+            for i in per - removals..per {
+                let victim = self.nodes[(account * per + i) as usize].id;
+                let node = &mut self.nodes[author as usize];
+                let at_ms = self.now / 1_000;
+                if node
+                    .replica
+                    .membership_mut()
+                    .remove_device(&node.key, victim, at_ms)
+                    .is_err()
+                {
+                    self.counters.session_errors += 1;
+                    continue;
+                }
+                node.pending.push(DiskOp::Log(Rc::clone(&node.replica.log)));
+            }
+            self.ensure_fsync(author);
+            self.membership_changed(author, None);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.partition = None;
+        for me in 0..self.nodes.len() as u32 {
+            self.nodes[me as usize].online = true;
+        }
+        self.wake_all();
+    }
+
+    // --- the end ----------------------------------------------------------
+
+    fn finish(self, quiesced: bool) -> Outcome {
+        let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut fingerprints = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.removed {
+                continue;
+            }
+            members.entry(node.account).or_default().push(i as u32);
+            fingerprints.push(fingerprint(i as u32, node));
+        }
+        let acked: Vec<AckedWrite> = self
+            .writes
+            .iter()
+            .filter(|w| w.acked.is_some() && !self.nodes[w.origin as usize].removed)
+            .map(|w| AckedWrite {
+                node: w.origin,
+                account: w.account,
+                collection: self.scenario.workload.collections[usize::from(w.key.0)].clone(),
+                id: format!("d{}-{}", w.key.1, w.key.2),
+                rev: w.rev.clone(),
+            })
+            .collect();
+        let nodes = &self.nodes;
+        let durability = check::durability(&acked, &members, |node, coll, id| {
+            nodes[node as usize]
+                .replica
+                .collections
+                .get(coll)
+                .and_then(|c| c.get(id))
+                .and_then(|r| r.get("_rev"))
+                .and_then(|r| r.as_str())
+                .map(str::to_owned)
+        });
+        let b = self.scenario.bounds;
+        let queues = vec![
+            QueueMax {
+                queue: "in-flight frames per connection",
+                max: self.max_inflight,
+                bound: u64::from(b.window_frames),
+            },
+            QueueMax {
+                queue: "outbox frames per node",
+                max: self.max_outbox,
+                bound: u64::from(b.max_outbox_frames),
+            },
+            QueueMax {
+                queue: "held until fsync per node",
+                max: self.max_held,
+                bound: u64::from(b.max_held),
+            },
+        ];
+        let mut verdicts = vec![
+            check::convergence(&fingerprints),
+            durability,
+            check::bounds(&queues),
+            check::access(&self.violations, self.frames_checked, self.to_non_members),
+        ];
+        if !quiesced {
+            verdicts.push(Verdict {
+                name: "quiescence",
+                passed: false,
+                detail: "events were still pending at the quiescence cap".to_owned(),
+            });
+        }
+        let per = self.scenario.topology.devices_per_account;
+        let removals = self.scenario.faults.removals_per_account;
+        let mut converge_us = Vec::new();
+        let mut rounds = Vec::new();
+        let mut unconverged = 0;
+        for w in &self.writes {
+            if w.lost || self.nodes[w.origin as usize].removed {
+                continue;
+            }
+            let expected = per - removals - 1;
+            if w.arrivals >= expected {
+                converge_us.push(w.last_arrival - w.at);
+                rounds.push(w.max_hops);
+            } else {
+                unconverged += 1;
+            }
+        }
+        converge_us.sort_unstable();
+        rounds.sort_unstable();
+        Outcome {
+            verdicts,
+            quiesced,
+            end_us: self.now,
+            counters: self.counters,
+            converge_us,
+            unconverged_writes: unconverged,
+            rounds,
+            hop_histogram: self.hop_histogram,
+            replicas_per_document: per - removals,
+            frames_per_node: self.nodes.iter().map(|n| n.frames_sent).collect(),
+            bytes_per_node: self.nodes.iter().map(|n| n.bytes_sent).collect(),
+            queues,
+            removed_devices: removals * self.scenario.topology.accounts,
+        }
+    }
+}
+
+fn take_chunks(node: &mut Node, name: &str) {
+    if let Some(coll) = node.replica.collections.get_mut(name) {
+        for chunk in coll.take_chunks() {
+            node.pending.push(DiskOp::Chunk {
+                name: name.to_owned(),
+                shard: chunk.shard,
+                bytes: chunk.bytes,
+            });
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Option<(u32, u32)> {
+    let (origin, k) = id.strip_prefix('d')?.split_once('-')?;
+    Some((origin.parse().ok()?, k.parse().ok()?))
+}
+
+fn fingerprint(index: u32, node: &Node) -> ReplicaFingerprint {
+    let mut heads = blake3::Hasher::new();
+    let mut records = blake3::Hasher::new();
+    for (name, coll) in &node.replica.collections {
+        if coll.is_empty() {
+            // An empty collection equals an absent one: a device that
+            // never received data may not have created it.
+            continue;
+        }
+        heads.update(name.as_bytes());
+        records.update(name.as_bytes());
+        for shard in 0..coll.shard_count() {
+            let mut h = coll.shard_heads(shard).unwrap_or_default();
+            h.sort_unstable();
+            heads.update(&shard.to_be_bytes());
+            for hash in h {
+                heads.update(hash.as_ref());
+            }
+        }
+        let json = serde_json::to_vec(coll.records()).unwrap_or_default();
+        records.update(&json);
+    }
+    ReplicaFingerprint {
+        node: index,
+        account: node.account,
+        heads: *heads.finalize().as_bytes(),
+        records: *records.finalize().as_bytes(),
+    }
+}
+
+/// The links of one account of `n` devices: every pair ("full"), or a
+/// random overlay where every device has about `degree` neighbours
+/// (configuration model, self-loops and repeats dropped), joined into one
+/// connected graph.
+fn overlay(rng: &mut StdRng, n: u32, degree: Option<u32>) -> BTreeSet<(u32, u32)> {
+    let mut edges = BTreeSet::new();
+    let Some(k) = degree else {
+        for a in 0..n {
+            for b in a + 1..n {
+                edges.insert((a, b));
+            }
+        }
+        return edges;
+    };
+    let mut stubs: Vec<u32> = (0..n)
+        .flat_map(|v| std::iter::repeat_n(v, k as usize))
+        .collect();
+    // Fisher–Yates with the seeded RNG.
+    for i in (1..stubs.len()).rev() {
+        let j = rng.gen_range(0..=i);
+        stubs.swap(i, j);
+    }
+    for pair in stubs.chunks_exact(2) {
+        let (a, b) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
+        if a != b {
+            edges.insert((a, b));
+        }
+    }
+    // Join components: link each component's lowest device to device 0's.
+    let mut parent: Vec<u32> = (0..n).collect();
+    fn root(p: &mut [u32], mut x: u32) -> u32 {
+        while p[x as usize] != x {
+            p[x as usize] = p[p[x as usize] as usize];
+            x = p[x as usize];
+        }
+        x
+    }
+    for &(a, b) in &edges {
+        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+        if ra != rb {
+            parent[ra.max(rb) as usize] = ra.min(rb);
+        }
+    }
+    for v in 1..n {
+        let (r0, rv) = (root(&mut parent, 0), root(&mut parent, v));
+        if r0 != rv {
+            edges.insert((0, v));
+            parent[rv as usize] = r0;
+        }
+    }
+    edges
+}
+
+/// The hop count the write-to-all-replicas flood needs in theory: log₃ N.
+pub fn log3(n: u32) -> f64 {
+    f64::from(n.max(1)).ln() / 3f64.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_is_connected_and_near_the_degree() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let edges = overlay(&mut rng, 500, Some(4));
+        let mut deg = vec![0u32; 500];
+        for &(a, b) in &edges {
+            assert!(a < b);
+            deg[a as usize] += 1;
+            deg[b as usize] += 1;
+        }
+        let mean = f64::from(deg.iter().sum::<u32>()) / 500.0;
+        assert!((3.8..=4.1).contains(&mean), "mean degree {mean}");
+        assert!(deg.iter().all(|&d| d > 0));
+        assert_eq!(overlay(&mut rng, 4, None).len(), 6);
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(parse_id("d12-3"), Some((12, 3)));
+        assert_eq!(parse_id("x12-3"), None);
+        assert_eq!(parse_id("d-3"), None);
+    }
+}
