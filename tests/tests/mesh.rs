@@ -391,7 +391,13 @@ fn a_device_killed_during_sync_reopens_and_catches_up() {
         for i in 0..20 {
             let id = format!("r{round}-{i}");
             a.home
-                .run(&["put", "notes", &format!(r#"{{"round":{round},"i":{i}}}"#), "--id", &id])
+                .run(&[
+                    "put",
+                    "notes",
+                    &format!(r#"{{"round":{round},"i":{i}}}"#),
+                    "--id",
+                    &id,
+                ])
                 .ok();
             written.push(id);
             if i == 10 {
@@ -418,6 +424,8 @@ fn devices_find_each_other_on_the_lan_with_mdns() {
     // mDNS announces the addresses of the LAN interface, hence 0.0.0.0.
     let _da = a.home.up_with(&["--listen", "/ip4/0.0.0.0/tcp/0"]).unwrap();
     let _db = b.home.up_with(&["--listen", "/ip4/0.0.0.0/tcp/0"]).unwrap();
-    a.home.run(&["put", "notes", r#"{"via":"mdns"}"#, "--id", "m"]).ok();
+    a.home
+        .run(&["put", "notes", r#"{"via":"mdns"}"#, "--id", "m"])
+        .ok();
     b.wait_for("notes", "m", |v| v.is_some());
 }
