@@ -403,7 +403,12 @@ impl Running {
     fn join(self) -> Option<Engine> {
         // Network tasks may still hold handles; the engine stops anyway once
         // everything queued before this is done.
-        let _ = self.handle.tx.blocking_send(Command::Shutdown);
+        let tx = self.handle.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(command)) = tx.try_send(Command::Shutdown) {
+            // A full queue: wait for room from a plain thread, since this one
+            // may be driving an async runtime.
+            let _ = std::thread::spawn(move || tx.blocking_send(command)).join();
+        }
         drop(self.handle);
         match self.thread.join() {
             Ok(engine) => Some(engine),
