@@ -8,10 +8,15 @@
 //!   or a later one, on every member replica of its account.
 //! - [`bounds`]: every observed queue maximum is within its bound.
 //! - [`access`]: no frame carrying collection data reached a device the
-//!   sender's membership log did not admit.
+//!   sender's membership log did not admit, and no device that is still
+//!   pairing received data or the log before its code was confirmed.
+//! - [`pairing`]: every join completed and its device is a member on every
+//!   member replica of its account's log; no refused attempt left an entry.
 
 use std::collections::BTreeMap;
 
+use hearth_crypto::identity::DeviceId;
+use hearth_crypto::membership::Log;
 use serde::Serialize;
 
 /// One checker's verdict.
@@ -215,6 +220,51 @@ pub fn access(violations: &[AccessViolation], checked: u64, to_non_members: u64)
                 "{checked} frames checked, {to_non_members} non-data frames to non-members, no data leaked"
             ),
         },
+    }
+}
+
+/// Every device in `joined` (account, id, node) is a member on every replica
+/// in `replicas` (node, account, log) of its account, and `problems` (what
+/// the simulator saw go wrong during pairing: a join never completed, a
+/// refused attempt that changed the log) is empty.
+pub fn pairing(
+    joined: &[(u32, DeviceId, u32)],
+    replicas: &[(u32, u32, &Log)],
+    problems: &[String],
+    attempts: u64,
+) -> Verdict {
+    if let Some(p) = problems.first() {
+        return Verdict {
+            name: "pairing",
+            passed: false,
+            detail: p.clone(),
+        };
+    }
+    let mut checked = 0u64;
+    for &(account, id, device) in joined {
+        for &(node, a, log) in replicas {
+            if a != account {
+                continue;
+            }
+            checked += 1;
+            if !log.is_member(&id) {
+                return Verdict {
+                    name: "pairing",
+                    passed: false,
+                    detail: format!(
+                        "joined device {device} is not a member in device {node}'s log"
+                    ),
+                };
+            }
+        }
+    }
+    Verdict {
+        name: "pairing",
+        passed: true,
+        detail: format!(
+            "{} joins completed in {attempts} attempts, each a member on every replica ({checked} log checks)",
+            joined.len()
+        ),
     }
 }
 

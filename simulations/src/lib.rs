@@ -53,13 +53,41 @@
 //!   and faults stop, partitions end, every device comes online; the run
 //!   ends when the event queue drains (**quiescence**), or fails the
 //!   quiescence check at `max_quiescence_s`.
+//! - **Pairing.** A `[[joins]]` entry brings a new device into an account
+//!   at a given time through the node's own handshake
+//!   ([`hearth_crypto::pairing`]'s `Inviter` and `Joiner`, with the message
+//!   flow of `node/src/pairing.rs`): the inviter opens an
+//!   [`Invitation`](hearth_crypto::ticket::Invitation) (seeded RNG, expiry in
+//!   virtual time), the ticket is encoded and decoded as a person copying it
+//!   would, and the joiner dials the inviter over a pairing connection whose
+//!   frames arrive in order after the network's latency: a name frame and
+//!   `Hello`, `Challenge`, `Proof`; both derive the check code. After
+//!   `human_delay_ms` the person types the code the joiner shows on the
+//!   inviter — or, in `wrong_code_probability` of attempts (and the first
+//!   `wrong_codes_first`), a wrong one, which burns the invitation and
+//!   refuses the joiner. On the right code the inviter appends the device
+//!   with `Log::add_device`, persists the log, offers it to its sessions, and
+//!   after the fsync sends `Welcome` with the encoded log; the joiner adopts
+//!   it and from then on dials its links (every device of the account, or the
+//!   inviter and `degree − 1` others) and syncs like any member. Its links
+//!   connect only once the other end's log admits it (the admission gate);
+//!   each membership change re-dials them. A transport fault on a pairing
+//!   frame, either device going down or a partition between them ends the
+//!   attempt; the joiner retries with a fresh invitation after
+//!   `retry_delay_ms`. A joined device counts in the convergence and
+//!   durability checks; its catch-up on older writes is left out of the
+//!   time-to-converge and rounds figures, which measure propagation.
 //! - **Checkers** ([`check`]), every run: convergence (identical shard heads
 //!   and identical records on every member replica of an account),
 //!   durability (every acknowledged write present at its revision or a later
 //!   one on every member), bounds (in-flight, outbox and held-until-fsync
 //!   queues within their bounds; the maxima are reported), and access (every
 //!   frame put on the wire is checked against the sender's membership log;
-//!   a collection-data frame to a non-member is a violation).
+//!   a collection-data frame to a non-member, or to a device still pairing,
+//!   is a violation, as is a welcome sent before the code was confirmed) and,
+//!   with joins, pairing (every join completed and its device is a member on
+//!   every replica of its account's log; a refused attempt left no entry for
+//!   the device in the inviter's log).
 //! - **Report** ([`report`]): `report.json`, `report.md` and SVG plots
 //!   (time-to-converge CDF, frames and bytes per node, rounds against
 //!   log₃N). Wall time and memory go to `timing.json`, never compared.

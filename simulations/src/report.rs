@@ -83,6 +83,23 @@ pub struct Rounds {
     pub arrivals_by_hop: Vec<u64>,
 }
 
+/// Pairing figures: attempts, outcomes and how long a join took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pairing {
+    /// Joins in the scenario.
+    pub joins: u32,
+    /// Attempts started (one invitation each).
+    pub attempted: u64,
+    /// Attempts that ended with the device welcomed.
+    pub succeeded: u64,
+    /// Attempts refused for a wrong check code (invitation burned).
+    pub refused: u64,
+    /// Attempts that ended otherwise (broken connection, device down).
+    pub failed: u64,
+    /// Per completed join: first attempt to welcome, ms.
+    pub duration_ms: Summary,
+}
+
 /// The whole report of one run; serialised as `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -124,6 +141,8 @@ pub struct Report {
     pub bytes_total: u64,
     /// Queue maxima and bounds.
     pub queues: Vec<QueueMax>,
+    /// Pairing.
+    pub pairing: Pairing,
     /// Counters.
     pub counters: Counters,
 }
@@ -173,6 +192,14 @@ impl Report {
             frames_total: frames.iter().sum(),
             bytes_total: bytes.iter().sum(),
             queues: outcome.queues.clone(),
+            pairing: Pairing {
+                joins: scenario.joins.len() as u32,
+                attempted: c.pairing_attempts,
+                succeeded: c.pairings_succeeded,
+                refused: c.pairings_refused,
+                failed: c.pairings_failed,
+                duration_ms: Summary::of(&outcome.pairing_us, 1e-3),
+            },
             counters: outcome.counters.clone(),
         }
     }
@@ -213,6 +240,7 @@ impl Report {
             ("rounds per write", &self.rounds.rounds),
             ("frames sent per node", &self.frames_per_node),
             ("bytes sent per node", &self.bytes_per_node),
+            ("pairing duration (ms)", &self.pairing.duration_ms),
         ] {
             let _ = writeln!(
                 s,
@@ -233,6 +261,12 @@ impl Report {
             self.rounds.log3_n,
             self.frames_total,
             self.bytes_total
+        );
+        let p = &self.pairing;
+        let _ = writeln!(
+            s,
+            "Pairing: {} joins, {} attempts, {} succeeded, {} refused (wrong code), {} failed.",
+            p.joins, p.attempted, p.succeeded, p.refused, p.failed
         );
         let _ = writeln!(s, "\n| queue | max | bound |\n|---|---|---|");
         for q in &self.queues {

@@ -115,7 +115,66 @@ pub struct Scenario {
     /// Queue bounds the bounds checker enforces.
     #[serde(default)]
     pub bounds: Bounds,
+    /// New devices that join an account by pairing during the run.
+    #[serde(default)]
+    pub joins: Vec<Join>,
 }
+
+/// A new device joining an account through the pairing handshake: at `at_s`
+/// the person opens an invitation on the inviting device and reads it on
+/// the new one, which dials the inviter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// When the first attempt starts, in s (within the write phase).
+    pub at_s: f64,
+    /// The account joined (index).
+    pub account: u32,
+    /// The inviting device, as an index within the account; it must not be
+    /// one of the devices the scenario removes.
+    #[serde(default)]
+    pub inviter: u32,
+    /// Time the person takes to read the code off the new device and type
+    /// it on the inviter, in ms.
+    #[serde(default = "default_human_delay")]
+    pub human_delay_ms: Range,
+    /// Probability that the person types a wrong code in an attempt; a wrong
+    /// code burns the invitation and the joiner starts over.
+    #[serde(default)]
+    pub wrong_code_probability: f64,
+    /// The first attempts in which the person types a wrong code for sure
+    /// (before `wrong_code_probability` applies).
+    #[serde(default)]
+    pub wrong_codes_first: u32,
+    /// Delay before a failed attempt is retried with a fresh invitation, in ms.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: f64,
+    /// Lifetime of each invitation, in s.
+    #[serde(default = "default_invitation_ttl")]
+    pub invitation_ttl_s: f64,
+    /// Attempts after which the join is abandoned (the pairing check fails).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_human_delay() -> Range {
+    Range {
+        min: 3_000.0,
+        max: 15_000.0,
+    }
+}
+fn default_retry_delay() -> f64 {
+    5_000.0
+}
+fn default_invitation_ttl() -> f64 {
+    600.0
+}
+fn default_max_attempts() -> u32 {
+    20
+}
+
+/// Most joins one scenario may hold.
+pub const MAX_JOINS: usize = 1_000;
 
 fn default_quiescence() -> f64 {
     3_600.0
@@ -348,9 +407,9 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Total devices.
+    /// Total devices: the accounts' initial devices plus one per join.
     pub fn devices(&self) -> u32 {
-        self.topology.accounts * self.topology.devices_per_account
+        self.topology.accounts * self.topology.devices_per_account + self.joins.len() as u32
     }
 
     /// Checks every field; the simulator relies on it.
@@ -376,7 +435,9 @@ impl Scenario {
                 format!("at most {MAX_DEVICES_PER_ACCOUNT} (the membership log's bound)"),
             ));
         }
-        if u64::from(t.accounts) * u64::from(t.devices_per_account) > u64::from(MAX_DEVICES) {
+        if u64::from(t.accounts) * u64::from(t.devices_per_account) + self.joins.len() as u64
+            > u64::from(MAX_DEVICES)
+        {
             return Err(invalid(
                 "topology",
                 format!("at most {MAX_DEVICES} devices"),
@@ -467,6 +528,44 @@ impl Scenario {
                 return Err(invalid("faults.removal_at_s", "within the write phase"));
             }
         }
+        if self.joins.len() > MAX_JOINS {
+            return Err(invalid("joins", format!("at most {MAX_JOINS}")));
+        }
+        for j in &self.joins {
+            if !(j.at_s >= 0.0 && j.at_s < self.duration_s) {
+                return Err(invalid("joins.at_s", "within the write phase"));
+            }
+            if j.account >= t.accounts {
+                return Err(invalid("joins.account", "an existing account index"));
+            }
+            if j.inviter >= t.devices_per_account - f.removals_per_account {
+                return Err(invalid(
+                    "joins.inviter",
+                    "a device index of the account that is not removed",
+                ));
+            }
+            j.human_delay_ms.validate("joins.human_delay_ms")?;
+            probability("joins.wrong_code_probability", j.wrong_code_probability)?;
+            positive("joins.retry_delay_ms", j.retry_delay_ms)?;
+            positive("joins.invitation_ttl_s", j.invitation_ttl_s)?;
+            if j.max_attempts == 0
+                || j.max_attempts > 1_000
+                || j.wrong_codes_first >= j.max_attempts
+            {
+                return Err(invalid(
+                    "joins.max_attempts",
+                    "1 to 1000, above wrong_codes_first",
+                ));
+            }
+        }
+        if u64::from(t.devices_per_account) + self.joins.len() as u64
+            > u64::from(MAX_DEVICES_PER_ACCOUNT)
+        {
+            return Err(invalid(
+                "joins",
+                format!("at most {MAX_DEVICES_PER_ACCOUNT} devices per account"),
+            ));
+        }
         let b = &self.bounds;
         if b.window_frames == 0 || b.max_outbox_frames == 0 || b.max_held == 0 {
             return Err(invalid("bounds", "every bound must be at least 1"));
@@ -491,6 +590,14 @@ impl Scenario {
         }
         s.faults.removals_per_account =
             s.faults.removals_per_account.min(t.devices_per_account - 1);
+        let (accounts, kept) = (
+            t.accounts,
+            t.devices_per_account - s.faults.removals_per_account,
+        );
+        s.joins.retain(|j| j.account < accounts);
+        for j in &mut s.joins {
+            j.inviter = j.inviter.min(kept - 1);
+        }
         if s.duration_s > max_duration_s {
             let k = max_duration_s / s.duration_s;
             s.duration_s = max_duration_s;
@@ -499,6 +606,9 @@ impl Scenario {
                 p.end_s *= k;
             }
             s.faults.removal_at_s *= k;
+            for j in &mut s.joins {
+                j.at_s *= k;
+            }
             if let Some(c) = &mut s.faults.churn {
                 for r in [&mut c.online_s, &mut c.offline_s] {
                     r.min *= k;

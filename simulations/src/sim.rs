@@ -17,6 +17,8 @@ use serde_json::json;
 use crate::check::{self, AccessViolation, AckedWrite, QueueMax, ReplicaFingerprint, Verdict};
 use crate::scenario::{Range, Scenario};
 
+mod pairing;
+
 /// Virtual time, in microseconds.
 pub type Time = u64;
 
@@ -174,6 +176,12 @@ enum Held {
     Ack {
         write: u32,
     },
+    /// A pairing frame (the welcome, after the new member is durable).
+    Pair {
+        join: u32,
+        attempt: u32,
+        frame: Vec<u8>,
+    },
 }
 
 /// Key of a record in the write registry: (collection index, writer, k).
@@ -195,6 +203,11 @@ struct Node {
     /// Scheduled for removal from its account: excluded from the
     /// convergence, durability and time-to-converge figures.
     removed: bool,
+    /// In its account's log: every initial device, and a joining device
+    /// once it adopted the log from its welcome.
+    member: bool,
+    /// The join (index into `Scenario::joins`) that brings this device in.
+    joiner_of: Option<u32>,
     links: Vec<u32>,
     outbox: u64,
     /// Per record: the newest generation seen and the hops it took.
@@ -271,6 +284,22 @@ enum Kind {
     PartitionEnd,
     Removal,
     Heal,
+    /// A join starts an attempt with a fresh invitation.
+    JoinStart {
+        join: u32,
+    },
+    /// A pairing frame arrives; `dir` 0 is joiner → inviter.
+    PairDeliver {
+        join: u32,
+        attempt: u32,
+        dir: usize,
+        frame: Vec<u8>,
+    },
+    /// The person types the code on the inviter.
+    PairConfirm {
+        join: u32,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -328,6 +357,15 @@ pub struct Counters {
     pub writes: u64,
     /// Writes acknowledged.
     pub acked: u64,
+    /// Pairing attempts started (one invitation each).
+    pub pairing_attempts: u64,
+    /// Attempts that ended with the new device welcomed.
+    pub pairings_succeeded: u64,
+    /// Attempts refused because the person typed a wrong code.
+    pub pairings_refused: u64,
+    /// Attempts that ended otherwise (the connection broke, a device went
+    /// down, or a step failed) and were retried.
+    pub pairings_failed: u64,
 }
 
 /// Everything a finished run hands to the report.
@@ -359,6 +397,8 @@ pub struct Outcome {
     pub queues: Vec<QueueMax>,
     /// Devices removed from their accounts.
     pub removed_devices: u32,
+    /// Per completed join: time from its first attempt to the welcome, µs.
+    pub pairing_us: Vec<Time>,
 }
 
 /// The simulated world.
@@ -384,6 +424,9 @@ pub struct World {
     max_outbox: u64,
     max_held: u64,
     hop_histogram: Vec<u64>,
+    joins: Vec<pairing::JoinState>,
+    /// Pairing properties seen broken during the run.
+    pairing_violations: Vec<String>,
 }
 
 impl std::fmt::Debug for World {
@@ -440,6 +483,8 @@ impl World {
                     online: true,
                     crashed: false,
                     removed: i as u32 >= per - removals,
+                    member: true,
+                    joiner_of: None,
                     links: Vec::new(),
                     outbox: 0,
                     seen: BTreeMap::new(),
@@ -468,6 +513,7 @@ impl World {
                 });
             }
         }
+        let joins = pairing::add_joiners(scenario, &mut rng, &mut nodes, &mut conns);
         let mut world = World {
             scenario: scenario.clone(),
             rng,
@@ -490,6 +536,8 @@ impl World {
             max_outbox: 0,
             max_held: 0,
             hop_histogram: Vec::new(),
+            joins,
+            pairing_violations: Vec::new(),
         };
         world.schedule_initial();
         Ok(world)
@@ -546,6 +594,9 @@ impl World {
             self.push(us(s.faults.removal_at_s), Kind::Removal);
         }
         self.push(us(s.duration_s), Kind::Heal);
+        for (join, j) in s.joins.iter().enumerate() {
+            self.push(us(j.at_s), Kind::JoinStart { join: join as u32 });
+        }
         for node in 0..n {
             self.wake(node);
         }
@@ -589,6 +640,14 @@ impl World {
             }
             Kind::Removal => self.removal(),
             Kind::Heal => self.heal(),
+            Kind::JoinStart { join } => self.join_start(join),
+            Kind::PairDeliver {
+                join,
+                attempt,
+                dir,
+                frame,
+            } => self.pair_deliver(join, attempt, dir, frame),
+            Kind::PairConfirm { join, attempt } => self.pair_confirm(join, attempt),
         }
     }
 
@@ -609,7 +668,18 @@ impl World {
             .partition
             .as_ref()
             .is_some_and(|side| side[a as usize] != side[b as usize]);
-        !conn.refused && up(a) && up(b) && !split
+        !conn.refused && up(a) && up(b) && !split && self.admits(a, b) && self.admits(b, a)
+    }
+
+    /// The admission gate for a device that joined by pairing: until it
+    /// holds the log and `by`'s log lists it, nothing connects (refusing
+    /// for good, as `refused` does, would be wrong: the log is on its way).
+    fn admits(&self, by: u32, device: u32) -> bool {
+        let d = &self.nodes[device as usize];
+        if d.joiner_of.is_none() {
+            return true;
+        }
+        d.member && self.nodes[by as usize].replica.log.is_member(&d.id)
     }
 
     fn schedule_connect(&mut self, c: u32, delay: Time) {
@@ -842,7 +912,9 @@ impl World {
     fn access_check(&mut self, from: u32, to: u32, frame: &[u8]) {
         self.frames_checked += 1;
         let (sender, receiver) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        if sender.replica.log.is_member(&receiver.id) {
+        // A device that is still pairing is a non-member whatever the
+        // sender's log says: it must not see data before its welcome.
+        if receiver.member && sender.replica.log.is_member(&receiver.id) {
             return;
         }
         self.to_non_members += 1;
@@ -1001,6 +1073,7 @@ impl World {
                 Err(e) => self.session_failed(c, &e),
             }
         }
+        self.admit_joiners(me);
     }
 
     fn ensure_fsync(&mut self, me: u32) {
@@ -1047,6 +1120,11 @@ impl World {
                     self.writes[write as usize].acked = Some(self.now);
                     self.counters.acked += 1;
                 }
+                Held::Pair {
+                    join,
+                    attempt,
+                    frame,
+                } => self.pair_send(join, attempt, 1, frame),
             }
         }
     }
@@ -1062,7 +1140,7 @@ impl World {
         let (count, ids, shards) = (w.collections.len(), w.ids_per_device, w.shards);
         let next = exponential(&mut self.rng, mean);
         self.push_before_heal(next, Kind::Write { node: me });
-        if self.nodes[me as usize].crashed {
+        if self.nodes[me as usize].crashed || !self.nodes[me as usize].member {
             return;
         }
         let ci = self.rng.gen_range(0..count);
@@ -1142,7 +1220,10 @@ impl World {
             }
             let hops = self.nodes[from as usize].seen.get(&key).map_or(0, |s| s.1) + 1;
             self.nodes[me as usize].seen.insert(key, (generation, hops));
-            if self.nodes[me as usize].removed {
+            // A device that joined later catches up on old writes: that is
+            // not propagation, so it stays out of the time-to-converge and
+            // rounds figures (the convergence check still covers it).
+            if self.nodes[me as usize].removed || self.nodes[me as usize].joiner_of.is_some() {
                 continue;
             }
             let Some(list) = self.by_key.get(&key) else {
@@ -1171,6 +1252,7 @@ impl World {
         }
         self.nodes[me as usize].online = false;
         self.close_all(me);
+        self.pairing_down(me);
         if let Some(c) = self.scenario.faults.churn {
             let d = sample(&mut self.rng, c.offline_s, US_PER_S);
             self.push(d.max(1), Kind::Online { node: me });
@@ -1197,6 +1279,7 @@ impl World {
         }
         self.counters.crashes += 1;
         self.close_all(me);
+        self.pairing_down(me);
         let node = &mut self.nodes[me as usize];
         node.crashed = true;
         node.incarnation += 1;
@@ -1294,7 +1377,7 @@ impl World {
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut fingerprints = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            if node.removed {
+            if node.removed || !node.member {
                 continue;
             }
             members.entry(node.account).or_default().push(i as u32);
@@ -1347,6 +1430,10 @@ impl World {
             check::bounds(&queues),
             check::access(&self.violations, self.frames_checked, self.to_non_members),
         ];
+        if !self.joins.is_empty() {
+            verdicts.push(self.pairing_verdict());
+        }
+        let pairing_us = self.pairing_durations();
         if !quiesced {
             verdicts.push(Verdict {
                 name: "quiescence",
@@ -1387,6 +1474,7 @@ impl World {
             bytes_per_node: self.nodes.iter().map(|n| n.bytes_sent).collect(),
             queues,
             removed_devices: removals * self.scenario.topology.accounts,
+            pairing_us,
         }
     }
 }

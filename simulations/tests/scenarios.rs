@@ -52,6 +52,12 @@ fn every_shipped_scenario_passes_its_checks() {
             assert!(r.passed, "{} seed {seed}:\n{}", s.name, r.markdown());
             assert!(r.writes.acked > 0, "{} wrote nothing", s.name);
             assert_eq!(r.writes.unconverged, 0, "{}", s.name);
+            // Every join completed, through the handshake.
+            assert_eq!(r.pairing.succeeded, s.joins.len() as u64, "{}", s.name);
+            assert!(r.pairing.attempted >= r.pairing.succeeded + r.pairing.refused);
+            if s.joins.iter().any(|j| j.wrong_codes_first > 0) {
+                assert!(r.pairing.refused > 0, "{}", r.markdown());
+            }
         }
     }
 }
