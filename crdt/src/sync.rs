@@ -442,6 +442,8 @@ pub struct Session {
     peer_collections: Option<BTreeMap<String, Vec<ShardDigest>>>,
     /// A non-member's Hello, held until its log arrives.
     pending_hello: Option<Hello>,
+    /// Collections whose [`Frame::Shards`] this side has sent.
+    shards_sent: BTreeSet<String>,
     /// The heads of the log the peer is known to hold from us.
     log_sent: BTreeSet<EntryHash>,
     stats: Stats,
@@ -472,6 +474,7 @@ impl Session {
             dirty: BTreeSet::new(),
             peer_collections: None,
             pending_hello: None,
+            shards_sent: BTreeSet::new(),
             log_sent: BTreeSet::new(),
             stats: Stats::default(),
         }
@@ -726,6 +729,7 @@ impl Session {
                     digests: ours,
                 });
                 fx.send.push(self.encode(&shards)?);
+                self.shards_sent.insert(name);
             }
         }
         self.peer_collections = Some(
@@ -746,6 +750,20 @@ impl Session {
     ) -> Result<(), Error> {
         if replica.collection(&summary.name).is_none() {
             self.create(replica, &summary.name, summary.shards, fx)?;
+        }
+        // The peer compares too: when our Hello made it skip that (it showed
+        // the collection missing or matching, and it has changed since), it
+        // needs our digests as well. Once per collection.
+        if !self.shards_sent.contains(&summary.name)
+            && let Some(coll) = replica.collection(&summary.name)
+        {
+            let ours = Frame::Shards(Summary {
+                name: summary.name.clone(),
+                shards: coll.shard_count(),
+                digests: shard_digests(coll, &summary.name)?,
+            });
+            fx.send.push(self.encode(&ours)?);
+            self.shards_sent.insert(summary.name.clone());
         }
         self.reconcile(replica, &summary.name, Some(&summary.digests), fx)?;
         if let Some(known) = self.peer_collections.as_mut() {

@@ -670,7 +670,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn random_interleavings_between_three_replicas_converge(steps in proptest::collection::vec(step(), 1..40)) {
