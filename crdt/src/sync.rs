@@ -40,16 +40,18 @@
 //!   compare shard by shard with the rules below (half a round trip more,
 //!   only for collections that differ);
 //! - a shard's digests match: as for a whole collection;
-//! - the peer's shard is empty (or it lacks the collection): send the whole
-//!   shard in one Automerge message;
-//! - our shard is empty: send nothing and wait for the peer's whole shard
-//!   (the peer applies the previous rule), creating the collection first,
-//!   with the peer's shard count, if we lack it;
-//! - both differ and neither is empty: run Automerge's sync protocol for that
-//!   shard, starting from the sync state persisted by the previous session.
+//! - a shard differs (or the peer lacks the collection): run Automerge's sync
+//!   protocol for that shard, from the sync state persisted by the previous
+//!   session; a side that lacks the collection creates it, with the peer's
+//!   shard count, when the first frame about it arrives.
 //!
 //! So a reconnect between devices that are in sync is one Hello each way and
-//! nothing else, and a new device receives each shard in one message.
+//! nothing else. Nothing is preset from a Hello beyond "in sync": a Hello or
+//! a `Shards` frame may be stale by the time it is read (the peer may have
+//! heard from a third device since), and presetting "the peer holds nothing"
+//! from one lost changes in the interleaving proptest. A new device
+//! therefore gets each shard in two flights (Automerge's opening message,
+//! then the changes) rather than one.
 //!
 //! Sync messages are applied without letting Automerge inflate unbounded
 //! data: their changes go through [`Collection::sync_receive`], which checks
@@ -122,7 +124,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -561,14 +562,13 @@ impl Session {
         collection: &str,
         shards: &[ShardIndex],
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let Some(peer_collections) = &self.peer_collections else {
+        if self.peer_collections.is_none() {
             return Ok(Vec::new());
-        };
+        }
         self.require_member(replica)?;
         let Some(coll) = replica.collection(collection) else {
             return Ok(Vec::new());
         };
-        let peer_has_it = peer_collections.contains_key(collection);
         let wanted: BTreeSet<ShardIndex> = shards
             .iter()
             .copied()
@@ -576,16 +576,10 @@ impl Session {
             .collect();
         let mut out = Vec::new();
         for shard in wanted {
-            let state = match self.states.entry((collection.to_owned(), shard)) {
-                MapEntry::Occupied(e) => e.into_mut(),
-                MapEntry::Vacant(e) => {
-                    let mut state = State::new();
-                    if !peer_has_it {
-                        seed_peer_empty(&mut state);
-                    }
-                    e.insert(state)
-                }
-            };
+            let state = self
+                .states
+                .entry((collection.to_owned(), shard))
+                .or_default();
             if let Some(frame) = generate(coll, collection, shard, state, &self.limits)? {
                 out.push(frame);
             }
@@ -809,14 +803,11 @@ impl Session {
                 self.dirty.insert(key);
                 continue;
             }
-            if ours == EMPTY_SHARD_DIGEST {
-                // The peer sees our empty shard and sends its whole shard.
-                continue;
-            }
-            if peer == EMPTY_SHARD_DIGEST {
-                seed_peer_empty(state);
-                self.dirty.insert(key);
-            }
+            // Both sides run Automerge's protocol from here, from what each
+            // actually holds. Presetting the state to "the peer holds
+            // nothing" from its Hello (which may be stale by now: it may have
+            // received the shard from a third device) saved a round trip for
+            // a new device but lost changes in the interleaving proptest.
             if let Some(frame) = generate(coll, name, shard, state, &self.limits)? {
                 fx.send.push(frame);
             }
@@ -1017,18 +1008,6 @@ fn seed_in_sync(state: &mut State, heads: Vec<ChangeHash>) {
             bloom: Default::default(),
         }]),
         have_responded: true,
-        their_capabilities: capabilities(),
-        ..State::new()
-    };
-}
-
-/// Sets `state` to "the peer holds nothing", which makes Automerge send the
-/// whole shard in its next message.
-fn seed_peer_empty(state: &mut State) {
-    *state = State {
-        their_heads: Some(Vec::new()),
-        their_need: Some(Vec::new()),
-        their_have: Some(Vec::new()),
         their_capabilities: capabilities(),
         ..State::new()
     };
