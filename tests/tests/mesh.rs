@@ -429,3 +429,39 @@ fn devices_find_each_other_on_the_lan_with_mdns() {
         .ok();
     b.wait_for("notes", "m", |v| v.is_some());
 }
+
+#[test]
+fn an_initialised_home_without_data_can_join_and_keeps_its_identity() {
+    let a = Device::new("laptop");
+    let _da = a.up();
+    // B was set up on its own first, but holds no data yet.
+    let b = Device::new("desktop");
+    let b_id = b.id();
+    pair(&a, &b);
+    assert_eq!(b.id(), b_id, "joining keeps the device's identity");
+    let status = b.home.run(&["status", "--json"]).json();
+    let status_a = a.home.run(&["status", "--json"]).json();
+    assert_eq!(status["account_id"], status_a["account_id"]);
+    let _db = b.up();
+    a.home
+        .run(&["put", "notes", r#"{"x":1}"#, "--id", "j"])
+        .ok();
+    b.wait_for("notes", "j", |v| v.is_some());
+
+    // A home with data of its own is refused, and left as it was.
+    let c = Device::new("phone");
+    c.home
+        .run(&["put", "notes", r#"{"mine":true}"#, "--id", "own"])
+        .ok();
+    let ticket = a
+        .home
+        .run(&["pair"])
+        .ok()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let run = c.home.run(&["join", &ticket]);
+    assert!(run.err().contains("already holds data"), "{}", run.err());
+    assert!(c.get("notes", "own").is_some());
+}

@@ -104,7 +104,10 @@ pub(super) fn pair(
     let qr_text = reply["qr"].as_str().unwrap_or(ticket);
     emit(ticket)?;
     if let Some(path) = &png {
-        qr::write_png(qr_text, path)?;
+        // The PNG holds the ticket exactly as printed, so any scanner reads
+        // back the same text; the terminal drawing uses the shorter
+        // upper-case form, which `hearth join` accepts too.
+        qr::write_png(ticket, path)?;
     }
     if global.json {
         return emit_json(&reply);
