@@ -246,16 +246,39 @@ impl Engine {
         self.save_membership(log)
     }
 
-    /// Commits `log` as the account's membership log and acts on it: sessions
-    /// of devices that are no longer members close, and the network layer
-    /// hears of the new member set.
+    /// Commits `log` as the account's membership log, then makes it the
+    /// engine's and acts on it (see [`Engine::publish_members`]).
     pub(super) fn save_membership(&mut self, log: membership::Log) -> Result<(), Error> {
+        self.write_membership(&log)?;
+        self.identity.log = log;
+        self.publish_members();
+        Ok(())
+    }
+
+    /// Commits the engine's log after a peer's entries were merged into it
+    /// (they were verified on merge), then acts on it.
+    fn persist_membership(&mut self) -> Result<(), Error> {
+        self.write_membership(&self.identity.log)?;
+        self.publish_members();
+        Ok(())
+    }
+
+    fn write_membership(&self, log: &membership::Log) -> Result<(), Error> {
         let mut txn = self.store.write()?;
         txn.insert(Table::Meta, super::META_MEMBERSHIP, &log.encode())?;
         txn.commit()?;
-        let before = self.members();
-        self.identity.log = log;
+        Ok(())
+    }
+
+    /// Compares the member set with the one last published: sessions of
+    /// devices that are no longer members close, and the network layer and
+    /// the other devices hear of the change.
+    fn publish_members(&mut self) {
+        let before = self.mesh.members.borrow().clone();
         let after = self.members();
+        if before == after {
+            return;
+        }
         for added in after.devices.difference(&before.devices) {
             tracing::info!(device = %added, "a device joined the account");
         }
@@ -263,12 +286,9 @@ impl Engine {
             tracing::info!(device = %removed, "a device was removed from the account");
             self.close_session(*removed, "removed from the account");
         }
-        if before != after {
-            self.mesh.members.send_replace(after);
-            // The other devices hear of it now, not at their next reconnect.
-            self.broadcast_membership();
-        }
-        Ok(())
+        self.mesh.members.send_replace(after);
+        // The other devices hear of it now, not at their next reconnect.
+        self.broadcast_membership();
     }
 
     fn add_device(&mut self, device: DeviceId, name: &str) -> Result<Vec<u8>, Error> {
@@ -456,22 +476,24 @@ impl Engine {
         let Some(mut p) = self.mesh.sessions.remove(&peer) else {
             return;
         };
-        let before = self.members();
-        let log_before = self.identity.log.clone();
+        let heads_before = self.identity.log.heads();
         let result = p.session.receive(&mut self.replica(), bytes);
         self.mesh.sessions.insert(peer, p);
+        // Entries the session merged passed the log's checks, even when the
+        // frame as a whole was refused afterwards; they are stored either way.
+        let log_moved = self.identity.log.heads() != heads_before;
         let effects = match result {
             Ok(effects) => effects,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing the sync session");
-                // A refused log merge left the log as it was; anything else
-                // that touched it is rolled back with it.
-                self.identity.log = log_before;
+                if log_moved && let Err(e) = self.persist_membership() {
+                    tracing::error!(error = %e, "cannot store the merged membership log");
+                }
                 self.close_session(peer, "it sent data this device refuses");
                 return;
             }
         };
-        if let Err(e) = self.commit_effects(peer, &effects, before, log_before) {
+        if let Err(e) = self.commit_effects(peer, &effects, log_moved) {
             tracing::error!(%peer, error = %e, "cannot store what the peer sent; closing the session");
             self.close_session(peer, "storing its changes failed");
             return;
@@ -495,14 +517,10 @@ impl Engine {
         &mut self,
         peer: DeviceId,
         effects: &sync::Effects,
-        before: Members,
-        log_before: membership::Log,
+        log_moved: bool,
     ) -> Result<(), Error> {
-        if effects.membership_changed {
-            let log = self.identity.log.clone();
-            self.identity.log = log_before;
-            self.save_membership(log)?;
-            let _ = before;
+        if log_moved {
+            self.persist_membership()?;
         }
         let mut states = Vec::with_capacity(effects.states.len());
         for (collection, shard, bytes) in &effects.states {
