@@ -233,6 +233,26 @@ struct Conn {
     up_since: Time,
 }
 
+/// Adds a link between devices `a` and `b`, down until it connects.
+fn add_link(nodes: &mut [Node], conns: &mut Vec<Conn>, a: u32, b: u32) {
+    let c = conns.len() as u32;
+    nodes[a as usize].links.push(c);
+    nodes[b as usize].links.push(c);
+    conns.push(Conn {
+        ends: [a, b],
+        epoch: 0,
+        up: false,
+        sessions: [None, None],
+        inflight: [0, 0],
+        outbox: [VecDeque::new(), VecDeque::new()],
+        last_arrival: [0, 0],
+        attempts: 0,
+        connect_pending: false,
+        refused: false,
+        up_since: 0,
+    });
+}
+
 #[derive(Debug)]
 struct WriteRecord {
     key: RecordKey,
@@ -494,23 +514,7 @@ impl World {
                 });
             }
             for (a, b) in overlay(&mut rng, per, t.degree) {
-                let c = conns.len() as u32;
-                let (a, b) = (base + a, base + b);
-                nodes[a as usize].links.push(c);
-                nodes[b as usize].links.push(c);
-                conns.push(Conn {
-                    ends: [a, b],
-                    epoch: 0,
-                    up: false,
-                    sessions: [None, None],
-                    inflight: [0, 0],
-                    outbox: [VecDeque::new(), VecDeque::new()],
-                    last_arrival: [0, 0],
-                    attempts: 0,
-                    connect_pending: false,
-                    refused: false,
-                    up_since: 0,
-                });
+                add_link(&mut nodes, &mut conns, base + a, base + b);
             }
         }
         let joins = pairing::add_joiners(scenario, &mut rng, &mut nodes, &mut conns);

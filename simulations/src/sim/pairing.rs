@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 
 use super::{
     ActorId, BTreeMap, Conn, DiskOp, Durable, Held, Kind, Node, SimReplica, Time, US_PER_MS,
-    VecDeque, World, sample,
+    VecDeque, World, add_link, sample,
 };
 use crate::check::{self, AccessViolation, Verdict};
 use crate::scenario::Scenario;
@@ -143,22 +143,7 @@ pub(super) fn add_joiners(
             bytes_sent: 0,
         });
         for p in peers {
-            let c = conns.len() as u32;
-            nodes[p as usize].links.push(c);
-            nodes[index as usize].links.push(c);
-            conns.push(Conn {
-                ends: [p, index],
-                epoch: 0,
-                up: false,
-                sessions: [None, None],
-                inflight: [0, 0],
-                outbox: [VecDeque::new(), VecDeque::new()],
-                last_arrival: [0, 0],
-                attempts: 0,
-                connect_pending: false,
-                refused: false,
-                up_since: 0,
-            });
+            add_link(nodes, conns, p, index);
         }
         states.push(JoinState {
             node: index,
