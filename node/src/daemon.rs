@@ -129,10 +129,8 @@ pub async fn run(
     };
     let key = hearth_crypto::identity::DeviceKey::from_bytes(&engine.device_key().to_bytes());
     let known = engine.known_addresses()?;
-    let members = engine.status();
     let engine = engine.spawn()?;
     let mesh = start_mesh(&engine.handle, &key, options.net, &config, known).await?;
-    let _ = members;
     let token = ensure_token(home)?;
     let listener = tokio::net::TcpListener::bind(options.api)
         .await
