@@ -857,6 +857,23 @@ impl Collection {
         Ok(self.shards[index].doc.get_heads())
     }
 
+    /// The hashes of the changes in one shard that are not in the causal
+    /// past of `heads` (all of them for no heads): what a store holding
+    /// exactly `heads` lacks. `heads` must be known to the shard.
+    pub fn shard_changes_since(
+        &self,
+        shard: ShardIndex,
+        heads: &[ChangeHash],
+    ) -> Result<Vec<ChangeHash>, Error> {
+        let index = self.check_shard(shard)?;
+        Ok(self.shards[index]
+            .doc
+            .get_changes(heads)
+            .iter()
+            .map(|c| c.hash())
+            .collect())
+    }
+
     /// A digest of one shard's heads: the first 8 bytes of BLAKE3 over the
     /// sorted heads, or [`EMPTY_SHARD_DIGEST`] for a shard without changes.
     /// Two replicas whose digests match hold the same changes (up to a 2^-64

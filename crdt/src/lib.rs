@@ -84,6 +84,7 @@
 //! ```
 
 pub mod collection;
+pub mod node;
 pub mod query;
 pub mod record;
 pub mod sync;

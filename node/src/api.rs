@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hearth_crdt::collection::{self, PutMode};
+use hearth_crdt::node;
 use hearth_crdt::query::{AggregateRequest, FindRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -96,7 +97,6 @@ fn error_body(status: StatusCode, error: &str, reason: &str, detail: &str) -> Re
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        use engine::Error as E;
         match self {
             ApiError::Unauthorized => {
                 let why = "missing or wrong bearer token (see <home>/api-token)";
@@ -113,51 +113,41 @@ impl IntoResponse for ApiError {
                 let d = e.to_string();
                 error_body(StatusCode::CONFLICT, "pairing_refused", &d, &d)
             }
-            ApiError::Engine(e) => match &e {
-                E::NotFound { .. } | E::NoCollection(_) => error_body(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "missing",
-                    &e.to_string(),
-                ),
-                E::Record(collection::Error::Conflict { .. }) => error_body(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "Document update conflict.",
-                    &e.to_string(),
-                ),
-                E::TooLarge { .. } => {
-                    let d = e.to_string();
-                    error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d)
-                }
-                E::NotAMember(_) => error_body(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "missing",
-                    &e.to_string(),
-                ),
-                E::RemoveSelf | E::NotEmpty | E::Membership(_) => {
-                    let d = e.to_string();
-                    error_body(StatusCode::CONFLICT, "conflict", &d, &d)
-                }
-                E::BadDoctype(_)
-                | E::Record(_)
-                | E::Query(_)
-                | E::IndexExists { .. }
-                | E::TooManyIndexes { .. } => {
-                    let d = e.to_string();
-                    error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
-                }
-                E::Store(_)
-                | E::StoreKey(_)
-                | E::Encode(_)
-                | E::Damaged { .. }
-                | E::Stopped
-                | E::Sync(_) => {
-                    tracing::error!(error = %e, "internal error");
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-                }
-            },
+            ApiError::Engine(engine::Error::Node(e)) => node_error(&e),
+            ApiError::Engine(e) => {
+                tracing::error!(error = %e, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+}
+
+/// The response to a refusal of the node's core: always the client's doing.
+fn node_error(e: &node::Error) -> Response {
+    use node::Error as E;
+    let d = e.to_string();
+    match e {
+        E::NotFound { .. } | E::NoCollection(_) | E::NotAMember(_) => {
+            error_body(StatusCode::NOT_FOUND, "not_found", "missing", &d)
+        }
+        E::Record(collection::Error::Conflict { .. }) => error_body(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Document update conflict.",
+            &d,
+        ),
+        E::TooLarge { .. } => error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d),
+        E::RemoveSelf | E::NotEmpty | E::Membership(_) => {
+            error_body(StatusCode::CONFLICT, "conflict", &d, &d)
+        }
+        E::BadDoctype(_)
+        | E::Record(_)
+        | E::Query(_)
+        | E::IndexExists { .. }
+        | E::TooManyIndexes { .. } => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
+        E::Damaged { .. } => {
+            tracing::error!(error = %e, "internal error");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
     }
 }
@@ -614,10 +604,10 @@ async fn bulk_docs(
             Ok(w) => json!({ "ok": true, "id": w.id, "rev": w.rev }),
             Err(engine::BulkError { id, error }) => {
                 let (kind, reason) = match &error {
-                    engine::Error::Record(collection::Error::Conflict { .. }) => {
+                    node::Error::Record(collection::Error::Conflict { .. }) => {
                         ("conflict", "Document update conflict.".to_string())
                     }
-                    engine::Error::NotFound { .. } => ("not_found", "missing".to_string()),
+                    node::Error::NotFound { .. } => ("not_found", "missing".to_string()),
                     other => ("bad_request", other.to_string()),
                 };
                 json!({ "id": id, "error": kind, "reason": reason })
@@ -630,7 +620,7 @@ async fn bulk_docs(
 /// Declared indexes as CouchDB design documents of language "query", the
 /// shape Cozy clients read to find an index for a query.
 async fn design_docs(State(state): State<AppState>, Path(doctype): Path<String>) -> ApiResult {
-    engine::check_doctype(&doctype)?;
+    engine::check_doctype(&doctype).map_err(engine::Error::from)?;
     let collections = state.handle.collections().await?;
     let indexes = collections
         .into_iter()

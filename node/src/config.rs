@@ -128,6 +128,18 @@ impl EngineConfig {
             max_inflated: self.max_inflated_bytes,
         }
     }
+
+    /// The rules of the node's core.
+    pub fn node_config(&self) -> hearth_crdt::node::Config {
+        hearth_crdt::node::Config {
+            shards: self.shards,
+            max_record_bytes: self.max_record_bytes,
+            compact_after_chunks: self.compact_after_chunks,
+            compact_min_bytes: self.compact_min_bytes,
+            limits: self.sync_limits(),
+            ..hearth_crdt::node::Config::default()
+        }
+    }
 }
 
 impl Default for EngineConfig {

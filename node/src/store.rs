@@ -30,7 +30,9 @@
 //! | `meta-1` | UTF-8 name (`"identity"`, `"membership"`, settings…) | sealed, owner-defined |
 //! | `collections-1` | collection name (UTF-8) | sealed catalog entry |
 //! | `chunks-1` | [`keys::chunk_key`]`(collection, shard, seq)` | sealed Automerge chunk |
-//! | `changes-1` | [`keys::change_key`]`(collection, seq)` | sealed changes-feed entry |
+//! | `changes-2` | [`keys::change_key`]`(collection, seq)` | sealed changes-feed entry: `[id, rev, deleted]`, one per changed record |
+//! | `changes-1` | the same key | the feed's earlier layout, one row per commit; migrated to `changes-2` on open |
+//! | `peers-1` | [`keys::peer_key`] kinds | sealed per-peer sync state, last-seen time, addresses |
 //!
 //! # Durability
 //!
@@ -124,8 +126,12 @@ pub enum Table {
     Collections,
     /// `chunks-1`: Automerge shard chunks; key = [`keys::chunk_key`].
     Chunks,
-    /// `changes-1`: per-collection changes feed; key = [`keys::change_key`].
+    /// `changes-2`: per-collection changes feed, one row per changed record;
+    /// key = [`keys::change_key`].
     Changes,
+    /// `changes-1`: the feed's earlier layout (one row per commit), read
+    /// only by the migration to `changes-2`.
+    ChangesV1,
     /// `peers-1`: what this device remembers of each peer device: its sync
     /// state per shard and when it was last seen; key = [`keys::peer_key`].
     Peers,
@@ -133,12 +139,13 @@ pub enum Table {
 
 impl Table {
     /// Every sealed table, in a fixed order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Collections,
         Table::Chunks,
         Table::Changes,
         Table::Peers,
+        Table::ChangesV1,
     ];
 
     /// The table's versioned name in the redb file, also bound into each
@@ -148,7 +155,8 @@ impl Table {
             Table::Meta => "meta-1",
             Table::Collections => "collections-1",
             Table::Chunks => "chunks-1",
-            Table::Changes => "changes-1",
+            Table::Changes => "changes-2",
+            Table::ChangesV1 => "changes-1",
             Table::Peers => "peers-1",
         }
     }
@@ -160,6 +168,7 @@ impl Table {
             Table::Chunks => 2,
             Table::Changes => 3,
             Table::Peers => 4,
+            Table::ChangesV1 => 5,
         }
     }
 
@@ -932,8 +941,9 @@ mod tests {
                 "meta-1",
                 "collections-1",
                 "chunks-1",
-                "changes-1",
-                "peers-1"
+                "changes-2",
+                "peers-1",
+                "changes-1"
             ]
         );
         for (i, t) in Table::ALL.iter().enumerate() {

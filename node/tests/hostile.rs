@@ -782,3 +782,75 @@ async fn a_bloom_filter_cannot_make_automerge_allocate_without_bound() {
     let _ = h.handle.shutdown().await;
     fx.stop().await;
 }
+
+/// Regression: the engine stored the chunks of a peer's frame only for
+/// collections whose records visibly changed, yet stored the sync states and
+/// answered either way. A change that moves a shard's heads without changing
+/// any record (here a record added and removed in one change) was
+/// acknowledged to the peer and then lost at the next restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_alters_no_record_is_durable_before_the_answer() {
+    let _shared = MEMORY.read().await;
+    let fx = fixture().await;
+    let h = fx.hostile().await;
+    let mut session = RawSession::open(&h, fx.t.peer).await;
+    session.send(&fx.hello()).await;
+
+    let id = (0..)
+        .map(|i| format!("fleeting-{i}"))
+        .find(|id| shard_of(id, SHARDS) == 0)
+        .unwrap();
+    let mut doc = Automerge::new().with_actor(ActorId::from([7u8; 16]));
+    let mut tx = doc.transaction();
+    let record = tx
+        .put_object(ROOT, id.as_str(), automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&record, "n", 1).unwrap();
+    tx.delete(ROOT, id.as_str()).unwrap();
+    tx.commit();
+    let change = doc.get_changes(&[]).pop().unwrap();
+    let hash = change.hash();
+    session
+        .send(&sync_frame(
+            0,
+            message_with_changes(vec![change.raw_bytes().to_vec()]),
+        ))
+        .await;
+    // T's answer to the frame: by then what the frame changed must be durable.
+    timeout(WAIT, session.frames.recv())
+        .await
+        .expect("T did not answer the change")
+        .expect("T closed the stream instead of answering");
+
+    let _ = h.handle.shutdown().await;
+    let Fixture { t, g, config, .. } = fx;
+    g.stop().await;
+    let Node {
+        _dir: dir,
+        running,
+        mesh,
+        ..
+    } = t;
+    let _ = mesh.net().shutdown().await;
+    let running = running.unwrap();
+    tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .unwrap();
+    let reopened = Engine::open(&home_in(&dir), Unlock::KeyFile, config)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let saved = reopened
+        .handle
+        .export(NOTES, hearth_node::engine::ExportFormat::Automerge)
+        .await
+        .unwrap();
+    let stored = Automerge::load(&saved).unwrap();
+    assert!(
+        automerge::ReadDoc::get_change_by_hash(&stored, &hash).is_some(),
+        "T answered a change it had not stored"
+    );
+    tokio::task::spawn_blocking(move || reopened.stop())
+        .await
+        .unwrap();
+}

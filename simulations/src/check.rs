@@ -223,6 +223,50 @@ pub fn access(violations: &[AccessViolation], checked: u64, to_non_members: u64)
     }
 }
 
+/// A sync message that announced heads its sender had not made durable.
+#[derive(Debug, Clone)]
+pub struct UndurableSend {
+    /// Virtual time, µs.
+    pub at_us: u64,
+    /// The sender.
+    pub from: u32,
+    /// The receiver.
+    pub to: u32,
+    /// The collection.
+    pub collection: String,
+    /// The shard.
+    pub shard: u16,
+    /// The announced heads the sender's disk did not cover.
+    pub heads: Vec<automerge::ChangeHash>,
+}
+
+/// Persist before send: no sync message left a device announcing changes
+/// its disk did not yet hold, so no peer is told of (and no forwarded copy
+/// rests on) state a crash could lose.
+pub fn durable_sends(undurable: &[UndurableSend], checked: u64) -> Verdict {
+    match undurable.first() {
+        Some(u) => Verdict {
+            name: "durable sends",
+            passed: false,
+            detail: format!(
+                "{} sync messages announced heads not yet durable; first: device {} to device {} at {} µs, {:?} shard {}, {} heads",
+                undurable.len(),
+                u.from,
+                u.to,
+                u.at_us,
+                u.collection,
+                u.shard,
+                u.heads.len()
+            ),
+        },
+        None => Verdict {
+            name: "durable sends",
+            passed: true,
+            detail: format!("{checked} frames checked; every announced head was durable"),
+        },
+    }
+}
+
 /// Every device in `joined` (account, id, node) is a member on every replica
 /// in `replicas` (node, account, log) of its account, and `problems` (what
 /// the simulator saw go wrong during pairing: a join never completed, a

@@ -3,11 +3,14 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
-use automerge::ActorId;
-use hearth_crdt::collection::{self, Collection, PutMode, ShardIndex, Written};
-use hearth_crdt::sync::{self, Effects, Frame, Limits, Replica, Session};
+use automerge::ChangeHash;
+use hearth_crdt::collection::{self, PutMode, ShardIndex};
+use hearth_crdt::node::{
+    self as core, Catalog, CloseReason, Input, Output, Outputs, SessionId, Write,
+};
+use hearth_crdt::sync::{Frame, Limits};
 use hearth_crypto::identity::{DeviceId, DeviceKey};
 use hearth_crypto::membership::Log;
 use rand::rngs::StdRng;
@@ -60,106 +63,90 @@ fn exponential(rng: &mut StdRng, mean_us: f64) -> Time {
     (-u.ln() * mean_us).round() as Time
 }
 
-/// The collections of one device plus its membership log, as the sync
-/// session sees them. The log is shared between devices until one changes
-/// it (copy on write), which keeps 10,000 devices' logs cheap.
-#[derive(Debug)]
-struct SimReplica {
-    actor: ActorId,
-    collections: BTreeMap<String, Collection>,
-    log: Rc<Log>,
-}
-
-impl Replica for SimReplica {
-    type CreateError = collection::Error;
-
-    fn collection_names(&self) -> Vec<String> {
-        self.collections.keys().cloned().collect()
-    }
-
-    fn collection(&self, name: &str) -> Option<&Collection> {
-        self.collections.get(name)
-    }
-
-    fn collection_mut(&mut self, name: &str) -> Option<&mut Collection> {
-        self.collections.get_mut(name)
-    }
-
-    fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), collection::Error> {
-        let created = Collection::new(name, shards, self.actor.clone())?;
-        self.collections.insert(name.to_owned(), created);
-        Ok(())
-    }
-
-    fn membership(&self) -> &Log {
-        &self.log
-    }
-
-    fn membership_mut(&mut self) -> &mut Log {
-        Rc::make_mut(&mut self.log)
-    }
-}
-
 /// What a node's disk holds durably.
 #[derive(Debug, Default)]
 struct Durable {
-    /// Per collection, per shard, the chunks in order.
-    chunks: BTreeMap<String, Vec<Vec<Vec<u8>>>>,
+    /// Per collection, its catalog entry and, per shard, the chunks in order.
+    chunks: BTreeMap<String, (Catalog, Vec<Vec<Vec<u8>>>)>,
     /// Per peer node, the sync states by (collection, shard).
-    states: BTreeMap<u32, BTreeMap<(String, ShardIndex), Vec<u8>>>,
-    log: Option<Rc<Log>>,
+    states: BTreeMap<DeviceId, BTreeMap<(String, ShardIndex), Vec<u8>>>,
+    log: Option<Arc<Log>>,
+    /// Per (collection, shard): the heads at the latest durable batch, which
+    /// the checker compares with the heads every sync frame announces.
+    heads: BTreeMap<(String, ShardIndex), Vec<ChangeHash>>,
 }
 
-/// One write to the disk, not yet synced.
+/// One write to the disk, not yet synced: a write of the core's batch, or
+/// the heads the batch made durable (for the send checker).
 #[derive(Debug)]
 enum DiskOp {
-    Create {
-        name: String,
-        shards: u16,
-    },
-    Chunk {
+    Write(Write),
+    Heads {
         name: String,
         shard: ShardIndex,
-        bytes: Vec<u8>,
+        heads: Vec<ChangeHash>,
     },
-    State {
-        peer: u32,
-        name: String,
-        shard: ShardIndex,
-        bytes: Vec<u8>,
-    },
-    Log(Rc<Log>),
 }
 
 impl Durable {
     fn apply(&mut self, op: DiskOp) {
-        match op {
-            DiskOp::Create { name, shards } => {
-                self.chunks
-                    .entry(name)
-                    .or_insert_with(|| vec![Vec::new(); usize::from(shards)]);
+        let write = match op {
+            DiskOp::Heads { name, shard, heads } => {
+                self.heads.insert((name, shard), heads);
+                return;
             }
-            DiskOp::Chunk { name, shard, bytes } => {
+            DiskOp::Write(write) => write,
+        };
+        match write {
+            Write::Catalog { collection, entry } => {
+                let shards = usize::from(entry.shards);
+                let slot = self
+                    .chunks
+                    .entry(collection)
+                    .or_insert_with(|| (entry.clone(), vec![Vec::new(); shards]));
+                slot.0 = entry;
+            }
+            Write::Chunk {
+                collection,
+                shard,
+                bytes,
+                ..
+            } => {
                 if let Some(list) = self
                     .chunks
-                    .get_mut(&name)
-                    .and_then(|s| s.get_mut(usize::from(shard)))
+                    .get_mut(&collection)
+                    .and_then(|s| s.1.get_mut(usize::from(shard)))
                 {
                     list.push(bytes);
                 }
             }
-            DiskOp::State {
+            Write::Compacted {
+                collection,
+                shard,
+                bytes,
+                ..
+            } => {
+                if let Some(list) = self
+                    .chunks
+                    .get_mut(&collection)
+                    .and_then(|s| s.1.get_mut(usize::from(shard)))
+                {
+                    *list = vec![bytes];
+                }
+            }
+            Write::SyncState {
                 peer,
-                name,
+                collection,
                 shard,
                 bytes,
             } => {
                 self.states
                     .entry(peer)
                     .or_default()
-                    .insert((name, shard), bytes);
+                    .insert((collection, shard), bytes);
             }
-            DiskOp::Log(log) => self.log = Some(log),
+            Write::Membership(log) => self.log = Some(log),
+            Write::Change { .. } | Write::PeerSeen { .. } => {}
         }
     }
 }
@@ -190,9 +177,9 @@ type RecordKey = (u16, u32, u32);
 #[derive(Debug)]
 struct Node {
     account: u32,
-    key: DeviceKey,
     id: DeviceId,
-    replica: SimReplica,
+    /// The node's pure core: the same code the daemon's engine drives.
+    core: core::Node,
     durable: Durable,
     pending: Vec<DiskOp>,
     held: VecDeque<Held>,
@@ -222,7 +209,6 @@ struct Conn {
     ends: [u32; 2],
     epoch: u32,
     up: bool,
-    sessions: [Option<Session>; 2],
     inflight: [u32; 2],
     outbox: [VecDeque<Vec<u8>>; 2],
     last_arrival: [Time; 2],
@@ -242,7 +228,6 @@ fn add_link(nodes: &mut [Node], conns: &mut Vec<Conn>, a: u32, b: u32) {
         ends: [a, b],
         epoch: 0,
         up: false,
-        sessions: [None, None],
         inflight: [0, 0],
         outbox: [VecDeque::new(), VecDeque::new()],
         last_arrival: [0, 0],
@@ -438,6 +423,7 @@ pub struct World {
     pad: String,
     counters: Counters,
     violations: Vec<AccessViolation>,
+    undurable_sends: Vec<check::UndurableSend>,
     frames_checked: u64,
     to_non_members: u64,
     max_inflight: u64,
@@ -476,24 +462,20 @@ impl World {
             for (i, key) in keys.iter().enumerate().skip(1) {
                 log.add_device(&keys[0], key.id(), &format!("device-{i}"), 0)?;
             }
-            let log = Rc::new(log);
+            let log = Arc::new(log);
             let base = account * per;
             for (i, key) in keys.into_iter().enumerate() {
-                let index = base + i as u32;
-                let mut actor = [0u8; 16];
-                actor[..4].copy_from_slice(&index.to_be_bytes());
-                actor[4] = 0xAC;
                 nodes.push(Node {
                     account,
                     id: key.id(),
-                    key,
-                    replica: SimReplica {
-                        actor: ActorId::from(actor),
-                        collections: BTreeMap::new(),
-                        log: Rc::clone(&log),
-                    },
+                    core: core::Node::new(
+                        key,
+                        &format!("device-{i}"),
+                        Arc::clone(&log),
+                        core_config(scenario),
+                    ),
                     durable: Durable {
-                        log: Some(Rc::clone(&log)),
+                        log: Some(Arc::clone(&log)),
                         ..Durable::default()
                     },
                     pending: Vec::new(),
@@ -534,6 +516,7 @@ impl World {
             pad: "x".repeat(scenario.workload.record_bytes as usize),
             counters: Counters::default(),
             violations: Vec::new(),
+            undurable_sends: Vec::new(),
             frames_checked: 0,
             to_non_members: 0,
             max_inflight: 0,
@@ -683,7 +666,7 @@ impl World {
         if d.joiner_of.is_none() {
             return true;
         }
-        d.member && self.nodes[by as usize].replica.log.is_member(&d.id)
+        d.member && self.nodes[by as usize].core.log().is_member(&d.id)
     }
 
     fn schedule_connect(&mut self, c: u32, delay: Time) {
@@ -716,54 +699,75 @@ impl World {
         if self.conns[c as usize].up || !self.reachable(c) {
             return;
         }
-        let [a, b] = self.conns[c as usize].ends;
-        let sessions = [(a, b), (b, a)].map(|(me, peer)| {
-            let persisted = self.persisted_states(me, peer);
-            Session::new(self.nodes[peer as usize].id, persisted, self.limits)
-        });
         let conn = &mut self.conns[c as usize];
         conn.epoch += 1;
         conn.up = true;
         conn.up_since = self.now;
-        conn.sessions = sessions.map(Some);
         conn.last_arrival = [self.now; 2];
         self.counters.connections += 1;
         for side in 0..2 {
-            let node = self.conns[c as usize].ends[side] as usize;
-            let started = match self.conns[c as usize].sessions[side].as_mut() {
-                Some(s) => s.start(&self.nodes[node].replica),
-                None => return,
+            let [me, peer] = {
+                let e = self.conns[c as usize].ends;
+                [e[side], e[1 - side]]
             };
-            match started {
-                Ok(frames) => {
-                    for f in frames {
-                        self.node_send(c, side, f);
-                    }
-                }
-                Err(e) => {
-                    self.session_failed(c, &e);
-                    return;
-                }
+            let states = self.persisted_states(me, peer);
+            let input = Input::Opened {
+                session: self.session_id(c, side),
+                peer: self.nodes[peer as usize].id,
+                states,
+            };
+            let now = self.core_now();
+            let out = self.nodes[me as usize]
+                .core
+                .handle(now, &mut self.rng, input);
+            self.perform(me, None, out);
+            if !self.conns[c as usize].up {
+                return;
             }
         }
+    }
+
+    /// The core's number for `side`'s stream of connection `c` in its
+    /// current epoch.
+    fn session_id(&self, c: u32, side: usize) -> SessionId {
+        let epoch = u64::from(self.conns[c as usize].epoch);
+        SessionId((u64::from(c) << 32) | (epoch << 1) | side as u64)
+    }
+
+    /// The connection and side of a live session, if its epoch is current.
+    fn session_end(&self, session: SessionId) -> Option<(u32, usize)> {
+        let c = (session.0 >> 32) as u32;
+        let side = (session.0 & 1) as usize;
+        let conn = self.conns.get(c as usize)?;
+        (conn.up && self.session_id(c, side) == session).then_some((c, side))
+    }
+
+    /// Virtual time as the core sees it: ms since the epoch of the run.
+    pub(crate) fn core_now(&self) -> i64 {
+        (self.now / 1_000) as i64
     }
 
     /// The sync states `me` holds for `peer`: durable ones overlaid with
     /// those still waiting for an fsync (the node reads its own writes).
     fn persisted_states(&self, me: u32, peer: u32) -> Vec<(String, ShardIndex, Vec<u8>)> {
         let node = &self.nodes[me as usize];
-        let mut states: BTreeMap<(String, ShardIndex), Vec<u8>> =
-            node.durable.states.get(&peer).cloned().unwrap_or_default();
+        let peer_id = self.nodes[peer as usize].id;
+        let mut states: BTreeMap<(String, ShardIndex), Vec<u8>> = node
+            .durable
+            .states
+            .get(&peer_id)
+            .cloned()
+            .unwrap_or_default();
         for op in &node.pending {
-            if let DiskOp::State {
+            if let DiskOp::Write(Write::SyncState {
                 peer: p,
-                name,
+                collection,
                 shard,
                 bytes,
-            } = op
-                && *p == peer
+            }) = op
+                && *p == peer_id
             {
-                states.insert((name.clone(), *shard), bytes.clone());
+                states.insert((collection.clone(), *shard), bytes.clone());
             }
         }
         states
@@ -775,19 +779,32 @@ impl World {
     /// Closes a connection (both sessions) and, if it may come back,
     /// schedules a reconnect with exponential backoff and jitter.
     fn close(&mut self, c: u32) {
-        let conn = &mut self.conns[c as usize];
-        if !conn.up {
+        if !self.conns[c as usize].up {
             return;
         }
+        let sessions = [self.session_id(c, 0), self.session_id(c, 1)];
+        let conn = &mut self.conns[c as usize];
         conn.up = false;
         conn.epoch += 1;
-        conn.sessions = [None, None];
         conn.inflight = [0, 0];
         for side in 0..2 {
             let queued = conn.outbox[side].len() as u64;
             conn.outbox[side].clear();
             self.nodes[conn.ends[side] as usize].outbox -= queued;
         }
+        for (side, session) in sessions.into_iter().enumerate() {
+            let me = self.conns[c as usize].ends[side];
+            if self.nodes[me as usize].crashed {
+                continue;
+            }
+            let now = self.core_now();
+            let out =
+                self.nodes[me as usize]
+                    .core
+                    .handle(now, &mut self.rng, Input::Closed { session });
+            self.perform(me, None, out);
+        }
+        let conn = &mut self.conns[c as usize];
         let net = &self.scenario.network;
         let lived = self.now - conn.up_since;
         if lived as f64 >= net.backoff_max_ms * US_PER_MS {
@@ -807,19 +824,6 @@ impl World {
             );
             self.schedule_connect(c, d);
         }
-    }
-
-    /// A session refused a frame: the connection closes. A peer refused for
-    /// not being a member is never dialled again (the node's admission gate
-    /// remembers it); anything else reconnects with backoff.
-    fn session_failed(&mut self, c: u32, error: &sync::Error) {
-        if let sync::Error::NotMember { .. } = error {
-            self.counters.refused += 1;
-            self.conns[c as usize].refused = true;
-        } else {
-            self.counters.session_errors += 1;
-        }
-        self.close(c);
     }
 
     fn close_all(&mut self, node: u32) {
@@ -856,7 +860,7 @@ impl World {
         if !self.conns[c as usize].up {
             return;
         }
-        self.access_check(from, to, &frame);
+        self.check_frame(from, to, &frame);
         let sender = &mut self.nodes[from as usize];
         sender.frames_sent += 1;
         sender.bytes_sent += frame.len() as u64;
@@ -913,16 +917,37 @@ impl World {
         });
     }
 
-    fn access_check(&mut self, from: u32, to: u32, frame: &[u8]) {
+    /// The checks every frame on the wire passes: no data to a non-member
+    /// (access), and no sync message announcing heads its sender has not
+    /// made durable (durable sends).
+    fn check_frame(&mut self, from: u32, to: u32, frame: &[u8]) {
         self.frames_checked += 1;
+        let decoded = Frame::decode(frame, &self.limits);
         let (sender, receiver) = (&self.nodes[from as usize], &self.nodes[to as usize]);
+        if let Ok(Frame::Sync {
+            collection,
+            shard,
+            message,
+            ..
+        }) = &decoded
+            && let Some(undurable) = undurable_heads(sender, collection, *shard, message)
+        {
+            self.undurable_sends.push(check::UndurableSend {
+                at_us: self.now,
+                from,
+                to,
+                collection: collection.clone(),
+                shard: *shard,
+                heads: undurable,
+            });
+        }
         // A device that is still pairing is a non-member whatever the
         // sender's log says: it must not see data before its welcome.
-        if receiver.member && sender.replica.log.is_member(&receiver.id) {
+        if receiver.member && sender.core.log().is_member(&receiver.id) {
             return;
         }
         self.to_non_members += 1;
-        if let Ok(Frame::Sync { collection, .. }) = Frame::decode(frame, &self.limits) {
+        if let Ok(Frame::Sync { collection, .. }) = decoded {
             self.violations.push(AccessViolation {
                 at_us: self.now,
                 from,
@@ -947,137 +972,94 @@ impl World {
             let e = self.conns[c as usize].ends;
             [e[side], e[dir]]
         };
-        let result = match self.conns[c as usize].sessions[side].as_mut() {
-            Some(s) => s.receive(&mut self.nodes[me as usize].replica, &frame),
-            None => return,
-        };
-        match result {
-            Ok(fx) => self.apply_effects(me, c, side, peer, fx),
-            Err(e) => self.session_failed(c, &e),
-        }
+        let session = self.session_id(c, side);
+        let now = self.core_now();
+        let out = self.nodes[me as usize].core.handle(
+            now,
+            &mut self.rng,
+            Input::Frame { session, frame },
+        );
+        self.perform(me, Some(peer), out);
     }
 
-    // --- the engine: persist, send, forward ------------------------------
+    // --- the driver: the core's outputs over the virtual disk and network
 
-    fn apply_effects(&mut self, me: u32, c: u32, side: usize, peer: u32, fx: Effects) {
-        let mut touched: BTreeSet<&str> = BTreeSet::new();
-        touched.extend(fx.created.iter().map(String::as_str));
-        touched.extend(fx.merged.iter().map(|(n, _)| n.as_str()));
-        touched.extend(fx.changed.iter().map(|(n, _)| n.as_str()));
-        let shards = self.scenario.workload.shards;
-        let node = &mut self.nodes[me as usize];
-        for name in &fx.created {
-            node.pending.push(DiskOp::Create {
-                name: name.clone(),
-                shards: node
-                    .replica
-                    .collections
-                    .get(name)
-                    .map_or(shards, Collection::shard_count),
-            });
-        }
-        for name in touched {
-            take_chunks(node, name);
-        }
-        for (name, shard, bytes) in fx.states {
-            node.pending.push(DiskOp::State {
-                peer,
-                name,
-                shard,
-                bytes,
-            });
-        }
-        if fx.membership_changed {
-            node.pending.push(DiskOp::Log(Rc::clone(&node.replica.log)));
-        }
-        self.ensure_fsync(me);
-        for frame in fx.send {
-            self.node_send(c, side, frame);
-        }
-        for (name, written) in &fx.merged {
-            self.arrivals(me, peer, name, written);
-        }
-        let mut changed: BTreeMap<String, Vec<ShardIndex>> = BTreeMap::new();
-        for (name, shard) in fx.changed {
-            changed.entry(name).or_default().push(shard);
-        }
-        self.forward(me, Some(c), &changed);
-        if fx.membership_changed {
-            self.membership_changed(me, Some(c));
-        }
-    }
-
-    /// Passes changed shards to every other greeted session of `me`.
-    fn forward(
-        &mut self,
-        me: u32,
-        except: Option<u32>,
-        changed: &BTreeMap<String, Vec<ShardIndex>>,
-    ) {
-        if changed.is_empty() {
-            return;
-        }
-        let links = self.nodes[me as usize].links.clone();
-        for c in links {
-            if Some(c) == except || !self.conns[c as usize].up {
-                continue;
-            }
-            let side = usize::from(self.conns[c as usize].ends[1] == me);
-            let mut out = Vec::new();
-            let mut failed = None;
-            if let Some(s) = self.conns[c as usize].sessions[side].as_mut() {
-                for (name, shards) in changed {
-                    match s.local_change(&self.nodes[me as usize].replica, name, shards) {
-                        Ok(frames) => out.extend(frames),
-                        Err(e) => failed = Some(e),
+    /// Performs `me`'s outputs in order, as the daemon's engine does: a
+    /// batch goes to the disk's pending writes, and everything after it is
+    /// held until the disk syncs (see [`World::node_send`]). `from` is the
+    /// peer whose frame produced them, for the arrival figures.
+    fn perform(&mut self, me: u32, from: Option<u32>, out: Outputs) {
+        for output in out.items {
+            match output {
+                Output::Persist(batch) => {
+                    let node = &mut self.nodes[me as usize];
+                    let mut shards = BTreeSet::new();
+                    let mut arrived: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+                    for write in batch.writes {
+                        match &write {
+                            Write::Chunk {
+                                collection, shard, ..
+                            }
+                            | Write::Compacted {
+                                collection, shard, ..
+                            } => {
+                                shards.insert((collection.clone(), *shard));
+                            }
+                            Write::Change { collection, change } if !change.deleted => {
+                                arrived
+                                    .entry(collection.clone())
+                                    .or_default()
+                                    .push((change.id.clone(), change.rev.clone()));
+                            }
+                            _ => {}
+                        }
+                        node.pending.push(DiskOp::Write(write));
+                    }
+                    for (name, shard) in shards {
+                        let heads = node
+                            .core
+                            .collections()
+                            .get(&name)
+                            .and_then(|l| l.data.shard_heads(shard).ok())
+                            .unwrap_or_default();
+                        node.pending.push(DiskOp::Heads { name, shard, heads });
+                    }
+                    self.ensure_fsync(me);
+                    if let Some(from) = from {
+                        for (name, records) in arrived {
+                            self.arrivals(me, from, &name, &records);
+                        }
                     }
                 }
-            }
-            if let Some(e) = failed {
-                self.session_failed(c, &e);
-                continue;
-            }
-            for f in out {
-                self.node_send(c, side, f);
-            }
-        }
-    }
-
-    /// After our log changed: drop sessions with devices it no longer
-    /// admits, and offer the new log to the others.
-    fn membership_changed(&mut self, me: u32, except: Option<u32>) {
-        let links = self.nodes[me as usize].links.clone();
-        for c in links {
-            if Some(c) == except || !self.conns[c as usize].up {
-                continue;
-            }
-            let side = usize::from(self.conns[c as usize].ends[1] == me);
-            let peer = self.conns[c as usize].ends[1 - side];
-            if !self.nodes[me as usize]
-                .replica
-                .log
-                .is_member(&self.nodes[peer as usize].id)
-            {
-                // The node drops a session as soon as its log stops
-                // admitting the peer; the next dial is refused by the
-                // peer's own session.
-                self.close(c);
-                continue;
-            }
-            let frames = match self.conns[c as usize].sessions[side].as_mut() {
-                Some(s) => s.local_membership_change(&self.nodes[me as usize].replica),
-                None => continue,
-            };
-            match frames {
-                Ok(frames) => {
-                    for f in frames {
-                        self.node_send(c, side, f);
+                Output::Send { session, frame } => {
+                    if let Some((c, side)) = self.session_end(session) {
+                        self.node_send(c, side, frame);
                     }
                 }
-                Err(e) => self.session_failed(c, &e),
+                Output::Close {
+                    session, reason, ..
+                } => {
+                    let Some((c, _)) = self.session_end(session) else {
+                        continue;
+                    };
+                    match reason {
+                        // A peer refused for not being a member is never
+                        // dialled again (the node's admission gate remembers
+                        // it); anything else reconnects with backoff.
+                        CloseReason::NotAMember => {
+                            self.counters.refused += 1;
+                            self.conns[c as usize].refused = true;
+                        }
+                        CloseReason::Refused(_) | CloseReason::StoreFailed => {
+                            self.counters.session_errors += 1;
+                        }
+                        CloseReason::StreamEnded | CloseReason::Replaced => {}
+                    }
+                    self.close(c);
+                }
+                Output::MembersChanged(_) => self.admit_joiners(me),
             }
         }
-        self.admit_joiners(me);
     }
 
     fn ensure_fsync(&mut self, me: u32) {
@@ -1151,30 +1133,27 @@ impl World {
         let k = self.rng.gen_range(0..ids);
         let name = self.scenario.workload.collections[ci].clone();
         let id = format!("d{me}-{k}");
+        let _ = shards;
         let node = &mut self.nodes[me as usize];
-        if !node.replica.collections.contains_key(&name) {
-            if let Err(source) = node.replica.create_collection(&name, shards) {
-                // Validated scenario names make this unreachable; count it
-                // rather than abort the run.
-                let _ = source;
-                self.counters.session_errors += 1;
-                return;
-            }
-            node.pending.push(DiskOp::Create {
-                name: name.clone(),
-                shards,
-            });
-        }
         node.writes_made += 1;
         let body = json!({ "n": node.writes_made, "pad": self.pad });
-        let Some(coll) = node.replica.collections.get_mut(&name) else {
+        let now_ms = (self.now / 1_000) as i64;
+        let put = node.core.put(
+            now_ms,
+            &mut self.rng,
+            &name,
+            Some(id),
+            body,
+            PutMode::Upsert,
+        );
+        let Ok((written, out)) = put else {
+            // Validated scenario names make this unreachable; count it
+            // rather than abort the run.
+            self.counters.session_errors += 1;
             return;
         };
-        let shard = coll.shard_of(&id);
-        let Ok(written) = coll.put(&id, body, PutMode::Upsert, (self.now / 1_000) as i64) else {
-            return;
-        };
-        take_chunks(node, &name);
+        self.perform(me, None, out);
+        let node = &mut self.nodes[me as usize];
         let generation = check::rev_generation(&written.rev).unwrap_or(0);
         let key = (ci as u16, me, k);
         node.seen.insert(key, (generation, 0));
@@ -1197,12 +1176,10 @@ impl World {
         self.max_held = self.max_held.max(node.held.len() as u64);
         self.counters.writes += 1;
         self.ensure_fsync(me);
-        let changed = BTreeMap::from([(name, vec![shard])]);
-        self.forward(me, None, &changed);
     }
 
     /// Records that `me` now holds these records, reached from `from`.
-    fn arrivals(&mut self, me: u32, from: u32, name: &str, written: &[Written]) {
+    fn arrivals(&mut self, me: u32, from: u32, name: &str, written: &[(String, String)]) {
         let Some(ci) = self
             .scenario
             .workload
@@ -1213,11 +1190,11 @@ impl World {
             return;
         };
         for w in written {
-            let Some((origin, k)) = parse_id(&w.id) else {
+            let Some((origin, k)) = parse_id(&w.0) else {
                 continue;
             };
             let key = (ci as u16, origin, k);
-            let generation = check::rev_generation(&w.rev).unwrap_or(0);
+            let generation = check::rev_generation(&w.1).unwrap_or(0);
             let prev = self.nodes[me as usize].seen.get(&key).map_or(0, |s| s.0);
             if generation <= prev {
                 continue;
@@ -1303,22 +1280,37 @@ impl World {
         self.push(d.max(1), Kind::Restart { node: me });
     }
 
-    /// Reopens the node from its durable chunks, with fresh sessions.
+    /// Reopens the node from its durable disk: a new core over the stored
+    /// log and collections, with no sessions.
     fn restart(&mut self, me: u32) {
+        let config = core_config(&self.scenario);
         let node = &mut self.nodes[me as usize];
-        let mut collections = BTreeMap::new();
-        for (name, shards) in &node.durable.chunks {
-            match Collection::load(name, node.replica.actor.clone(), shards.clone()) {
-                Ok(c) => {
-                    collections.insert(name.clone(), c);
-                }
-                Err(_) => self.counters.session_errors += 1,
+        let log = node
+            .durable
+            .log
+            .clone()
+            .unwrap_or_else(|| Arc::clone(node.core.log()));
+        let key = DeviceKey::from_bytes(&node.core.key().to_bytes());
+        let name = node.core.name().to_owned();
+        let mut fresh = core::Node::new(key, &name, log, config);
+        for (collection, (meta, shards)) in &node.durable.chunks {
+            if fresh
+                .load(collection, meta.clone(), shards.clone())
+                .is_err()
+            {
+                self.counters.session_errors += 1;
             }
         }
-        node.replica.collections = collections;
-        if let Some(log) = &node.durable.log {
-            node.replica.log = Rc::clone(log);
+        node.durable.heads.clear();
+        for (collection, loaded) in fresh.collections() {
+            for shard in 0..loaded.data.shard_count() {
+                let heads = loaded.data.shard_heads(shard).unwrap_or_default();
+                node.durable
+                    .heads
+                    .insert((collection.clone(), shard), heads);
+            }
         }
+        node.core = fresh;
         node.crashed = false;
         self.wake(me);
         let rate = self.scenario.faults.crashes_per_device_per_hour;
@@ -1348,21 +1340,15 @@ impl World {
             let author = account * per;
             for i in per - removals..per {
                 let victim = self.nodes[(account * per + i) as usize].id;
-                let node = &mut self.nodes[author as usize];
-                let at_ms = self.now / 1_000;
-                if node
-                    .replica
-                    .membership_mut()
-                    .remove_device(&node.key, victim, at_ms)
-                    .is_err()
+                let now_ms = self.core_now();
+                match self.nodes[author as usize]
+                    .core
+                    .remove_device(now_ms, victim)
                 {
-                    self.counters.session_errors += 1;
-                    continue;
+                    Ok(out) => self.perform(author, None, out),
+                    Err(_) => self.counters.session_errors += 1,
                 }
-                node.pending.push(DiskOp::Log(Rc::clone(&node.replica.log)));
             }
-            self.ensure_fsync(author);
-            self.membership_changed(author, None);
         }
     }
 
@@ -1402,10 +1388,10 @@ impl World {
         let nodes = &self.nodes;
         let durability = check::durability(&acked, &members, |node, coll, id| {
             nodes[node as usize]
-                .replica
-                .collections
+                .core
+                .collections()
                 .get(coll)
-                .and_then(|c| c.get(id))
+                .and_then(|c| c.data.get(id))
                 .and_then(|r| r.get("_rev"))
                 .and_then(|r| r.as_str())
                 .map(str::to_owned)
@@ -1433,6 +1419,7 @@ impl World {
             durability,
             check::bounds(&queues),
             check::access(&self.violations, self.frames_checked, self.to_non_members),
+            check::durable_sends(&self.undurable_sends, self.frames_checked),
         ];
         if !self.joins.is_empty() {
             verdicts.push(self.pairing_verdict());
@@ -1483,18 +1470,6 @@ impl World {
     }
 }
 
-fn take_chunks(node: &mut Node, name: &str) {
-    if let Some(coll) = node.replica.collections.get_mut(name) {
-        for chunk in coll.take_chunks() {
-            node.pending.push(DiskOp::Chunk {
-                name: name.to_owned(),
-                shard: chunk.shard,
-                bytes: chunk.bytes,
-            });
-        }
-    }
-}
-
 fn parse_id(id: &str) -> Option<(u32, u32)> {
     let (origin, k) = id.strip_prefix('d')?.split_once('-')?;
     Some((origin.parse().ok()?, k.parse().ok()?))
@@ -1503,7 +1478,8 @@ fn parse_id(id: &str) -> Option<(u32, u32)> {
 fn fingerprint(index: u32, node: &Node) -> ReplicaFingerprint {
     let mut heads = blake3::Hasher::new();
     let mut records = blake3::Hasher::new();
-    for (name, coll) in &node.replica.collections {
+    for (name, loaded) in node.core.collections() {
+        let coll = &loaded.data;
         if coll.is_empty() {
             // An empty collection equals an absent one: a device that
             // never received data may not have created it.
@@ -1614,4 +1590,41 @@ mod tests {
         assert_eq!(parse_id("x12-3"), None);
         assert_eq!(parse_id("d-3"), None);
     }
+}
+
+/// The core's rules for a scenario: its shard count, the daemon's defaults
+/// for the rest.
+pub(crate) fn core_config(scenario: &Scenario) -> core::Config {
+    core::Config {
+        shards: scenario.workload.shards,
+        ..core::Config::default()
+    }
+}
+
+/// The heads a sync message of `sender` announces for `shard` that are not
+/// in the causal past of what its disk holds, if any.
+fn undurable_heads(
+    sender: &Node,
+    collection: &str,
+    shard: ShardIndex,
+    message: &[u8],
+) -> Option<Vec<ChangeHash>> {
+    let message = automerge::sync::Message::decode(message).ok()?;
+    if message.heads.is_empty() {
+        return None;
+    }
+    let durable = sender
+        .durable
+        .heads
+        .get(&(collection.to_owned(), shard))
+        .map_or(&[][..], Vec::as_slice);
+    let loaded = sender.core.collections().get(collection)?;
+    let newer = loaded.data.shard_changes_since(shard, durable).ok()?;
+    let undurable: Vec<ChangeHash> = message
+        .heads
+        .iter()
+        .filter(|h| newer.contains(h))
+        .copied()
+        .collect();
+    (!undurable.is_empty()).then_some(undurable)
 }

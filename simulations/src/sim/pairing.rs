@@ -21,9 +21,6 @@
 //! burns the invitation and the joiner is refused. Either way the joiner
 //! starts over with a fresh invitation after `retry_delay_ms`.
 
-use std::rc::Rc;
-
-use hearth_crdt::sync::Replica;
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::{Log, clean_device_name};
 use hearth_crypto::pairing::{
@@ -34,8 +31,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::{
-    ActorId, BTreeMap, Conn, DiskOp, Durable, Held, Kind, Node, SimReplica, Time, US_PER_MS,
-    VecDeque, World, add_link, sample,
+    Arc, BTreeMap, Conn, Durable, Held, Kind, Node, Time, US_PER_MS, VecDeque, World, add_link,
+    core, core_config, sample,
 };
 use crate::check::{self, AccessViolation, Verdict};
 use crate::scenario::Scenario;
@@ -85,12 +82,9 @@ pub(super) fn add_joiners(
     for (j, join) in scenario.joins.iter().enumerate() {
         let index = nodes.len() as u32;
         let key = hearth_crypto::identity::DeviceKey::from_bytes(&rng.r#gen::<[u8; 32]>());
-        let mut actor = [0u8; 16];
-        actor[..4].copy_from_slice(&index.to_be_bytes());
-        actor[4] = 0xAC;
         // Until its welcome the device has no account; a log of its own
         // stands in and is never synced (nothing connects to it).
-        let placeholder = Rc::new(Log::genesis(&key, "joining", 0));
+        let placeholder = Log::genesis(&key, "joining", 0);
         let base = join.account * per;
         let inviter = base + join.inviter;
         let mut peers: Vec<u32> = match scenario.topology.degree {
@@ -119,12 +113,7 @@ pub(super) fn add_joiners(
         nodes.push(Node {
             account: join.account,
             id: key.id(),
-            key,
-            replica: SimReplica {
-                actor: ActorId::from(actor),
-                collections: BTreeMap::new(),
-                log: placeholder,
-            },
+            core: core::Node::new(key, "joining", placeholder, core_config(scenario)),
             durable: Durable::default(),
             pending: Vec::new(),
             held: VecDeque::new(),
@@ -208,7 +197,7 @@ impl World {
         }
         let (node, inviter) = (st.node, st.inviter);
         let now_ms = self.now_ms();
-        let account = self.nodes[inviter as usize].replica.log.account_id();
+        let account = self.nodes[inviter as usize].core.log().account_id();
         let inviter_id = self.nodes[inviter as usize].id;
         let joiner_id = self.nodes[node as usize].id;
         let expiry = now_ms + (spec.invitation_ttl_s * 1_000.0).round() as u64;
@@ -237,7 +226,7 @@ impl World {
                 return;
             }
         };
-        let entries_before = entries_about(&self.nodes[inviter as usize].replica.log, &joiner_id);
+        let entries_before = entries_about(self.nodes[inviter as usize].core.log(), &joiner_id);
         // The pairing connection opens after a dial delay.
         let dial = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
         let attempt = st.attempt_no;
@@ -475,7 +464,7 @@ impl World {
                 if matches!(e, handshake::Error::WrongCode) {
                     self.counters.pairings_refused += 1;
                     let joiner_id = self.nodes[node as usize].id;
-                    let now = entries_about(&self.nodes[inviter as usize].replica.log, &joiner_id);
+                    let now = entries_about(self.nodes[inviter as usize].core.log(), &joiner_id);
                     if now != a.entries_before {
                         self.pairing_violations.push(format!(
                             "join {j}: a refused attempt changed the log's entries for the device"
@@ -496,24 +485,24 @@ impl World {
     /// The right code: the inviter adds the device to the log, persists it,
     /// offers it to its sessions, and sends the welcome once it is durable.
     fn admit(&mut self, j: u32, attempt: u32, inviter: u32, device: DeviceId, name: &str) {
-        let at_ms = self.now_ms();
-        let node = &mut self.nodes[inviter as usize];
+        let now_ms = self.core_now();
         // A retry after a welcome lost in transit finds the device already
         // admitted; the welcome is sent again.
-        if !node.replica.log.is_member(&device) {
-            if let Err(e) = node
-                .replica
-                .membership_mut()
-                .add_device(&node.key, device, name, at_ms)
+        if !self.nodes[inviter as usize].core.log().is_member(&device) {
+            match self.nodes[inviter as usize]
+                .core
+                .add_device(now_ms, device, name)
             {
-                self.pairing_violations
-                    .push(format!("join {j}: add_device failed: {e}"));
-                self.pair_failed(j);
-                return;
+                Ok((_, out)) => self.perform(inviter, None, out),
+                Err(e) => {
+                    self.pairing_violations
+                        .push(format!("join {j}: add_device failed: {e}"));
+                    self.pair_failed(j);
+                    return;
+                }
             }
-            node.pending.push(DiskOp::Log(Rc::clone(&node.replica.log)));
         }
-        let payload = node.replica.log.encode();
+        let payload = self.nodes[inviter as usize].core.log().encode();
         let welcome = self.joins[j as usize]
             .current
             .as_mut()
@@ -538,7 +527,6 @@ impl World {
             self.max_held = self.max_held.max(node.held.len() as u64);
             self.ensure_fsync(inviter);
         }
-        self.membership_changed(inviter, None);
     }
 
     /// The joiner takes the account's log from its welcome and becomes a
@@ -548,7 +536,7 @@ impl World {
         let node = self.joins[j as usize].node;
         let inviter = self.joins[j as usize].inviter;
         let me = self.nodes[node as usize].id;
-        let account = self.nodes[inviter as usize].replica.log.account_id();
+        let account = self.nodes[inviter as usize].core.log().account_id();
         let log = match Log::decode(payload) {
             Ok(log) if log.account_id() == account && log.is_member(&me) => log,
             Ok(_) => {
@@ -565,9 +553,12 @@ impl World {
                 return;
             }
         };
-        let log = Rc::new(log);
+        let log = Arc::new(log);
+        let config = core_config(&self.scenario);
         let n = &mut self.nodes[node as usize];
-        n.replica.log = Rc::clone(&log);
+        let key = hearth_crypto::identity::DeviceKey::from_bytes(&n.core.key().to_bytes());
+        let name = n.core.name().to_owned();
+        n.core = core::Node::new(key, &name, Arc::clone(&log), config);
         n.durable.log = Some(log);
         n.member = true;
         let st = &mut self.joins[j as usize];
@@ -629,7 +620,7 @@ impl World {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.member && !n.removed)
-            .map(|(i, n)| (i as u32, n.account, &*n.replica.log))
+            .map(|(i, n)| (i as u32, n.account, &**n.core.log()))
             .collect();
         check::pairing(
             &joined,
@@ -691,9 +682,9 @@ mod tests {
                 assert_eq!(world.counters.pairings_refused, 1);
                 assert_eq!(world.counters.pairings_succeeded, 0);
                 let id = world.nodes[joiner as usize].id;
-                assert!(!world.nodes[inviter as usize].replica.log.is_member(&id));
+                assert!(!world.nodes[inviter as usize].core.log().is_member(&id));
                 assert_eq!(
-                    entries_about(&world.nodes[inviter as usize].replica.log, &id),
+                    entries_about(world.nodes[inviter as usize].core.log(), &id),
                     0
                 );
                 assert!(!world.nodes[joiner as usize].member);

@@ -1,13 +1,15 @@
-//! The catalog row of a collection (table `collections-1`, key = name).
+//! The catalog entry of a collection: what a store keeps about it besides
+//! its chunks and changes.
 //!
-//! The row is rewritten in the same transaction as every write to the
-//! collection, so its counters always match the chunks and changes on disk.
+//! The core rewrites the entry in the same [`Batch`](super::Batch) as every
+//! write to the collection, so its counters always match the chunks and
+//! changes the batch stores with it.
 
 use serde::{Deserialize, Serialize};
 
-/// What the store knows about one collection besides its chunks.
+/// What a store knows about one collection besides its chunks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CatalogEntry {
+pub struct Catalog {
     /// Automerge documents the collection is sharded across; fixed at creation.
     pub shards: u16,
     /// When the collection was created, ms since the Unix epoch.
@@ -18,7 +20,7 @@ pub struct CatalogEntry {
     pub next_chunk: Vec<u64>,
     /// Per shard: chunks currently stored (compaction resets it to 1).
     pub chunk_count: Vec<u32>,
-    /// The latest changes-feed sequence.
+    /// The latest changes-feed sequence: every changed record has its own.
     pub last_seq: u64,
     /// Per shard: bytes of the snapshot chunk written by the last compaction.
     pub snapshot_bytes: Vec<u64>,
@@ -35,7 +37,7 @@ pub struct IndexDef {
     pub fields: Vec<String>,
 }
 
-impl CatalogEntry {
+impl Catalog {
     /// Whether every per-shard vector has one slot per shard.
     pub fn is_consistent(&self) -> bool {
         let n = usize::from(self.shards);

@@ -1,0 +1,472 @@
+//! The node's side of the mesh: one sync session per connected member, what
+//! a peer's frame changes, and the account's membership.
+//!
+//! - **Persist, then answer, then forward.** A frame goes through the peer's
+//!   [`Session`]. Every collection it created, merged into or whose shard
+//!   heads it moved (whether or not a record visibly changed) has its chunks
+//!   staged, with the sync states and the membership log when it grew, in
+//!   one [`Batch`]. Only after that batch come the answer to the peer and
+//!   the offers to the other sessions, so no peer learns of state that a
+//!   crash could still lose.
+//! - **Membership.** Adding a device (after a confirmed pairing) or removing
+//!   one appends a signed entry; a peer's log is merged by its session. Every
+//!   change of the member set closes the sessions of devices that left,
+//!   sends the log to every other session, and yields
+//!   [`Output::MembersChanged`] for the driver's admission gate.
+//! - **Access.** A session's peer must be a member on every frame (checked
+//!   by [`Session`]); a stream from a non-member is refused when it opens.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hearth_crypto::identity::DeviceId;
+use hearth_crypto::membership::{self, Log};
+
+use super::data::check_doctype;
+use super::{Batch, Catalog, Error, Loaded, Millis, Node, Output, Outputs, SessionId, Write};
+use crate::collection::{Collection, ShardIndex};
+use crate::query::Indexes;
+use crate::sync::{self, Session};
+
+/// The account's member devices, as the network layer needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// This device.
+    pub me: DeviceId,
+    /// Every member device, this one included.
+    pub devices: BTreeSet<DeviceId>,
+}
+
+impl Members {
+    /// The member set of `log`, seen from `me`.
+    pub fn of(me: DeviceId, log: &Log) -> Members {
+        Members {
+            me,
+            devices: log.members().into_iter().map(|m| m.device).collect(),
+        }
+    }
+}
+
+/// Why the node ended a session.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The driver reported the stream ended or undeliverable.
+    StreamEnded,
+    /// A newer stream with the same peer replaced it.
+    Replaced,
+    /// The peer is not (or no longer) a member of the account.
+    NotAMember,
+    /// The peer sent what the session refuses, or a session step failed.
+    Refused(sync::Error),
+    /// The driver could not make a batch durable (see [`Node::close_all`]).
+    StoreFailed,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::StreamEnded => f.write_str("stream closed"),
+            CloseReason::Replaced => f.write_str("a new sync stream replaced it"),
+            CloseReason::NotAMember => f.write_str("the peer is not a member of the account"),
+            CloseReason::Refused(e) => write!(f, "it sent data this device refuses: {e}"),
+            CloseReason::StoreFailed => f.write_str("storing its changes failed"),
+        }
+    }
+}
+
+/// One open session.
+#[derive(Debug)]
+pub(super) struct Peer {
+    id: SessionId,
+    session: Session,
+}
+
+/// The node's collections and log, as a sync session sees them.
+struct Replica<'n> {
+    collections: &'n mut BTreeMap<String, Loaded>,
+    log: &'n mut Arc<Log>,
+    actor: automerge::ActorId,
+    now: Millis,
+}
+
+impl sync::Replica for Replica<'_> {
+    type CreateError = Error;
+
+    fn collection_names(&self) -> Vec<String> {
+        self.collections.keys().cloned().collect()
+    }
+
+    fn collection(&self, name: &str) -> Option<&Collection> {
+        self.collections.get(name).map(|l| &l.data)
+    }
+
+    fn collection_mut(&mut self, name: &str) -> Option<&mut Collection> {
+        self.collections.get_mut(name).map(|l| &mut l.data)
+    }
+
+    fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), Error> {
+        // A peer names it: the same rules as a local write's collection.
+        check_doctype(name)?;
+        let data = Collection::new(name, shards, self.actor.clone())?;
+        self.collections.insert(
+            name.to_string(),
+            Loaded {
+                data,
+                indexes: Indexes::default(),
+                meta: Catalog::new(shards, self.now),
+            },
+        );
+        Ok(())
+    }
+
+    fn membership(&self) -> &Log {
+        self.log
+    }
+
+    fn membership_mut(&mut self) -> &mut Log {
+        Arc::make_mut(self.log)
+    }
+}
+
+impl Node {
+    fn replica(&mut self, now: Millis) -> Replica<'_> {
+        let actor = self.actor();
+        Replica {
+            collections: &mut self.collections,
+            log: &mut self.log,
+            actor,
+            now,
+        }
+    }
+
+    /// The member set now.
+    pub fn members(&self) -> Members {
+        Members::of(self.key.id(), &self.log)
+    }
+
+    /// The peers with an open session.
+    pub fn connected(&self) -> impl Iterator<Item = &DeviceId> {
+        self.sessions.keys()
+    }
+
+    /// The session's traffic so far, if `peer` has one.
+    pub fn session_stats(&self, peer: &DeviceId) -> Option<sync::Stats> {
+        self.sessions.get(peer).map(|p| p.session.stats())
+    }
+
+    pub(super) fn peer_of_session(&self, session: SessionId) -> Option<DeviceId> {
+        self.sessions
+            .iter()
+            .find(|(_, p)| p.id == session)
+            .map(|(peer, _)| *peer)
+    }
+
+    pub(super) fn open_session(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        peer: DeviceId,
+        states: Vec<(String, ShardIndex, Vec<u8>)>,
+        out: &mut Outputs,
+    ) {
+        if peer == self.key.id() || !self.log.is_member(&peer) {
+            out.push(Output::Close {
+                session,
+                peer,
+                reason: CloseReason::NotAMember,
+            });
+            return;
+        }
+        let mut s = Session::new(peer, states, self.config.limits);
+        let hello = s.start(&self.replica(now));
+        if let Some(old) = self.sessions.insert(
+            peer,
+            Peer {
+                id: session,
+                session: s,
+            },
+        ) {
+            out.push(Output::Close {
+                session: old.id,
+                peer,
+                reason: CloseReason::Replaced,
+            });
+        }
+        match hello {
+            Ok(frames) => self.send(session, frames, out),
+            Err(e) => self.close_session(now, peer, CloseReason::Refused(e), out),
+        }
+    }
+
+    fn send(&self, session: SessionId, frames: Vec<Vec<u8>>, out: &mut Outputs) {
+        for frame in frames {
+            out.push(Output::Send { session, frame });
+        }
+    }
+
+    /// Ends `peer`'s session, remembering when it was last seen.
+    pub(super) fn close_session(
+        &mut self,
+        now: Millis,
+        peer: DeviceId,
+        reason: CloseReason,
+        out: &mut Outputs,
+    ) {
+        if let Some(p) = self.sessions.remove(&peer) {
+            out.persist(Batch {
+                writes: vec![Write::PeerSeen { peer, at_ms: now }],
+            });
+            out.push(Output::Close {
+                session: p.id,
+                peer,
+                reason,
+            });
+        }
+    }
+
+    /// Ends every session, for a driver whose store failed.
+    pub fn close_all(&mut self, now: Millis) -> Outputs {
+        let mut out = Outputs::default();
+        let peers: Vec<DeviceId> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            self.close_session(now, peer, CloseReason::StoreFailed, &mut out);
+        }
+        out
+    }
+
+    pub(super) fn session_frame(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        frame: &[u8],
+        out: &mut Outputs,
+    ) {
+        let Some(peer) = self.peer_of_session(session) else {
+            return;
+        };
+        let Some(mut p) = self.sessions.remove(&peer) else {
+            return;
+        };
+        let heads_before = self.log.heads();
+        let result = p.session.receive(&mut self.replica(now), frame);
+        self.sessions.insert(peer, p);
+        // Entries the session merged passed the log's checks, even when the
+        // frame as a whole was refused afterwards; they are stored either way.
+        let log_moved = self.log.heads() != heads_before;
+        let fx = match result {
+            Ok(fx) => fx,
+            Err(e) => {
+                if log_moved {
+                    out.persist(Batch {
+                        writes: vec![Write::Membership(Arc::clone(&self.log))],
+                    });
+                    self.publish_members(now, Some(peer), out);
+                }
+                let reason = match e {
+                    sync::Error::NotMember { .. } => CloseReason::NotAMember,
+                    e => CloseReason::Refused(e),
+                };
+                self.close_session(now, peer, reason, out);
+                return;
+            }
+        };
+        let mut batch = Batch::default();
+        if log_moved {
+            batch.writes.push(Write::Membership(Arc::clone(&self.log)));
+        }
+        // Every collection the frame touched, whether or not a record became
+        // visible: a shard whose heads moved has chunks to store.
+        let mut touched: BTreeSet<&str> = fx.created.iter().map(String::as_str).collect();
+        touched.extend(fx.merged.iter().map(|(n, _)| n.as_str()));
+        touched.extend(fx.changed.iter().map(|(n, _)| n.as_str()));
+        let touched: Vec<String> = touched.into_iter().map(str::to_owned).collect();
+        for name in &touched {
+            let written: Vec<_> = fx
+                .merged
+                .iter()
+                .filter(|(n, _)| n == name)
+                .flat_map(|(_, w)| w.iter().cloned())
+                .collect();
+            self.stage(name, &written, &mut batch);
+        }
+        for (collection, shard, bytes) in fx.states {
+            batch.writes.push(Write::SyncState {
+                peer,
+                collection,
+                shard,
+                bytes,
+            });
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted == Some(super::PlantedBug::SendBeforePersist) {
+            self.send(session, fx.send.clone(), out);
+            out.persist(batch);
+            self.after_merge(
+                now,
+                peer,
+                fx.changed,
+                log_moved || fx.membership_changed,
+                out,
+            );
+            return;
+        }
+        out.persist(batch);
+        self.send(session, fx.send, out);
+        self.after_merge(
+            now,
+            peer,
+            fx.changed,
+            log_moved || fx.membership_changed,
+            out,
+        );
+    }
+
+    /// Offers shards a peer's frame changed to every other session, and acts
+    /// on a grown log.
+    fn after_merge(
+        &mut self,
+        now: Millis,
+        from: DeviceId,
+        changed: Vec<(String, ShardIndex)>,
+        log_changed: bool,
+        out: &mut Outputs,
+    ) {
+        let mut by_collection: BTreeMap<String, Vec<ShardIndex>> = BTreeMap::new();
+        for (name, shard) in changed {
+            by_collection.entry(name).or_default().push(shard);
+        }
+        for (name, shards) in by_collection {
+            self.offer(now, &name, &shards, Some(from), out);
+        }
+        if log_changed {
+            self.publish_members(now, None, out);
+        }
+    }
+
+    /// Offers `shards` of `name` to every open session but `except`'s.
+    pub(super) fn offer(
+        &mut self,
+        now: Millis,
+        name: &str,
+        shards: &[ShardIndex],
+        except: Option<DeviceId>,
+        out: &mut Outputs,
+    ) {
+        self.each_session(now, except, out, |session, replica| {
+            session.local_change(replica, name, shards)
+        });
+    }
+
+    /// Runs `make` on every open session but `except`'s and sends what it
+    /// returns; a session whose frames cannot be made closes.
+    fn each_session(
+        &mut self,
+        now: Millis,
+        except: Option<DeviceId>,
+        out: &mut Outputs,
+        mut make: impl FnMut(&mut Session, &Replica<'_>) -> Result<Vec<Vec<u8>>, sync::Error>,
+    ) {
+        let peers: Vec<DeviceId> = self
+            .sessions
+            .keys()
+            .copied()
+            .filter(|p| Some(*p) != except)
+            .collect();
+        for peer in peers {
+            let Some(mut p) = self.sessions.remove(&peer) else {
+                continue;
+            };
+            let frames = make(&mut p.session, &self.replica(now));
+            let id = p.id;
+            self.sessions.insert(peer, p);
+            match frames {
+                Ok(frames) => self.send(id, frames, out),
+                Err(e) => self.close_session(now, peer, CloseReason::Refused(e), out),
+            }
+        }
+    }
+
+    /// After the log changed: sessions of devices that left close, the
+    /// driver hears of the new member set, and every other session (but
+    /// `except`'s, whose peer sent it) gets the log.
+    fn publish_members(&mut self, now: Millis, except: Option<DeviceId>, out: &mut Outputs) {
+        let after = self.members();
+        let before = std::mem::replace(&mut self.published, after.clone());
+        if before != after {
+            for removed in before.devices.difference(&after.devices) {
+                self.close_session(now, *removed, CloseReason::NotAMember, out);
+            }
+            out.push(Output::MembersChanged(after));
+        }
+        self.each_session(now, except, out, |session, replica| {
+            session.local_membership_change(replica)
+        });
+    }
+
+    /// Appends a log entry made by `change`, persists the log and acts on it.
+    fn change_membership(
+        &mut self,
+        now: Millis,
+        change: impl FnOnce(
+            &mut Log,
+            &hearth_crypto::identity::DeviceKey,
+        ) -> Result<(), membership::Error>,
+    ) -> Result<Outputs, Error> {
+        let mut log = (*self.log).clone();
+        change(&mut log, &self.key)?;
+        self.log = Arc::new(log);
+        let mut out = Outputs::default();
+        out.persist(Batch {
+            writes: vec![Write::Membership(Arc::clone(&self.log))],
+        });
+        self.publish_members(now, None, &mut out);
+        Ok(out)
+    }
+
+    /// Adds a device whose pairing was confirmed. After the outputs' batch
+    /// is durable, send it the welcome: the log, which now lists it.
+    pub fn add_device(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        name: &str,
+    ) -> Result<(Arc<Log>, Outputs), Error> {
+        let at = now.max(0) as u64;
+        let out = self.change_membership(now, |log, key| {
+            log.add_device(key, device, name, at).map(drop)
+        })?;
+        Ok((Arc::clone(&self.log), out))
+    }
+
+    /// Removes a device from the account for good.
+    pub fn remove_device(&mut self, now: Millis, device: DeviceId) -> Result<Outputs, Error> {
+        if device == self.key.id() {
+            return Err(Error::RemoveSelf);
+        }
+        if !self.log.is_member(&device) {
+            return Err(Error::NotAMember(device));
+        }
+        let at = now.max(0) as u64;
+        self.change_membership(now, |log, key| log.remove_device(key, device, at).map(drop))
+    }
+
+    /// Makes this device a member of the account in `log` instead of the
+    /// one-device account it was created with. Allowed only while it holds
+    /// no data and its own account has no other device, so nothing is
+    /// orphaned (`hearth join` on an initialised home).
+    pub fn adopt_account(&mut self, now: Millis, log: Log) -> Result<Outputs, Error> {
+        if !self.collections.is_empty() || self.log.members().len() > 1 {
+            return Err(Error::NotEmpty);
+        }
+        if !log.is_member(&self.key.id()) {
+            return Err(Error::NotAMember(self.key.id()));
+        }
+        self.log = Arc::new(log);
+        let mut out = Outputs::default();
+        out.persist(Batch {
+            writes: vec![Write::Membership(Arc::clone(&self.log))],
+        });
+        self.publish_members(now, None, &mut out);
+        Ok(out)
+    }
+}
