@@ -153,7 +153,18 @@ pub fn replay_command(path: &str, seed: u64) -> String {
 /// Simulates `scenario` (read from `path`, which the replay command names)
 /// with `seed`, runs the checkers and renders the report.
 pub fn run(scenario: &Scenario, path: &str, seed: u64) -> Result<Run, sim::Error> {
-    let outcome = sim::World::new(scenario, seed)?.run();
+    run_with(scenario, path, seed, hearth_crdt::node::Config::default())
+}
+
+/// [`run`], with every device's core built from `core` (see
+/// [`sim::World::with_core`]).
+pub fn run_with(
+    scenario: &Scenario,
+    path: &str,
+    seed: u64,
+    core: hearth_crdt::node::Config,
+) -> Result<Run, sim::Error> {
+    let outcome = sim::World::with_core(scenario, seed, core)?.run();
     let report = Report::new(scenario, seed, replay_command(path, seed), &outcome);
     let files = report.files(&outcome);
     Ok(Run { report, files })

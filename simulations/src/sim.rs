@@ -409,6 +409,8 @@ pub struct Outcome {
 /// The simulated world.
 pub struct World {
     scenario: Scenario,
+    /// The rules of every device's core.
+    core: core::Config,
     rng: StdRng,
     now: Time,
     seq: u64,
@@ -448,6 +450,16 @@ impl std::fmt::Debug for World {
 impl World {
     /// Builds the accounts, devices, logs and links of `scenario` from `seed`.
     pub fn new(scenario: &Scenario, seed: u64) -> Result<Self, Error> {
+        Self::with_core(scenario, seed, core::Config::default())
+    }
+
+    /// [`World::new`], with every device's core built from `base` (its
+    /// shard count set by the scenario): how a test plants a bug in the core.
+    pub fn with_core(scenario: &Scenario, seed: u64, base: core::Config) -> Result<Self, Error> {
+        let config = core::Config {
+            shards: scenario.workload.shards,
+            ..base
+        };
         let mut rng = StdRng::seed_from_u64(seed);
         let t = &scenario.topology;
         let per = t.devices_per_account;
@@ -472,7 +484,7 @@ impl World {
                         key,
                         &format!("device-{i}"),
                         Arc::clone(&log),
-                        core_config(scenario),
+                        config.clone(),
                     ),
                     durable: Durable {
                         log: Some(Arc::clone(&log)),
@@ -499,9 +511,10 @@ impl World {
                 add_link(&mut nodes, &mut conns, base + a, base + b);
             }
         }
-        let joins = pairing::add_joiners(scenario, &mut rng, &mut nodes, &mut conns);
+        let joins = pairing::add_joiners(scenario, &config, &mut rng, &mut nodes, &mut conns);
         let mut world = World {
             scenario: scenario.clone(),
+            core: config,
             rng,
             now: 0,
             seq: 0,
@@ -1283,7 +1296,7 @@ impl World {
     /// Reopens the node from its durable disk: a new core over the stored
     /// log and collections, with no sessions.
     fn restart(&mut self, me: u32) {
-        let config = core_config(&self.scenario);
+        let config = self.core.clone();
         let node = &mut self.nodes[me as usize];
         let log = node
             .durable
@@ -1589,15 +1602,6 @@ mod tests {
         assert_eq!(parse_id("d12-3"), Some((12, 3)));
         assert_eq!(parse_id("x12-3"), None);
         assert_eq!(parse_id("d-3"), None);
-    }
-}
-
-/// The core's rules for a scenario: its shard count, the daemon's defaults
-/// for the rest.
-pub(crate) fn core_config(scenario: &Scenario) -> core::Config {
-    core::Config {
-        shards: scenario.workload.shards,
-        ..core::Config::default()
     }
 }
 

@@ -129,3 +129,37 @@ fn a_failing_report_names_the_replay_command() {
         path.display()
     )));
 }
+
+/// The simulator runs the node's own core: a bug planted in the core's
+/// persist ordering (answering a peer before persisting what its frame
+/// changed) is caught by the durable-sends checker, and the same run with
+/// the core as shipped passes it.
+#[test]
+fn a_bug_planted_in_the_cores_persist_order_is_caught() {
+    use hearth_crdt::node::{Config, PlantedBug};
+    let (path, scenario) = shipped()
+        .into_iter()
+        .find(|(_, s)| s.name == "small-office")
+        .unwrap();
+    let s = small(&scenario);
+    let path = path.display().to_string();
+    let planted = Config {
+        planted: Some(PlantedBug::SendBeforePersist),
+        ..Config::default()
+    };
+    let broken = hearth_sim::run_with(&s, &path, 2, planted).unwrap().report;
+    let check = broken
+        .checks
+        .iter()
+        .find(|v| v.name == "durable sends")
+        .unwrap();
+    assert!(!check.passed, "{}", broken.markdown());
+    assert!(check.detail.contains("announced heads not yet durable"));
+    let sound = hearth_sim::run(&s, &path, 2).unwrap().report;
+    let check = sound
+        .checks
+        .iter()
+        .find(|v| v.name == "durable sends")
+        .unwrap();
+    assert!(check.passed, "{}", sound.markdown());
+}

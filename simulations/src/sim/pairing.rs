@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 
 use super::{
     Arc, BTreeMap, Conn, Durable, Held, Kind, Node, Time, US_PER_MS, VecDeque, World, add_link,
-    core, core_config, sample,
+    core, sample,
 };
 use crate::check::{self, AccessViolation, Verdict};
 use crate::scenario::Scenario;
@@ -73,6 +73,7 @@ struct Attempt {
 /// `degree - 1` random others.
 pub(super) fn add_joiners(
     scenario: &Scenario,
+    config: &core::Config,
     rng: &mut StdRng,
     nodes: &mut Vec<Node>,
     conns: &mut Vec<Conn>,
@@ -113,7 +114,7 @@ pub(super) fn add_joiners(
         nodes.push(Node {
             account: join.account,
             id: key.id(),
-            core: core::Node::new(key, "joining", placeholder, core_config(scenario)),
+            core: core::Node::new(key, "joining", placeholder, config.clone()),
             durable: Durable::default(),
             pending: Vec::new(),
             held: VecDeque::new(),
@@ -554,7 +555,7 @@ impl World {
             }
         };
         let log = Arc::new(log);
-        let config = core_config(&self.scenario);
+        let config = self.core.clone();
         let n = &mut self.nodes[node as usize];
         let key = hearth_crypto::identity::DeviceKey::from_bytes(&n.core.key().to_bytes());
         let name = n.core.name().to_owned();
