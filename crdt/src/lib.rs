@@ -15,7 +15,17 @@
 //!   indexes, and grouped, mergeable aggregates.
 //! - [`sync`]: the sans-IO sync session between two devices of an account:
 //!   frames in, effects (frames to send, records merged, states to persist)
-//!   out. The node runs it over libp2p; the simulator over a virtual network.
+//!   out.
+//! - [`node`]: the whole node as one sans-IO state machine over the above:
+//!   the data commands and their rules, one sync session per peer,
+//!   forwarding, membership changes, and the persist-then-answer order, as
+//!   ordered outputs (`Persist`, `Send`, `Close`, `MembersChanged`). The
+//!   daemon's engine drives it over redb and libp2p; `hearth-sim` drives the
+//!   very same code over a virtual disk and network.
+//!
+//! Where a new capability goes: its rules and protocol state in a module of
+//! [`node`] (sharing, federated queries, apps and ingest each get one), its
+//! IO in the node crate's matching module.
 //!
 //! # Why not samod
 //!

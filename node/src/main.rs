@@ -15,11 +15,16 @@
 //!     └─ put/get/find/… ──► client::Backend ── daemon running? ── yes ─► HTTP to api
 //!                                              └─ no ─► in-process engine
 //!                                                          │
-//!             engine (one thread, bounded queue, Handle + oneshot replies)
-//!                │  hearth_crdt::collection (Automerge shards, _id/_rev)
-//!                │  hearth_crdt::query      (Mango find, aggregates, indexes)
-//!                │  hearth_crdt::sync       (one Session per device: merge, commit, then reply)
-//!                │  hearth_crypto::membership (the account's signed device log)
+//!             engine (one thread, bounded queue, Handle + oneshot replies): IO only
+//!                │  calls the core with now + rng, performs its outputs in order:
+//!                │  Persist(batch) → one durable redb commit, then Send / Close /
+//!                │  MembersChanged (watch → net's admission gate)
+//!                ▼
+//!             hearth_crdt::node (the pure core; hearth-sim drives the same one)
+//!                │  data rules, changes feed, one sync::Session per device,
+//!                │  forwarding, membership (hearth_crypto::membership)
+//!                │  over hearth_crdt::collection (Automerge shards, _id/_rev)
+//!                │  and hearth_crdt::query (Mango find, aggregates, indexes)
 //!                ▼
 //!             store (redb, every value sealed with XChaCha20-Poly1305,
 //!                    store key wrapped by Argon2id(passphrase) or keys/store.key)

@@ -1,18 +1,17 @@
 //! A deterministic simulator of the Hearth mesh.
 //!
-//! A simulated device runs **the node's own sync and membership code**: one
-//! [`hearth_crdt::sync::Session`] per connected peer, over a
-//! [`Replica`](hearth_crdt::sync::Replica) of [`Collection`]s and the
-//! account's [`hearth_crypto::membership::Log`], driven exactly as the
-//! node's engine drives it — `start`, `receive`, `local_change`,
-//! `local_membership_change`, and for every [`Effects`]: persist, then send,
-//! then pass [`Effects::changed`] to the device's other sessions. Only the IO
-//! is simulated, and all of it is seeded, so a scenario and a seed give a
-//! byte-identical report.
-//!
-//! [`Collection`]: hearth_crdt::collection::Collection
-//! [`Effects`]: hearth_crdt::sync::Effects
-//! [`Effects::changed`]: hearth_crdt::sync::Effects::changed
+//! A simulated device runs **the node's own core**: one
+//! [`hearth_crdt::node::Node`] per device, the very state machine the
+//! daemon's engine drives (data rules, one sync session per peer,
+//! forwarding, membership, persist before answer). The simulator is only
+//! its driver: it feeds the core connection events and frames with the
+//! virtual time and the seeded RNG, and performs the outputs in order, each
+//! `Persist` batch on a virtual disk whose fsync releases what waited on it.
+//! So a scenario and a seed give a byte-identical report, and a bug in the
+//! core's ordering is a bug the checkers see (see the durable-sends check
+//! and its planted-bug test). Pairing's handshake runs `hearth_crypto`'s
+//! `Inviter` and `Joiner`; the admission of the new device is the core's
+//! `add_device`.
 //!
 //! # The model in one minute
 //!
@@ -21,16 +20,17 @@
 //!   scheduling order. Nothing reads the wall clock; one seeded `StdRng`
 //!   draws every random choice (keys, overlay, latencies, faults, workload).
 //!   Nodes live in a `Vec` indexed by `u32`, every map is a `BTreeMap`.
-//! - **Node = sans-IO session core + simulated disk.** The disk holds each
-//!   shard's chunks from `Collection::take_chunks`, the sync states from
-//!   `Effects::states` (per peer) and the membership log. Writes first land
+//! - **Node = the sans-IO core + simulated disk.** The disk holds what the
+//!   core's batches wrote: each collection's catalog entry and shard chunks
+//!   (compactions replace a shard's list), the sync states per peer and the
+//!   membership log, plus the heads each batch made durable. Writes first land
 //!   in a pending list; an fsync `storage.fsync_ms` later makes everything
 //!   pending durable (group commit). Until then the node *holds* every
 //!   outgoing frame and every write acknowledgement: persist, then send. A
 //!   **crash** drops the pending list, the held frames and acks (those writes
-//!   were never acknowledged) and every connection; the node **restarts** by
-//!   `Collection::load` from its durable chunks, with fresh sessions built
-//!   from its durable sync states.
+//!   were never acknowledged) and every connection; the node **restarts** as a new core
+//!   loaded from its durable disk, with fresh sessions built from its
+//!   durable sync states.
 //! - **Network.** Each pair of devices that can reach each other (every pair
 //!   of an account, or a random overlay of degree `topology.degree`) is a
 //!   link that holds at most one connection. We chose the second model the
@@ -84,8 +84,9 @@
 //!   queues within their bounds; the maxima are reported), and access (every
 //!   frame put on the wire is checked against the sender's membership log;
 //!   a collection-data frame to a non-member, or to a device still pairing,
-//!   is a violation, as is a welcome sent before the code was confirmed) and,
-//!   with joins, pairing (every join completed and its device is a member on
+//!   is a violation, as is a welcome sent before the code was confirmed),
+//!   durable sends (no sync message announces shard heads that are not in
+//!   the causal past of what the sender's disk holds) and, with joins, pairing (every join completed and its device is a member on
 //!   every replica of its account's log; a refused attempt left no entry for
 //!   the device in the inviter's log).
 //! - **Report** ([`report`]): `report.json`, `report.md` and SVG plots
