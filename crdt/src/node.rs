@@ -393,6 +393,10 @@ pub enum Write {
     },
 }
 
+/// A collection as a store holds it: its catalog entry and, per shard, its
+/// chunks in order.
+pub type Stored = (Catalog, Vec<Vec<Vec<u8>>>);
+
 /// One loaded collection.
 #[derive(Debug)]
 pub struct Loaded {
@@ -473,7 +477,7 @@ impl Node {
     /// the stored one. See the [module docs](self).
     pub fn reload(
         &mut self,
-        collections: Vec<(String, Option<(Catalog, Vec<Vec<Vec<u8>>>)>)>,
+        collections: Vec<(String, Option<Stored>)>,
         log: Log,
     ) -> Result<(), Error> {
         self.log = Arc::new(log);

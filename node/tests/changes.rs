@@ -150,10 +150,8 @@ async fn apply(handle: &Handle, peer: &mut Peer, op: &Op, changed: &mut BTreeSet
                     docs.push(json!({ "_id": id(n), "_rev": record["_rev"], "_deleted": true }));
                 }
             }
-            for result in handle.bulk(C, docs).await.unwrap() {
-                if let Ok(w) = result {
-                    changed.insert(w.id);
-                }
+            for w in handle.bulk(C, docs).await.unwrap().into_iter().flatten() {
+                changed.insert(w.id);
             }
         }
         Op::Delete(n) => {

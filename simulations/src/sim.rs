@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use automerge::ChangeHash;
 use hearth_crdt::collection::{self, PutMode, ShardIndex};
-use hearth_crdt::node::{
-    self as core, Catalog, CloseReason, Input, Output, Outputs, SessionId, Write,
-};
+use hearth_crdt::node::{self as core, CloseReason, Input, Output, Outputs, SessionId, Write};
 use hearth_crdt::sync::{Frame, Limits};
 use hearth_crypto::identity::{DeviceId, DeviceKey};
 use hearth_crypto::membership::Log;
@@ -67,7 +65,7 @@ fn exponential(rng: &mut StdRng, mean_us: f64) -> Time {
 #[derive(Debug, Default)]
 struct Durable {
     /// Per collection, its catalog entry and, per shard, the chunks in order.
-    chunks: BTreeMap<String, (Catalog, Vec<Vec<Vec<u8>>>)>,
+    chunks: BTreeMap<String, core::Stored>,
     /// Per peer node, the sync states by (collection, shard).
     states: BTreeMap<DeviceId, BTreeMap<(String, ShardIndex), Vec<u8>>>,
     log: Option<Arc<Log>>,
@@ -1577,34 +1575,6 @@ pub fn log3(n: u32) -> f64 {
     f64::from(n.max(1)).ln() / 3f64.ln()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlay_is_connected_and_near_the_degree() {
-        let mut rng = StdRng::seed_from_u64(7);
-        let edges = overlay(&mut rng, 500, Some(4));
-        let mut deg = vec![0u32; 500];
-        for &(a, b) in &edges {
-            assert!(a < b);
-            deg[a as usize] += 1;
-            deg[b as usize] += 1;
-        }
-        let mean = f64::from(deg.iter().sum::<u32>()) / 500.0;
-        assert!((3.8..=4.1).contains(&mean), "mean degree {mean}");
-        assert!(deg.iter().all(|&d| d > 0));
-        assert_eq!(overlay(&mut rng, 4, None).len(), 6);
-    }
-
-    #[test]
-    fn ids_round_trip() {
-        assert_eq!(parse_id("d12-3"), Some((12, 3)));
-        assert_eq!(parse_id("x12-3"), None);
-        assert_eq!(parse_id("d-3"), None);
-    }
-}
-
 /// The heads a sync message of `sender` announces for `shard` that are not
 /// in the causal past of what its disk holds, if any.
 fn undurable_heads(
@@ -1631,4 +1601,32 @@ fn undurable_heads(
         .copied()
         .collect();
     (!undurable.is_empty()).then_some(undurable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_is_connected_and_near_the_degree() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let edges = overlay(&mut rng, 500, Some(4));
+        let mut deg = vec![0u32; 500];
+        for &(a, b) in &edges {
+            assert!(a < b);
+            deg[a as usize] += 1;
+            deg[b as usize] += 1;
+        }
+        let mean = f64::from(deg.iter().sum::<u32>()) / 500.0;
+        assert!((3.8..=4.1).contains(&mean), "mean degree {mean}");
+        assert!(deg.iter().all(|&d| d > 0));
+        assert_eq!(overlay(&mut rng, 4, None).len(), 6);
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(parse_id("d12-3"), Some((12, 3)));
+        assert_eq!(parse_id("x12-3"), None);
+        assert_eq!(parse_id("d-3"), None);
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use hearth_crdt::node::{Batch, Catalog, Node, Write};
+use hearth_crdt::node::{Batch, Catalog, Node, Stored, Write};
 use hearth_crypto::identity::DeviceKey;
 use hearth_crypto::membership;
 
@@ -164,10 +164,7 @@ pub(super) fn load_all(store: &Store, core: &mut Node) -> Result<(), Error> {
 }
 
 /// One collection's catalog entry and chunks, checked against each other.
-pub(super) fn read_collection(
-    store: &Store,
-    name: &str,
-) -> Result<Option<(Catalog, Vec<Vec<Vec<u8>>>)>, Error> {
+pub(super) fn read_collection(store: &Store, name: &str) -> Result<Option<Stored>, Error> {
     let txn = store.read()?;
     let Some(meta) = txn.get(Table::Collections, name.as_bytes())? else {
         return Ok(None);
