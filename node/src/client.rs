@@ -331,6 +331,9 @@ impl Remote {
         read(response)
     }
 
+    /// Sends `body` with `method` (`POST`, `PUT` or `DELETE`, which sends no
+    /// body) and returns the JSON reply. Any other method is refused before
+    /// anything is sent.
     pub(crate) fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = self.auth();
@@ -345,11 +348,15 @@ impl Remote {
                 .put(&url)
                 .header("Authorization", &auth)
                 .send_json(body),
-            _ => self
+            "POST" => self
                 .agent
                 .post(&url)
                 .header("Authorization", &auth)
                 .send_json(body),
+            // Refused before any IO: a typo or a GET must not become a POST.
+            other => bail!(
+                "unsupported HTTP method {other:?} for the daemon's API; expected POST, PUT or DELETE"
+            ),
         }
         .with_context(|| format!("cannot reach the daemon at {}", self.base))?;
         let bytes = read(response)?;
@@ -378,4 +385,44 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>> {
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
     bail!("{detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_refuses_an_unknown_method_before_any_io() {
+        // A listener that never answers: a request sent to it would connect
+        // (the kernel completes the handshake) and then time out.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .into();
+        let remote = Remote {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            token: "token".into(),
+            agent,
+        };
+        for method in ["PATCH", "GET", "post", ""] {
+            let err = remote
+                .send(method, "/data/notes/_find", &json!({"selector": {}}))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "unsupported HTTP method {method:?} for the daemon's API; expected POST, PUT or DELETE"
+                )
+            );
+        }
+        // Nothing connected, so nothing was sent.
+        let accepted = listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "send opened a connection: {accepted:?}"
+        );
+    }
 }

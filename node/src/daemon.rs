@@ -237,6 +237,7 @@ async fn shutdown_signal() {
             return;
         }
     };
+    // Not biased: order does not matter, either signal stops the node the same way.
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),

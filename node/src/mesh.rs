@@ -335,6 +335,7 @@ impl Mesh {
                 }
             }
         };
+        // Not biased: order does not matter, either half ending ends the session the same way.
         tokio::select! {
             () = write => {}
             () = read => {}

@@ -757,8 +757,9 @@ impl Driver {
         let mut redial = tokio::time::interval(REDIAL_TICK);
         redial.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Biased: commands (Shutdown) and the tick first; peers can keep swarm events always ready.
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                biased;
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
                         drop(self.swarm);
@@ -770,6 +771,7 @@ impl Driver {
                     None => return,
                 },
                 _ = redial.tick() => self.redial_members(),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
             }
         }
     }

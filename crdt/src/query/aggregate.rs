@@ -34,6 +34,9 @@ const CONTEXT: &str = "aggregate request";
 const KEYS: &str = "selector, group_by, aggregate, scope, collection";
 
 /// Which replicas a query runs on.
+///
+/// Only [`Scope::Local`] is implemented; [`AggregateRequest::parse`] refuses
+/// `"devices"` and `"contacts"` until federated queries exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -102,7 +105,8 @@ pub struct AggregateRequest {
     pub group_by: Vec<FieldPath>,
     /// The aggregates to compute per group, by name.
     pub aggregates: Vec<AggregateSpec>,
-    /// Where the query runs; `local` by default.
+    /// Where the query runs: always [`Scope::Local`] for now, as
+    /// [`AggregateRequest::parse`] refuses the federated scopes.
     pub scope: Scope,
     /// The collection named in the request, if any (routing is the caller's).
     pub collection: Option<String>,
@@ -120,6 +124,12 @@ fn bad_value(key: &'static str, expected: &'static str, got: &Value) -> Error {
 impl AggregateRequest {
     /// Parses an aggregate query. `aggregate` is required and holds 1 to
     /// [`MAX_AGGREGATES`] entries; unknown keys are errors.
+    ///
+    /// Federated queries do not exist yet, so `scope` may only be `"local"`
+    /// (the same as leaving it out: the query runs on this replica);
+    /// `"devices"`, `"contacts"` or any other value is refused with
+    /// [`Error::UnsupportedScope`] (a non-string with [`Error::BadValue`]),
+    /// never answered from the local replica alone.
     pub fn parse(body: &Value) -> Result<AggregateRequest, Error> {
         let Value::Object(map) = body else {
             return Err(Error::NotAnObject {
@@ -143,20 +153,24 @@ impl AggregateRequest {
                     request.aggregates = parse_aggregates(value)?;
                     has_aggregate = true;
                 }
-                "scope" => {
-                    request.scope = match value.as_str() {
-                        Some("local") => Scope::Local,
-                        Some("devices") => Scope::Devices,
-                        Some("contacts") => Scope::Contacts,
-                        _ => {
-                            return Err(bad_value(
-                                "scope",
-                                "\"local\", \"devices\" or \"contacts\"",
-                                value,
-                            ));
-                        }
+                // Federated queries do not exist yet: refuse a scope that
+                // asks for them rather than silently answer from this replica.
+                "scope" => match value {
+                    Value::String(scope) if scope == "local" => request.scope = Scope::Local,
+                    Value::String(scope) => {
+                        return Err(Error::UnsupportedScope {
+                            context: CONTEXT,
+                            scope: scope.clone(),
+                        });
                     }
-                }
+                    other => {
+                        return Err(bad_value(
+                            "scope",
+                            "\"local\" (federated scopes are not supported yet)",
+                            other,
+                        ));
+                    }
+                },
                 "collection" => match value {
                     Value::String(name) => request.collection = Some(name.clone()),
                     other => return Err(bad_value("collection", "a collection name", other)),
@@ -1132,7 +1146,12 @@ mod tests {
         assert!(err(json!({"aggregate": {}})).contains("got an empty object"));
         assert!(
             err(json!({"aggregate": {"n": {"$count": true}}, "scope": "world"}))
-                .contains(r#""scope" expects "local", "devices" or "contacts""#)
+                .starts_with(r#"bad aggregate request: scope "world" is not supported yet"#)
+        );
+        assert!(
+            err(json!({"aggregate": {"n": {"$count": true}}, "scope": 3})).contains(
+                r#""scope" expects "local" (federated scopes are not supported yet), got a number"#
+            )
         );
         assert!(
             err(json!({"aggregate": {"n": {"$count": true}}, "group_by": ["a", "a"]}))
@@ -1150,11 +1169,49 @@ mod tests {
 
     #[test]
     fn parse_reads_scope_and_collection() {
-        let req = AggregateRequest::parse(&json!({"collection": "energy.readings", "scope": "contacts", "aggregate": {"n": {"$count": true}}})).unwrap();
-        assert_eq!(req.scope, Scope::Contacts);
+        let req = AggregateRequest::parse(&json!({"collection": "energy.readings", "scope": "local", "aggregate": {"n": {"$count": true}}})).unwrap();
+        assert_eq!(req.scope, Scope::Local);
         assert_eq!(req.collection.as_deref(), Some("energy.readings"));
         let req = AggregateRequest::parse(&json!({"aggregate": {"n": {"$count": true}}})).unwrap();
         assert_eq!(req.scope, Scope::Local);
+    }
+
+    #[test]
+    fn parse_refuses_federated_scopes() {
+        let err = AggregateRequest::parse(
+            &json!({"scope": "contacts", "aggregate": {"n": {"$count": true}}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Error::UnsupportedScope {
+                context: "aggregate request",
+                scope: "contacts".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            r#"bad aggregate request: scope "contacts" is not supported yet; federated scopes ("devices", "contacts") do not exist yet, so leave the "scope" key out (or set it to "local") to query this replica"#
+        );
+        let err = AggregateRequest::parse(
+            &json!({"scope": "devices", "aggregate": {"n": {"$count": true}}}),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::UnsupportedScope { scope, .. } if scope == "devices"));
+    }
+
+    #[test]
+    fn parse_accepts_local_scope_as_this_replica() {
+        let body =
+            json!({"scope": "local", "group_by": ["month"], "aggregate": {"n": {"$count": true}}});
+        let req = AggregateRequest::parse(&body).unwrap();
+        assert_eq!(req.scope, Scope::Local);
+        // The same answer as without the key.
+        let without = json!({"group_by": ["month"], "aggregate": {"n": {"$count": true}}});
+        assert_eq!(
+            agg(body, &readings()).to_json(),
+            agg(without, &readings()).to_json()
+        );
     }
 
     #[test]

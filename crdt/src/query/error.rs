@@ -148,6 +148,18 @@ pub enum Error {
         got: String,
     },
 
+    /// A `scope` other than `"local"`: queries over other devices or contacts
+    /// (federated queries) do not exist yet.
+    #[error(
+        "bad {context}: scope {scope:?} is not supported yet; federated scopes (\"devices\", \"contacts\") do not exist yet, so leave the \"scope\" key out (or set it to \"local\") to query this replica"
+    )]
+    UnsupportedScope {
+        /// The request kind ("aggregate request").
+        context: &'static str,
+        /// The scope as written.
+        scope: String,
+    },
+
     /// A list in a request has more entries than allowed.
     #[error("bad {context}: {key:?} has more than {limit} entries")]
     TooManyEntries {
