@@ -113,6 +113,10 @@ impl Peer {
     }
 
     async fn write(&mut self, handle: &Handle, ids: &[u8]) {
+        // Catch up first, so these writes follow the engine's: a concurrent
+        // write that loses to the engine's changes no record, and this test
+        // is about paging, not conflicts.
+        self.pump(handle, node::Outputs::default()).await;
         let mut out = node::Outputs::default();
         for &n in ids {
             self.writes += 1;
