@@ -112,6 +112,7 @@ use crate::sync;
 pub mod catalog;
 pub mod data;
 pub mod mesh;
+pub mod redial;
 
 pub use catalog::{Catalog, IndexDef};
 pub use data::{BulkError, Change, check_doctype};

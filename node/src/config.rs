@@ -38,6 +38,19 @@ pub struct NetLimits {
     pub memory_limit_mb: usize,
     /// Seconds a connection with no open stream stays up. Default 60.
     pub idle_timeout_secs: u64,
+    /// Milliseconds `hearth up` waits at start for its listeners to report
+    /// their addresses. Default 5000.
+    pub listen_wait_ms: u64,
+    /// How often, in ms, the network looks for members to redial.
+    /// Default 250.
+    pub redial_tick_ms: u64,
+    /// First redial delay after a failed or lost connection, in ms (also for
+    /// reopening a sync stream). Default 1000.
+    pub backoff_min_ms: u64,
+    /// Longest redial delay, in ms. Default 60000.
+    pub backoff_max_ms: u64,
+    /// A connection up this many ms resets the redial delay. Default 10000.
+    pub stable_connection_ms: u64,
 }
 
 impl Default for NetLimits {
@@ -49,6 +62,11 @@ impl Default for NetLimits {
             max_pending: d.max_pending,
             memory_limit_mb: d.memory_limit_mb,
             idle_timeout_secs: d.idle_timeout.as_secs(),
+            listen_wait_ms: d.listen_wait.as_millis() as u64,
+            redial_tick_ms: d.redial_tick.as_millis() as u64,
+            backoff_min_ms: d.backoff.min_ms,
+            backoff_max_ms: d.backoff.max_ms,
+            stable_connection_ms: d.backoff.stable_ms,
         }
     }
 }
@@ -62,6 +80,13 @@ impl NetLimits {
             max_pending: self.max_pending,
             memory_limit_mb: self.memory_limit_mb,
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            listen_wait: std::time::Duration::from_millis(self.listen_wait_ms),
+            redial_tick: std::time::Duration::from_millis(self.redial_tick_ms),
+            backoff: hearth_crdt::node::redial::Backoff {
+                min_ms: self.backoff_min_ms,
+                max_ms: self.backoff_max_ms,
+                stable_ms: self.stable_connection_ms,
+            },
             ..crate::net::Config::default()
         }
     }
@@ -280,7 +305,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.engine;
         let n = &self.net;
-        let rules: [(bool, &'static str, &'static str); 15] = [
+        let rules: [(bool, &'static str, &'static str); 16] = [
+            (
+                n.redial_tick_ms >= 10
+                    && n.backoff_min_ms >= 10
+                    && n.backoff_max_ms >= n.backoff_min_ms
+                    && n.listen_wait_ms >= 100,
+                "net.redial_tick_ms, net.backoff_min_ms, net.backoff_max_ms and net.listen_wait_ms",
+                "at least 10 ms (listen wait 100 ms), with backoff_max_ms at least backoff_min_ms",
+            ),
             (n.max_connections >= 2, "net.max_connections", "at least 2"),
             (
                 n.max_connections_per_peer >= 1,

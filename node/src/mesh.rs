@@ -11,7 +11,8 @@
 //!
 //! - **Who opens.** Between two members, the device with the smaller id opens
 //!   the one sync stream; the other accepts it. While they stay connected,
-//!   a stream that ends is reopened with backoff (1 s doubling to 60 s), so a
+//!   a stream that ends is reopened under the mesh's one redial policy
+//!   ([`hearth_crdt::node::redial`], with the network's backoff), so a
 //!   session that keeps failing cannot spin.
 //! - **Frames.** Each frame is length-prefixed and refused above
 //!   `engine.max_frame_bytes` before it is read into memory. The reader hands
@@ -33,13 +34,11 @@ use hearth_crypto::identity::DeviceId;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
+use hearth_crdt::node::redial::{Backoff, Redial};
+
 use crate::engine::{Handle, Members};
 use crate::net::{self, Admission, NetHandle};
 use crate::pairing::Invitations;
-
-/// Shortest and longest wait before reopening a sync stream.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// What the mesh tasks share.
 #[derive(Clone)]
@@ -52,6 +51,7 @@ pub struct Mesh {
     max_frame: usize,
     outbox: usize,
     mdns: bool,
+    backoff: Backoff,
     last_outcome: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -97,6 +97,7 @@ impl Mesh {
             max_frame,
             outbox,
             mdns,
+            backoff: net.backoff,
             last_outcome: Arc::default(),
         };
         tokio::spawn(mesh.clone().follow_members(members));
@@ -222,29 +223,31 @@ impl Mesh {
     /// Opens the sync stream to `peer` and reopens it with backoff while the
     /// peer stays connected and a member.
     async fn dial_sync(self, peer: PeerId, device: DeviceId) {
-        let mut backoff = BACKOFF_MIN;
+        let mut redial = Redial::new(self.backoff);
         let mut control = self.net.stream_control();
         loop {
             if !self.admission.is_member(&peer) {
                 return;
             }
+            let now = crate::engine::now_ms();
+            if !redial.due(&device, now, &mut rand::rngs::OsRng) {
+                let wait = redial.next_at(&device).unwrap_or(now).saturating_sub(now);
+                tokio::time::sleep(Duration::from_millis(wait.max(1) as u64)).await;
+                if !self.is_connected(peer).await {
+                    return;
+                }
+                continue;
+            }
             match control.open_stream(peer, net::SYNC).await {
                 Ok(stream) => {
-                    let started = tokio::time::Instant::now();
+                    redial.connected(&device, crate::engine::now_ms());
                     self.clone().run_session(device, stream).await;
-                    if started.elapsed() > BACKOFF_MAX {
-                        backoff = BACKOFF_MIN;
-                    }
+                    redial.disconnected(&device, crate::engine::now_ms(), &mut rand::rngs::OsRng);
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot open a sync stream");
-                    if !self.is_connected(peer).await {
-                        return;
-                    }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
             if !self.is_connected(peer).await {
                 return;
             }

@@ -54,9 +54,11 @@
 //!
 //! The swarm task keeps an address book (bounded) fed by mDNS, identify,
 //! Kademlia and [`NetHandle::add_address`]. Every member that is not connected
-//! and has known addresses is redialled with exponential backoff: 1 s, doubling
-//! to 60 s, reset once a connection has lasted 10 s (a peer that accepts the
-//! handshake and then drops us does not reset it). A member with no known
+//! and has known addresses is redialled by the mesh's one redial policy,
+//! [`hearth_crdt::node::redial`]: exponential backoff with jitter from
+//! [`Config::backoff`] (1 s doubling to 60 s by default), reset once a
+//! connection has lasted its `stable_ms` (a peer that accepts the handshake
+//! and then drops us does not reset it). A member with no known
 //! address is looked up in Kademlia on the same schedule when bootstrap peers
 //! are configured. Connections close after [`Config::idle_timeout`] without an
 //! open stream, so the sync layer keeps one stream per member open.
@@ -70,6 +72,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use hearth_crdt::node::redial::{Backoff, Redial};
 use hearth_crypto::identity::DeviceKey;
 use libp2p::core::transport::{ListenerId, PortUse};
 use libp2p::core::{Endpoint, Multiaddr};
@@ -101,17 +104,6 @@ pub const IDENTIFY_VERSION: &str = "/hearth/id/1";
 
 /// Length of the command queue from [`NetHandle`]s to the swarm task.
 const COMMAND_QUEUE: usize = 64;
-/// Longest wait in [`spawn`] for the listeners to report their addresses.
-const LISTEN_WAIT: Duration = Duration::from_secs(5);
-/// How often the swarm task checks for members to redial.
-const REDIAL_TICK: Duration = Duration::from_millis(250);
-/// First redial delay after a failed or lost connection.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest redial delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// A connection that lasted this long counts as a success and resets the
-/// redial backoff.
-const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Peers the address book holds; members displace other entries when full.
 const BOOK_MAX_PEERS: usize = 1024;
 /// Addresses kept per peer; newer ones replace the oldest.
@@ -151,6 +143,15 @@ pub struct Config {
     /// behind, events are dropped with a warning (the current state is always
     /// available from [`NetHandle::peers`]). Default: 256.
     pub event_queue: usize,
+    /// Longest wait at start for the listeners to report their addresses.
+    /// Default: 5 s.
+    pub listen_wait: Duration,
+    /// How often the swarm task looks for members to redial. Default: 250 ms.
+    pub redial_tick: Duration,
+    /// The redial backoff of member connections (first delay, longest
+    /// delay, how long a connection must last to reset it). Default: 1 s,
+    /// 60 s, 10 s.
+    pub backoff: Backoff,
 }
 
 impl Default for Config {
@@ -175,6 +176,9 @@ impl Default for Config {
             memory_limit_mb: 1024,
             idle_timeout: Duration::from_secs(60),
             event_queue: 256,
+            listen_wait: Duration::from_secs(5),
+            redial_tick: Duration::from_millis(250),
+            backoff: Backoff::default(),
         }
     }
 }
@@ -290,6 +294,9 @@ pub struct Net {
     pub handle: NetHandle,
     /// Connection events, in order.
     pub events: mpsc::Receiver<Event>,
+    /// The redial backoff the network runs with ([`Config::backoff`]); the
+    /// mesh reopens sync streams under the same one.
+    pub backoff: Backoff,
 }
 
 /// A cloneable handle on the swarm task.
@@ -569,6 +576,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
         pending.insert(id, addr.clone());
     }
 
+    let backoff = config.backoff;
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(config.event_queue.max(1));
     let mut driver = Driver {
@@ -578,8 +586,9 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
         events: events_tx,
         listen_addrs: Vec::new(),
         book: AddressBook::default(),
-        backoff: HashMap::new(),
-        connected_since: HashMap::new(),
+        redial: Redial::new(backoff),
+        listen_wait: config.listen_wait,
+        redial_tick: config.redial_tick,
         kad_lookups: !bootstrap.is_empty(),
         relay_service: config.relay_service,
     };
@@ -607,6 +616,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
             local,
         },
         events,
+        backoff,
     })
 }
 
@@ -681,12 +691,6 @@ impl AddressBook {
     }
 }
 
-/// When a disconnected member is dialled next, and the delay after that.
-struct Backoff {
-    next: Instant,
-    delay: Duration,
-}
-
 /// The swarm task's state.
 struct Driver {
     swarm: Swarm<Behaviour>,
@@ -695,9 +699,10 @@ struct Driver {
     events: mpsc::Sender<Event>,
     listen_addrs: Vec<Multiaddr>,
     book: AddressBook,
-    backoff: HashMap<PeerId, Backoff>,
-    /// When the first of the current connections to each peer opened.
-    connected_since: HashMap<PeerId, Instant>,
+    /// When each member is dialled next (the mesh's one redial policy).
+    redial: Redial<PeerId>,
+    listen_wait: Duration,
+    redial_tick: Duration,
     kad_lookups: bool,
     /// Whether this node relays for others; its own listen addresses are
     /// then announced as external, which relay reservations carry.
@@ -706,12 +711,12 @@ struct Driver {
 
 impl Driver {
     /// Drives the swarm until every listener reported an address (or
-    /// [`LISTEN_WAIT`] passed); a listener that fails meanwhile is an error.
+    /// [`Config::listen_wait`] passed); a listener that fails meanwhile is an error.
     async fn await_listeners(
         &mut self,
         mut pending: HashMap<ListenerId, Multiaddr>,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + LISTEN_WAIT;
+        let deadline = Instant::now() + self.listen_wait;
         while !pending.is_empty() {
             let event = match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await
             {
@@ -754,7 +759,7 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut redial = tokio::time::interval(REDIAL_TICK);
+        let mut redial = tokio::time::interval(self.redial_tick);
         redial.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             // Biased: commands (Shutdown) and the tick first; peers can keep swarm events always ready.
@@ -791,7 +796,7 @@ impl Driver {
                 // A new address of a member that is away: try it now rather
                 // than at the end of a backoff started when none was known.
                 if self.learn(peer, addr) && !self.swarm.is_connected(&peer) {
-                    self.backoff.remove(&peer);
+                    self.redial.forget(&peer);
                     self.redial_members();
                 }
                 let _ = reply.send(());
@@ -869,16 +874,16 @@ impl Driver {
         for peer in refused {
             tracing::info!(%peer, "closing connections of a peer that is no longer admitted");
             let _ = self.swarm.disconnect_peer_id(peer);
-            self.backoff.remove(&peer);
+            self.redial.forget(&peer);
         }
         // Members added since the last check are dialled at the next tick.
         let members = self.admission.members();
-        self.backoff.retain(|peer, _| members.contains(peer));
+        self.redial.retain(|peer| members.contains(peer));
         self.redial_members();
     }
 
     fn redial_members(&mut self) {
-        let now = Instant::now();
+        let now = crate::engine::now_ms();
         let local = *self.swarm.local_peer_id();
         let members = self.admission.members();
         for peer in members {
@@ -890,15 +895,9 @@ impl Driver {
                 // Nothing to try yet; no backoff until an address is known.
                 continue;
             }
-            let backoff = self.backoff.entry(peer).or_insert(Backoff {
-                next: now,
-                delay: BACKOFF_MIN,
-            });
-            if backoff.next > now {
+            if !self.redial.due(&peer, now, &mut rand::rngs::OsRng) {
                 continue;
             }
-            backoff.next = now + backoff.delay;
-            backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
             if addrs.is_empty() {
                 self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 continue;
@@ -964,7 +963,7 @@ impl Driver {
                     self.learn(peer_id, endpoint.get_remote_address().clone());
                 }
                 if num_established == NonZeroU32::MIN {
-                    self.connected_since.insert(peer_id, Instant::now());
+                    self.redial.connected(&peer_id, crate::engine::now_ms());
                     let member = self.admission.is_member(&peer_id);
                     tracing::info!(peer = %peer_id, member, "connected");
                     self.emit(Event::Connected {
@@ -987,28 +986,11 @@ impl Driver {
         }
     }
 
-    /// Schedules the redial of a peer whose last connection closed. Only a
-    /// connection that lasted [`STABLE_CONNECTION`] resets the backoff: a peer
-    /// that completes the handshake and then drops us (its gate refused us)
-    /// keeps backing off instead of being redialled every second.
+    /// Schedules the redial of a peer whose last connection closed (see
+    /// [`hearth_crdt::node::redial`]).
     fn on_last_connection_closed(&mut self, peer: PeerId) {
-        let now = Instant::now();
-        let stable = self
-            .connected_since
-            .remove(&peer)
-            .is_some_and(|since| now.duration_since(since) >= STABLE_CONNECTION);
-        match self.backoff.get_mut(&peer) {
-            Some(backoff) if !stable => backoff.next = backoff.next.max(now + BACKOFF_MIN),
-            _ => {
-                self.backoff.insert(
-                    peer,
-                    Backoff {
-                        next: now + BACKOFF_MIN,
-                        delay: BACKOFF_MIN * 2,
-                    },
-                );
-            }
-        }
+        self.redial
+            .disconnected(&peer, crate::engine::now_ms(), &mut rand::rngs::OsRng);
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -1018,7 +1000,7 @@ impl Driver {
                     if self.learn(peer, address.clone()) {
                         if self.admission.is_member(&peer) {
                             // A member just appeared on the LAN: try it now.
-                            self.backoff.remove(&peer);
+                            self.redial.forget(&peer);
                         }
                         self.emit(Event::Discovered { peer, address });
                     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use automerge::ChangeHash;
 use hearth_crdt::collection::{self, PutMode, ShardIndex};
+use hearth_crdt::node::redial::{Backoff, Redial};
 use hearth_crdt::node::{self as core, CloseReason, Input, Output, Outputs, SessionId, Write};
 use hearth_crdt::sync::{Frame, Limits};
 use hearth_crypto::identity::{DeviceId, DeviceKey};
@@ -210,11 +211,9 @@ struct Conn {
     inflight: [u32; 2],
     outbox: [VecDeque<Vec<u8>>; 2],
     last_arrival: [Time; 2],
-    attempts: u32,
     connect_pending: bool,
     /// An end's admission refused the other for good (it was removed).
     refused: bool,
-    up_since: Time,
 }
 
 /// Adds a link between devices `a` and `b`, down until it connects.
@@ -229,10 +228,8 @@ fn add_link(nodes: &mut [Node], conns: &mut Vec<Conn>, a: u32, b: u32) {
         inflight: [0, 0],
         outbox: [VecDeque::new(), VecDeque::new()],
         last_arrival: [0, 0],
-        attempts: 0,
         connect_pending: false,
         refused: false,
-        up_since: 0,
     });
 }
 
@@ -409,6 +406,8 @@ pub struct World {
     scenario: Scenario,
     /// The rules of every device's core.
     core: core::Config,
+    /// When each link is dialled again: the node's redial policy.
+    redial: Redial<u32>,
     rng: StdRng,
     now: Time,
     seq: u64,
@@ -513,6 +512,13 @@ impl World {
         let mut world = World {
             scenario: scenario.clone(),
             core: config,
+            redial: Redial::new(Backoff {
+                min_ms: scenario.network.backoff_base_ms.round() as u64,
+                max_ms: scenario.network.backoff_max_ms.round() as u64,
+                // A link that stayed up for the longest delay counts as a
+                // success, as it did before the policy moved to the core.
+                stable_ms: scenario.network.backoff_max_ms.round() as u64,
+            }),
             rng,
             now: 0,
             seq: 0,
@@ -713,9 +719,10 @@ impl World {
         let conn = &mut self.conns[c as usize];
         conn.epoch += 1;
         conn.up = true;
-        conn.up_since = self.now;
         conn.last_arrival = [self.now; 2];
         self.counters.connections += 1;
+        let now = self.core_now();
+        self.redial.connected(&c, now);
         for side in 0..2 {
             let [me, peer] = {
                 let e = self.conns[c as usize].ends;
@@ -815,25 +822,12 @@ impl World {
                     .handle(now, &mut self.rng, Input::Closed { session });
             self.perform(me, None, out);
         }
-        let conn = &mut self.conns[c as usize];
-        let net = &self.scenario.network;
-        let lived = self.now - conn.up_since;
-        if lived as f64 >= net.backoff_max_ms * US_PER_MS {
-            conn.attempts = 0;
-        }
-        conn.attempts = conn.attempts.saturating_add(1);
-        let exp = net.backoff_base_ms * 2f64.powi(conn.attempts.min(30) as i32 - 1);
-        let max = exp.min(net.backoff_max_ms);
+        // The node's own redial policy, over this link.
+        let now = self.core_now();
+        let next = self.redial.disconnected(&c, now, &mut self.rng);
         if self.reachable(c) {
-            let d = sample(
-                &mut self.rng,
-                Range {
-                    min: max / 2.0,
-                    max,
-                },
-                US_PER_MS,
-            );
-            self.schedule_connect(c, d);
+            let d = (next.saturating_sub(now).max(0) as Time) * 1_000;
+            self.schedule_connect(c, d.max(1));
         }
     }
 
