@@ -26,13 +26,20 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `keyring-1` (not sealed) | `"store"` | [`WrappedKey::to_bytes`] of the store key |
-//! | | `"format"` | store format version, `u32` big-endian (currently 1) |
-//! | `meta-1` | UTF-8 name (`"identity"`, `"membership"`, settings…) | sealed, owner-defined |
-//! | `collections-1` | collection name (UTF-8) | sealed catalog entry |
-//! | `chunks-1` | [`keys::chunk_key`]`(collection, shard, seq)` | sealed Automerge chunk |
-//! | `changes-2` | [`keys::change_key`]`(collection, seq)` | sealed changes-feed entry: `[id, rev, deleted]`, one per changed record |
-//! | `changes-1` | the same key | the feed's earlier layout, one row per commit; migrated to `changes-2` on open |
-//! | `peers-1` | [`keys::peer_key`] kinds | sealed per-peer sync state, last-seen time, addresses |
+//! | | `"format"` | store format version, `u32` big-endian ([`FORMAT_VERSION`]) |
+//! | `meta-1` | `"device-key"` | this device's ed25519 secret seed (32 bytes) |
+//! | | `"device-name"` | this device's name (UTF-8) |
+//! | | `"membership-log"` | the account's membership log (`membership::Log::encode`) |
+//! | `collections-1` | collection name (UTF-8) | catalog entry (`hearth_crdt::node::Catalog`, JSON) |
+//! | `chunks-1` | [`keys::chunk_key`]`(collection, shard, seq)` | one Automerge chunk of the shard: an incremental save, or after compaction the whole shard |
+//! | `changes-2` | [`keys::change_key`]`(collection, seq)` | one changed record, one row per record: `[id, rev, deleted]` (JSON) |
+//! | `changes-1` | [`keys::change_key`]`(collection, seq)` | legacy: one row per commit, a JSON list of `[id, rev, deleted]`; renumbered into `changes-2` and removed when the engine opens the store (`engine/changes.rs`, `migrate`) |
+//! | `peers-1` | [`keys::peer_seen_key`]`(peer)` | when a session with the peer last ended, ms since the Unix epoch, `i64` big-endian |
+//! | | [`keys::peer_sync_key`]`(peer, collection, shard)` | the encoded Automerge sync state with the peer for that shard |
+//! | | [`keys::peer_addrs_key`]`(peer)` | addresses where the peer was last reached, newest first, at most 8 (JSON list of strings) |
+//!
+//! Every value above except `keyring-1`'s is sealed. [`keys`] gives each
+//! composite key's byte layout.
 //!
 //! # Durability
 //!
@@ -120,7 +127,8 @@ pub type Row = (Vec<u8>, Vec<u8>);
 /// One of the store's sealed tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
-    /// `meta-1`: identity, membership log, settings; key = UTF-8 name.
+    /// `meta-1`: this device's key and name, and the account's membership
+    /// log; key = UTF-8 name.
     Meta,
     /// `collections-1`: the collection catalog; key = collection name.
     Collections,
@@ -133,7 +141,9 @@ pub enum Table {
     /// only by the migration to `changes-2`.
     ChangesV1,
     /// `peers-1`: what this device remembers of each peer device: its sync
-    /// state per shard and when it was last seen; key = [`keys::peer_key`].
+    /// state per shard, when it was last seen and where it was reached; keys
+    /// = [`keys::peer_sync_key`], [`keys::peer_seen_key`],
+    /// [`keys::peer_addrs_key`].
     Peers,
 }
 

@@ -42,19 +42,18 @@ impl Engine {
         let connected: Vec<DeviceId> = self.core.connected().copied().collect();
         let mut out = Vec::new();
         for member in self.core.log().members() {
-            let id = member.device.to_string();
             let online = connected.contains(&member.device) || member.device == me;
             let last_seen_ms = if online {
                 Some(now_ms())
             } else {
-                txn.get(Table::Peers, &keys::peer_seen_key(&id)?)?
+                txn.get(Table::Peers, &keys::peer_seen_key(&member.device))?
                     .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                     .map(i64::from_be_bytes)
             };
             out.push(Device {
                 this_device: member.device == me,
                 online,
-                id,
+                id: member.device.to_string(),
                 name: member.name,
                 added_at_ms: member.added_at_ms,
                 last_seen_ms,
@@ -92,7 +91,7 @@ impl Engine {
     fn sync_states(&self, peer: &DeviceId) -> Result<Vec<(String, u16, Vec<u8>)>, Error> {
         let txn = self.store.read()?;
         let mut out = Vec::new();
-        for (key, value) in txn.scan_prefix(Table::Peers, &keys::peer_prefix(&peer.to_string())?)? {
+        for (key, value) in txn.scan_prefix(Table::Peers, &keys::peer_prefix(peer))? {
             if let Ok(Some((collection, shard))) = keys::decode_peer_sync_key(&key) {
                 out.push((collection, shard, value));
             }
@@ -113,7 +112,7 @@ impl Engine {
     /// Remembers an address where `peer` (a member) was reached, so the next
     /// start can dial it. Keeps the newest [`MAX_REMEMBERED_ADDRS`].
     pub fn remember_address(&mut self, peer: DeviceId, address: String) -> Result<(), Error> {
-        let key = keys::peer_addrs_key(&peer.to_string())?;
+        let key = keys::peer_addrs_key(&peer);
         let mut addrs: Vec<String> = self
             .store
             .read()?
@@ -141,7 +140,7 @@ impl Engine {
             if member.device == me {
                 continue;
             }
-            let key = keys::peer_addrs_key(&member.device.to_string())?;
+            let key = keys::peer_addrs_key(&member.device);
             let addrs: Vec<String> = txn
                 .get(Table::Peers, &key)?
                 .and_then(|b| serde_json::from_slice(&b).ok())

@@ -80,13 +80,13 @@ pub(super) fn apply(store: &Store, batch: &Batch) -> Result<(), Error> {
                 bytes,
             } => txn.insert(
                 Table::Peers,
-                &keys::peer_sync_key(&peer.to_string(), collection, *shard)?,
+                &keys::peer_sync_key(peer, collection, *shard)?,
                 bytes,
             )?,
             Write::Membership(log) => txn.insert(Table::Meta, META_MEMBERSHIP, &log.encode())?,
             Write::PeerSeen { peer, at_ms } => txn.insert(
                 Table::Peers,
-                &keys::peer_seen_key(&peer.to_string())?,
+                &keys::peer_seen_key(peer),
                 &at_ms.to_be_bytes(),
             )?,
         }

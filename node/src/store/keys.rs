@@ -8,15 +8,29 @@
 //!   followed by its bytes. The length prefix means one collection's keys are
 //!   never a prefix of another's (`"ab"` and `"abc"` differ in their first two
 //!   bytes), so a prefix scan of one collection never reaches into another;
+//! - a peer device is a [`DeviceId`] written the same way, as the length and
+//!   bytes of its text form (the base58 libp2p peer id, `12D3KooW…`). That is
+//!   the layout stores have always had, so a store written before the keys
+//!   took a typed id still reads;
 //! - integers are big-endian, so they sort numerically.
 //!
-//! | table | key |
-//! |---|---|
-//! | `chunks-1` | `name_len:u16 ‖ name ‖ shard:u16 ‖ seq:u64` |
-//! | `changes-1` | `name_len:u16 ‖ name ‖ seq:u64` |
-//! | `collections-1` | `name` (raw UTF-8) |
-//! | `meta-1` | `name` (raw UTF-8) |
-//! | `peers-1` | `peer_len:u16 ‖ peer ‖ 0x00` (last seen) or `peer_len:u16 ‖ peer ‖ 0x01 ‖ name_len:u16 ‖ name ‖ shard:u16` (sync state) |
+//! `‖` is concatenation; `name` is a collection name, `peer` a peer's id text.
+//!
+//! | table | row | key | built by |
+//! |---|---|---|---|
+//! | `chunks-1` | one Automerge chunk of a shard | `name_len:u16 ‖ name ‖ shard:u16 ‖ seq:u64` | [`chunk_key`], prefixes [`chunk_prefix`], [`shard_prefix`] |
+//! | `changes-2` | one changed record of a collection's feed | `name_len:u16 ‖ name ‖ seq:u64` | [`change_key`], prefix [`change_prefix`] |
+//! | `changes-1` | legacy feed row (one per commit), read only by the migration | the same as `changes-2` | [`change_key`] |
+//! | `peers-1` | when the peer was last seen | `peer_len:u16 ‖ peer ‖ 0x00` | [`peer_seen_key`] |
+//! | `peers-1` | sync state with the peer for one shard of one collection | `peer_len:u16 ‖ peer ‖ 0x01 ‖ name_len:u16 ‖ name ‖ shard:u16` | [`peer_sync_key`], decoded by [`decode_peer_sync_key`] |
+//! | `peers-1` | addresses where the peer was last reached | `peer_len:u16 ‖ peer ‖ 0x02` | [`peer_addrs_key`] |
+//! | `collections-1` | a collection's catalog entry | `name` (raw UTF-8) | |
+//! | `meta-1` | a device setting | `name` (raw UTF-8) | |
+//!
+//! Every row of one peer starts with [`peer_prefix`], so one prefix scan reads
+//! them all; the tag byte after it tells the kinds apart.
+
+use hearth_crypto::identity::DeviceId;
 
 /// The longest collection name, in UTF-8 bytes, that a key can carry.
 pub const MAX_COLLECTION_NAME_LEN: usize = 1024;
@@ -127,30 +141,43 @@ pub fn shard_prefix(collection: &str, shard: u16) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// The prefix of every `peers-1` row of one peer device (its id as text).
-pub fn peer_prefix(peer: &str) -> Result<Vec<u8>, Error> {
-    collection_prefix(peer)
+/// Tags of the `peers-1` row kinds, the byte after [`peer_prefix`].
+const PEER_SEEN: u8 = 0;
+const PEER_SYNC: u8 = 1;
+const PEER_ADDRS: u8 = 2;
+
+/// The prefix of every `peers-1` row of one peer device.
+///
+/// Infallible: a device id's text is at most
+/// [`hearth_crypto::identity::MAX_DEVICE_ID_TEXT_LEN`] bytes.
+pub fn peer_prefix(peer: &DeviceId) -> Vec<u8> {
+    let text = peer.to_string();
+    let len = u16::try_from(text.len()).expect("a device id's text fits a u16 length");
+    let mut out = Vec::with_capacity(2 + text.len() + 1);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// The `peers-1` key of when `peer` was last seen.
-pub fn peer_seen_key(peer: &str) -> Result<Vec<u8>, Error> {
-    let mut out = peer_prefix(peer)?;
-    out.push(0);
-    Ok(out)
+pub fn peer_seen_key(peer: &DeviceId) -> Vec<u8> {
+    let mut out = peer_prefix(peer);
+    out.push(PEER_SEEN);
+    out
 }
 
 /// The `peers-1` key of the addresses where `peer` was last reached.
-pub fn peer_addrs_key(peer: &str) -> Result<Vec<u8>, Error> {
-    let mut out = peer_prefix(peer)?;
-    out.push(2);
-    Ok(out)
+pub fn peer_addrs_key(peer: &DeviceId) -> Vec<u8> {
+    let mut out = peer_prefix(peer);
+    out.push(PEER_ADDRS);
+    out
 }
 
 /// The `peers-1` key of the sync state `peer` and this device share for one
 /// shard of `collection`.
-pub fn peer_sync_key(peer: &str, collection: &str, shard: u16) -> Result<Vec<u8>, Error> {
-    let mut out = peer_prefix(peer)?;
-    out.push(1);
+pub fn peer_sync_key(peer: &DeviceId, collection: &str, shard: u16) -> Result<Vec<u8>, Error> {
+    let mut out = peer_prefix(peer);
+    out.push(PEER_SYNC);
     push_name(&mut out, collection)?;
     out.extend_from_slice(&shard.to_be_bytes());
     Ok(out)
@@ -161,7 +188,7 @@ pub fn peer_sync_key(peer: &str, collection: &str, shard: u16) -> Result<Vec<u8>
 pub fn decode_peer_sync_key(key: &[u8]) -> Result<Option<(String, u16)>, Error> {
     let (_, rest) = split_name(key, "peer")?;
     match rest.split_first() {
-        Some((1, rest)) => {
+        Some((&PEER_SYNC, rest)) => {
             let (name, rest) = split_name(rest, "peer sync")?;
             let shard: [u8; 2] = rest.try_into().map_err(|_| Error::Malformed {
                 kind: "peer sync",
@@ -233,21 +260,47 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn peer_sync_keys_round_trip_and_stay_under_their_peer() {
-        let key = super::peer_sync_key("12D3KooWpeer", "io.cozy.notes", 7).unwrap();
-        assert!(key.starts_with(&super::peer_prefix("12D3KooWpeer").unwrap()));
-        assert_eq!(
-            super::decode_peer_sync_key(&key).unwrap(),
-            Some(("io.cozy.notes".to_string(), 7))
-        );
-        let seen = super::peer_seen_key("12D3KooWpeer").unwrap();
-        assert_eq!(super::decode_peer_sync_key(&seen).unwrap(), None);
-        assert!(super::decode_peer_sync_key(&key[..key.len() - 1]).is_err());
+    use super::*;
+    use hearth_crypto::identity::DeviceKey;
+    use proptest::prelude::*;
+
+    fn peer() -> DeviceId {
+        DeviceKey::from_bytes(&[7; 32]).id()
     }
 
-    use super::*;
-    use proptest::prelude::*;
+    #[test]
+    fn peer_sync_keys_round_trip_and_stay_under_their_peer() {
+        let key = peer_sync_key(&peer(), "io.cozy.notes", 7).unwrap();
+        assert!(key.starts_with(&peer_prefix(&peer())));
+        assert_eq!(
+            decode_peer_sync_key(&key).unwrap(),
+            Some(("io.cozy.notes".to_string(), 7))
+        );
+        assert_eq!(decode_peer_sync_key(&peer_seen_key(&peer())).unwrap(), None);
+        assert_eq!(
+            decode_peer_sync_key(&peer_addrs_key(&peer())).unwrap(),
+            None
+        );
+        assert!(decode_peer_sync_key(&key[..key.len() - 1]).is_err());
+    }
+
+    /// Stores written when these keys were built from the id's text must still
+    /// read: the bytes are pinned, not recomputed through the same code.
+    #[test]
+    fn peer_keys_keep_the_layout_stores_were_written_with() {
+        let text = peer().to_string();
+        // The id text the old callers passed (`peer.to_string()`).
+        assert_eq!(text, "12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7");
+        let mut prefix = vec![0, 52];
+        prefix.extend_from_slice(text.as_bytes());
+        assert_eq!(peer_prefix(&peer()), prefix);
+        assert_eq!(peer_seen_key(&peer()), [&prefix[..], &[0]].concat());
+        assert_eq!(peer_addrs_key(&peer()), [&prefix[..], &[2]].concat());
+        assert_eq!(
+            peer_sync_key(&peer(), "ab", 0x0102).unwrap(),
+            [&prefix[..], &[1, 0, 2, b'a', b'b', 1, 2]].concat()
+        );
+    }
 
     #[test]
     fn chunk_key_roundtrips_and_starts_with_its_prefixes() {
