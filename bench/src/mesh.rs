@@ -24,7 +24,7 @@ use hearth_crypto::wrap::KdfParams;
 use hearth_node::config::EngineConfig;
 use hearth_node::engine::{Engine, Handle, Running};
 use hearth_node::home::Home;
-use hearth_node::mesh::{Mesh, peer_of};
+use hearth_node::mesh::{Mesh, peer_id};
 use hearth_node::net;
 use hearth_node::store::Unlock;
 
@@ -99,7 +99,7 @@ impl Node {
                 .devices
                 .iter()
                 .filter(|d| **d != members.me)
-                .filter_map(peer_of),
+                .filter_map(peer_id),
         );
         let config = net::Config {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],

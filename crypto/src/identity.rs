@@ -181,6 +181,18 @@ impl DeviceId {
         out
     }
 
+    /// The id whose [`DeviceId::to_peer_id_bytes`] are `bytes`, as libp2p's
+    /// `PeerId::to_bytes` gives them: `None` for bytes of another key type
+    /// or length, an error for an ed25519 key that is not a valid device key.
+    pub fn from_peer_id_bytes(bytes: &[u8]) -> Option<Result<Self, Error>> {
+        if bytes.len() != PEER_ID_LEN || bytes[..PEER_ID_PREFIX.len()] != PEER_ID_PREFIX {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes[PEER_ID_PREFIX.len()..]);
+        Some(Self::from_bytes(&key))
+    }
+
     /// Verifies a signature by this device over `msg`, strictly: malleable
     /// signatures are refused.
     pub fn verify(&self, msg: &[u8], signature: &Signature) -> Result<(), Error> {
@@ -220,10 +232,8 @@ impl FromStr for DeviceId {
         // base58 never decodes to more bytes than it has characters.
         let mut buf = [0u8; MAX_DEVICE_ID_TEXT_LEN];
         let len = bs58::decode(s).onto(&mut buf[..])?;
-        if len == PEER_ID_LEN && buf[..PEER_ID_PREFIX.len()] == PEER_ID_PREFIX {
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&buf[PEER_ID_PREFIX.len()..PEER_ID_LEN]);
-            return Self::from_bytes(&key);
+        if let Some(id) = Self::from_peer_id_bytes(&buf[..len]) {
+            return id;
         }
         // Every ed25519 peer id starts with these characters, so text that
         // does not is another kind of id (RSA "Qm…", secp256k1 "16Uiu2…"),

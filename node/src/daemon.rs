@@ -184,14 +184,14 @@ async fn start_mesh(
     config: &Config,
     known: Vec<(hearth_crypto::identity::DeviceId, Vec<String>)>,
 ) -> Result<crate::mesh::Mesh> {
-    use crate::mesh::{Mesh, peer_of};
+    use crate::mesh::{Mesh, peer_id};
     let members = engine.members().borrow().clone();
     let admission = crate::net::Admission::new(
         members
             .devices
             .iter()
             .filter(|d| **d != members.me)
-            .filter_map(peer_of),
+            .filter_map(peer_id),
     );
     let mdns = net_config.mdns;
     let net = crate::net::spawn(key, net_config, admission.clone())
@@ -201,7 +201,7 @@ async fn start_mesh(
         tracing::info!(%addr, "listening");
     }
     for (device, addrs) in known {
-        let Some(peer) = peer_of(&device) else {
+        let Some(peer) = peer_id(&device) else {
             continue;
         };
         for addr in addrs {

@@ -63,14 +63,15 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// Converts a libp2p peer id to a device id (they are the same key).
-pub fn device_of(peer: &PeerId) -> Option<DeviceId> {
-    peer.to_string().parse().ok()
+/// The device a libp2p peer id names (they are the same key); `None` for a
+/// peer id of another key type.
+pub fn device_id(peer: &PeerId) -> Option<DeviceId> {
+    DeviceId::from_peer_id_bytes(&peer.to_bytes()).and_then(Result::ok)
 }
 
-/// Converts a device id to its libp2p peer id.
-pub fn peer_of(device: &DeviceId) -> Option<PeerId> {
-    device.to_string().parse().ok()
+/// The libp2p peer id of a device.
+pub fn peer_id(device: &DeviceId) -> Option<PeerId> {
+    PeerId::from_bytes(&device.to_peer_id_bytes()).ok()
 }
 
 impl Mesh {
@@ -174,7 +175,7 @@ impl Mesh {
                 m.devices
                     .iter()
                     .filter(|d| **d != m.me)
-                    .filter_map(peer_of)
+                    .filter_map(peer_id)
                     .collect()
             };
             self.admission.set_members(peers);
@@ -191,7 +192,7 @@ impl Mesh {
         while let Some(event) = events.recv().await {
             match event {
                 net::Event::Connected { peer, member: true } => {
-                    if let Some(device) = device_of(&peer)
+                    if let Some(device) = device_id(&peer)
                         && self.me < device
                     {
                         tokio::spawn(self.clone().dial_sync(peer, device));
@@ -199,7 +200,7 @@ impl Mesh {
                 }
                 net::Event::Discovered { peer, address } => {
                     if self.admission.is_member(&peer)
-                        && let Some(device) = device_of(&peer)
+                        && let Some(device) = device_id(&peer)
                     {
                         let _ = self
                             .engine
@@ -264,7 +265,7 @@ impl Mesh {
             }
         };
         while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) = device_of(&peer).filter(|_| self.admission.is_member(&peer)) else {
+            let Some(device) = device_id(&peer).filter(|_| self.admission.is_member(&peer)) else {
                 tracing::warn!(%peer, "refused a sync stream from a device outside the account");
                 continue;
             };
@@ -282,7 +283,7 @@ impl Mesh {
             }
         };
         while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) = device_of(&peer) else {
+            let Some(device) = device_id(&peer) else {
                 continue;
             };
             let mesh = self.clone();

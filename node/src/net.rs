@@ -625,7 +625,7 @@ fn with_peer_ids(addrs: &[Multiaddr]) -> Result<Vec<(PeerId, Multiaddr)>, Error>
     addrs
         .iter()
         .map(|addr| {
-            peer_of(addr)
+            addr_peer(addr)
                 .map(|peer| (peer, addr.clone()))
                 .ok_or_else(|| Error::MissingPeerId { addr: addr.clone() })
         })
@@ -633,7 +633,7 @@ fn with_peer_ids(addrs: &[Multiaddr]) -> Result<Vec<(PeerId, Multiaddr)>, Error>
 }
 
 /// The peer an address leads to: its last `/p2p/` component.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+fn addr_peer(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
@@ -651,7 +651,7 @@ impl AddressBook {
     /// `preferred` entries (members, infrastructure) may displace others when
     /// the book is full.
     fn insert(&mut self, peer: PeerId, mut addr: Multiaddr, preferred: bool) -> bool {
-        if peer_of(&addr).is_some() {
+        if addr_peer(&addr).is_some() {
             addr.pop();
         }
         if addr.is_empty() {
@@ -830,7 +830,7 @@ impl Driver {
     }
 
     fn dial(&mut self, addr: Multiaddr) -> Result<(), Error> {
-        let result = match peer_of(&addr) {
+        let result = match addr_peer(&addr) {
             Some(peer) => {
                 self.learn(peer, addr.clone());
                 self.swarm.dial(
@@ -929,7 +929,7 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
-                let full = if peer_of(&address) == Some(local) {
+                let full = if addr_peer(&address) == Some(local) {
                     address
                 } else {
                     address.with(Protocol::P2p(local))
@@ -946,7 +946,7 @@ impl Driver {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
-                let full = if peer_of(&address) == Some(local) {
+                let full = if addr_peer(&address) == Some(local) {
                     address
                 } else {
                     address.with(Protocol::P2p(local))

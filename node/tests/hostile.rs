@@ -29,7 +29,7 @@ use hearth_crypto::membership::Log;
 use hearth_node::config::EngineConfig;
 use hearth_node::engine::{Engine, Handle, Running};
 use hearth_node::home::Home;
-use hearth_node::mesh::{Mesh, peer_of};
+use hearth_node::mesh::{self as node_mesh, Mesh};
 use hearth_node::net::{self, Admission, Event, Net};
 use hearth_node::pairing::Invitations;
 use hearth_node::store::Unlock;
@@ -124,7 +124,7 @@ fn new_key() -> DeviceKey {
 }
 
 fn peer_id(key: &DeviceKey) -> PeerId {
-    peer_of(&key.id()).unwrap()
+    node_mesh::peer_id(&key.id()).unwrap()
 }
 
 /// A running node: engine, network and mesh, as `hearth up` starts them.
@@ -152,7 +152,7 @@ impl Node {
                 .devices
                 .iter()
                 .filter(|d| **d != members.me)
-                .filter_map(peer_of),
+                .filter_map(node_mesh::peer_id),
         );
         let mut net = net::spawn(&key, net_config(), admission.clone())
             .await

@@ -317,7 +317,7 @@ pub(super) fn join(
 /// returns the welcome payload.
 async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Result<Vec<u8>> {
     let inviter = invitation.inviter();
-    let inviter_peer = crate::mesh::peer_of(&inviter)
+    let inviter_peer = crate::mesh::peer_id(&inviter)
         .ok_or_else(|| anyhow!("the ticket's device id is not a libp2p peer id"))?;
     // The joiner only dials out; it listens on loopback because the
     // network needs one listener.

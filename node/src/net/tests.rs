@@ -16,7 +16,7 @@ fn new_key() -> DeviceKey {
 }
 
 fn peer_id(key: &DeviceKey) -> PeerId {
-    key.id().to_string().parse().unwrap()
+    crate::mesh::peer_id(&key.id()).unwrap()
 }
 
 fn config(listen: &str) -> Config {
@@ -286,7 +286,7 @@ async fn listen_addrs_are_concrete_and_carry_the_peer_id() {
     let me = net.handle.local_peer_id();
     for addr in &addrs {
         assert!(!addr.to_string().contains("0.0.0.0"), "{addr}");
-        assert_eq!(peer_of(addr), Some(me), "{addr}");
+        assert_eq!(addr_peer(addr), Some(me), "{addr}");
     }
 }
 
