@@ -37,14 +37,14 @@ use tokio::sync::mpsc;
 use hearth_crdt::node::redial::{Backoff, Redial};
 
 use crate::engine::{Handle, Members};
-use crate::net::{self, Admission, NetHandle};
+use crate::net::{self, Admission};
 use crate::pairing::Invitations;
 
 /// What the mesh tasks share.
 #[derive(Clone)]
 pub struct Mesh {
     engine: Handle,
-    net: NetHandle,
+    net: net::Handle,
     admission: Admission,
     invitations: Arc<Invitations>,
     me: DeviceId,
@@ -109,7 +109,7 @@ impl Mesh {
     }
 
     /// The network handle.
-    pub fn net(&self) -> &NetHandle {
+    pub fn net(&self) -> &net::Handle {
         &self.net
     }
 

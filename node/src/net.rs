@@ -6,7 +6,7 @@
 //! `PeerId` that the Noise (or QUIC/TLS) handshake authenticates *is* the
 //! remote [`DeviceId`](hearth_crypto::identity::DeviceId). [`spawn`] builds one
 //! `Swarm` and runs it on its own tokio task; the rest of the node talks to it
-//! through a cloneable [`NetHandle`] (bounded command queue, one-shot replies)
+//! through a cloneable [`Handle`] (bounded command queue, one-shot replies)
 //! and reads [`Event`]s from a bounded channel.
 //!
 //! # Transports
@@ -47,13 +47,13 @@
 //! protocol. Outbound dials to a known non-admitted `PeerId` are refused before
 //! they start. Stream acceptors still run [`Admission::may_use`] on each
 //! stream: pending joiners may only use [`PAIR`], infrastructure peers no Hearth
-//! protocol at all. When admission changes, [`NetHandle::refresh_admission`]
+//! protocol at all. When admission changes, [`Handle::refresh_admission`]
 //! closes the connections of peers that lost their standing.
 //!
 //! # Reconnect
 //!
 //! The swarm task keeps an address book (bounded) fed by mDNS, identify,
-//! Kademlia and [`NetHandle::add_address`]. Every member that is not connected
+//! Kademlia and [`Handle::add_address`]. Every member that is not connected
 //! and has known addresses is redialled by the mesh's one redial policy,
 //! [`hearth_crdt::node::redial`]: exponential backoff with jitter from
 //! [`Config::backoff`] (1 s doubling to 60 s by default), reset once a
@@ -102,7 +102,7 @@ pub const KAD: StreamProtocol = StreamProtocol::new("/hearth/kad/1");
 /// The identify protocol version Hearth nodes announce.
 pub const IDENTIFY_VERSION: &str = "/hearth/id/1";
 
-/// Length of the command queue from [`NetHandle`]s to the swarm task.
+/// Length of the command queue from [`Handle`]s to the swarm task.
 const COMMAND_QUEUE: usize = 64;
 /// Peers the address book holds; members displace other entries when full.
 const BOOK_MAX_PEERS: usize = 1024;
@@ -141,7 +141,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Capacity of the [`Event`] channel. When the consumer lags further
     /// behind, events are dropped with a warning (the current state is always
-    /// available from [`NetHandle::peers`]). Default: 256.
+    /// available from [`Handle::peers`]). Default: 256.
     pub event_queue: usize,
     /// Longest wait at start for the listeners to report their addresses.
     /// Default: 5 s.
@@ -291,7 +291,7 @@ pub struct PeerInfo {
 #[derive(Debug)]
 pub struct Net {
     /// Control of the swarm task.
-    pub handle: NetHandle,
+    pub handle: Handle,
     /// Connection events, in order.
     pub events: mpsc::Receiver<Event>,
     /// The redial backoff the network runs with ([`Config::backoff`]); the
@@ -301,15 +301,15 @@ pub struct Net {
 
 /// A cloneable handle on the swarm task.
 #[derive(Clone)]
-pub struct NetHandle {
+pub struct Handle {
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
     local: PeerId,
 }
 
-impl std::fmt::Debug for NetHandle {
+impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetHandle")
+        f.debug_struct("Handle")
             .field("local", &self.local)
             .finish_non_exhaustive()
     }
@@ -324,7 +324,7 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-impl NetHandle {
+impl Handle {
     /// This node's peer id (its device id).
     pub fn local_peer_id(&self) -> PeerId {
         self.local
@@ -480,7 +480,7 @@ struct Behaviour {
 
 /// Starts the network for the device `key`: builds the swarm, binds the
 /// listeners (waiting briefly until they report their addresses, so that
-/// [`NetHandle::listen_addrs`] is meaningful at once), and runs it on a tokio
+/// [`Handle::listen_addrs`] is meaningful at once), and runs it on a tokio
 /// task. Must be called within a tokio runtime.
 pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Result<Net, Error> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(key.to_bytes())?;
@@ -610,7 +610,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
     tokio::spawn(driver.run());
 
     Ok(Net {
-        handle: NetHandle {
+        handle: Handle {
             commands: commands_tx,
             control,
             local,

@@ -4,7 +4,7 @@
 //! [`Admission`] is shared between the swarm (whose gate consults it for every
 //! new connection) and the application (which changes it when the membership
 //! log changes or a pairing window opens). After a change, call
-//! [`NetHandle::refresh_admission`](super::NetHandle::refresh_admission) so that
+//! [`Handle::refresh_admission`](super::Handle::refresh_admission) so that
 //! connections of peers that lost their standing are closed.
 
 use std::collections::HashSet;
@@ -55,7 +55,7 @@ impl Admission {
     }
 
     /// Replaces the member set. Peers that lost their standing keep their
-    /// connections until [`NetHandle::refresh_admission`](super::NetHandle::refresh_admission) runs.
+    /// connections until [`Handle::refresh_admission`](super::Handle::refresh_admission) runs.
     pub fn set_members(&self, members: impl IntoIterator<Item = PeerId>) {
         self.write().members = members.into_iter().collect();
     }
