@@ -20,6 +20,8 @@
 //!   changes feed, where every changed record gets its own sequence number.
 //! - [`mesh`]: sync sessions, forwarding what one peer sent to the others,
 //!   and membership changes (pairing's admission, removal, merged logs).
+//! - [`pairing`]: the rules of a new invitation.
+//! - [`redial`]: the one redial and backoff policy of the mesh.
 //! - [`catalog`]: the per-collection entry a store keeps beside the chunks.
 //!
 //! # What the driver must do
@@ -112,6 +114,7 @@ use crate::sync;
 pub mod catalog;
 pub mod data;
 pub mod mesh;
+pub mod pairing;
 pub mod redial;
 
 pub use catalog::{Catalog, IndexDef};
@@ -239,6 +242,9 @@ pub enum Error {
         "this device already holds data or other devices; join another account only from a fresh home"
     )]
     NotEmpty,
+    /// An invitation could not be made.
+    #[error(transparent)]
+    Invite(#[from] pairing::Error),
     /// A stored collection does not load.
     #[error("collection {collection} does not load: {reason}")]
     Damaged {

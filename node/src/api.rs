@@ -144,7 +144,8 @@ fn node_error(e: &node::Error) -> Response {
         | E::Record(_)
         | E::Query(_)
         | E::IndexExists { .. }
-        | E::TooManyIndexes { .. } => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
+        | E::TooManyIndexes { .. }
+        | E::Invite(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
         E::Damaged { .. } => {
             tracing::error!(error = %e, "internal error");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

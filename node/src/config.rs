@@ -21,6 +21,41 @@ pub struct Config {
     pub kdf: KdfConfig,
     /// Limits of the libp2p network.
     pub net: NetLimits,
+    /// Time-outs of pairing a device.
+    pub pairing: PairingConfig,
+}
+
+/// Time-outs of pairing a device (`[pairing]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PairingConfig {
+    /// Seconds one handshake step may take on the wire (the join request,
+    /// the hello, the challenge, the proof). Default 30.
+    pub step_timeout_secs: u64,
+    /// Seconds a joining device waits past the invitation's expiry for its
+    /// welcome (clock skew, admission). Default 30.
+    pub welcome_slack_secs: u64,
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        let d = crate::pairing::Timeouts::default();
+        Self {
+            step_timeout_secs: d.step.as_secs(),
+            welcome_slack_secs: d.welcome_slack.as_secs(),
+        }
+    }
+}
+
+impl PairingConfig {
+    /// The pairing driver's time-outs.
+    pub fn timeouts(&self) -> crate::pairing::Timeouts {
+        crate::pairing::Timeouts {
+            step: std::time::Duration::from_secs(self.step_timeout_secs),
+            welcome_slack: std::time::Duration::from_secs(self.welcome_slack_secs),
+            ..crate::pairing::Timeouts::default()
+        }
+    }
 }
 
 /// Limits of the libp2p network (`hearth up`'s flags set its addresses).
@@ -305,7 +340,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.engine;
         let n = &self.net;
-        let rules: [(bool, &'static str, &'static str); 16] = [
+        let p = &self.pairing;
+        let rules: [(bool, &'static str, &'static str); 17] = [
+            (
+                (1..=3600).contains(&p.step_timeout_secs)
+                    && (1..=3600).contains(&p.welcome_slack_secs),
+                "pairing.step_timeout_secs and pairing.welcome_slack_secs",
+                "between 1 and 3600 seconds",
+            ),
             (
                 n.redial_tick_ms >= 10
                     && n.backoff_min_ms >= 10

@@ -320,6 +320,12 @@ impl Engine {
         self.core.key()
     }
 
+    /// Whether this device may join another account (see
+    /// [`Node::check_may_join`]).
+    pub fn check_may_join(&self) -> Result<(), Error> {
+        Ok(self.core.check_may_join()?)
+    }
+
     /// Makes this device a member of the account in `log` instead of the
     /// one-device account it was created with (see
     /// [`Node::adopt_account`]).

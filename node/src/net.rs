@@ -622,14 +622,15 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
 
 /// Splits addresses that must end in `/p2p/<id>` into (peer, address).
 fn with_peer_ids(addrs: &[Multiaddr]) -> Result<Vec<(PeerId, Multiaddr)>, Error> {
-    addrs
-        .iter()
-        .map(|addr| {
-            addr_peer(addr)
-                .map(|peer| (peer, addr.clone()))
-                .ok_or_else(|| Error::MissingPeerId { addr: addr.clone() })
-        })
-        .collect()
+    addrs.iter().map(check_peer_addr).collect()
+}
+
+/// The one check of an address that must name its peer (bootstrap peers,
+/// relays): it ends in `/p2p/<peer id>`.
+pub fn check_peer_addr(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), Error> {
+    addr_peer(addr)
+        .map(|peer| (peer, addr.clone()))
+        .ok_or_else(|| Error::MissingPeerId { addr: addr.clone() })
 }
 
 /// The peer an address leads to: its last `/p2p/` component.

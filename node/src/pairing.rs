@@ -7,8 +7,9 @@
 //!
 //! # On the wire
 //!
-//! Every frame is a 4-byte big-endian length and that many bytes. The length is
-//! checked against a bound before anything is allocated: frames the inviter
+//! Frames are the mesh's ([`crate::net::frame`]): a 4-byte big-endian length
+//! and that many bytes, the length checked against a bound before anything
+//! is allocated: frames the inviter
 //! reads are tiny (under 256 bytes), frames the joiner reads are at most
 //! [`MAX_MESSAGE_LEN`] (a welcome carrying the account state).
 //!
@@ -52,7 +53,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::clean_device_name;
 use hearth_crypto::pairing::{
@@ -72,17 +73,31 @@ pub const PROTOCOL: &str = "/hearth/pair/1";
 /// [`MAX_DEVICE_NAME_LEN`](hearth_crypto::membership::MAX_DEVICE_NAME_LEN) bytes. Unauthenticated peers get no more.
 pub const MAX_JOINER_FRAME: usize = 256;
 
-/// How long one step may take on the wire (the join request, the hello, the
-/// challenge, the proof) before the session is dropped.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The time-outs of a pairing session (`[pairing]` in `hearth.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long one step may take on the wire (the join request, the hello,
+    /// the challenge, the proof) before the session is dropped. Default 30 s.
+    pub step: Duration,
+    /// How long the joiner waits past the invitation's expiry for the
+    /// welcome, to absorb clock skew between the two devices and the
+    /// admission itself. Default 30 s.
+    pub welcome_slack: Duration,
+    /// Upper bound on any wait derived from an expiry, so a hostile ticket
+    /// with a far-future expiry cannot hold a session open for years.
+    /// Default 24 h.
+    pub max_wait: Duration,
+}
 
-/// How long the joiner waits past the invitation's expiry for the welcome, to
-/// absorb clock skew between the two devices and the admission itself.
-pub const WELCOME_SLACK: Duration = Duration::from_secs(30);
-
-/// Upper bound on any wait derived from an expiry, so a hostile ticket with a
-/// far-future expiry cannot hold a session open for years.
-pub const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            step: Duration::from_secs(30),
+            welcome_slack: Duration::from_secs(30),
+            max_wait: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
 
 /// Why a pairing session failed, on either side.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +223,7 @@ pub struct PendingInfo {
 /// `&self`. The lock is never held across an await.
 pub struct Invitations {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    timeouts: Timeouts,
     slot: Mutex<Slot>,
     /// Bumped on every state change; sessions and waiters watch it.
     changed: watch::Sender<u64>,
@@ -264,13 +280,13 @@ impl Current {
         });
     }
 
-    fn remaining(&self, now_ms: u64) -> Duration {
+    fn remaining(&self, now_ms: u64, max_wait: Duration) -> Duration {
         let ms = self
             .inviter
             .invitation()
             .expires_at_ms()
             .saturating_sub(now_ms);
-        Duration::from_millis(ms).min(MAX_WAIT)
+        Duration::from_millis(ms).min(max_wait)
     }
 }
 
@@ -289,8 +305,17 @@ impl Invitations {
     /// An empty holder; `clock` gives the current time in ms since the Unix
     /// epoch.
     pub fn new(clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self::with_timeouts(clock, Timeouts::default())
+    }
+
+    /// [`Invitations::new`] with these time-outs.
+    pub fn with_timeouts(
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+        timeouts: Timeouts,
+    ) -> Self {
         Self {
             clock: Box::new(clock),
+            timeouts,
             slot: Mutex::new(Slot::default()),
             changed: watch::channel(0).0,
         }
@@ -388,7 +413,7 @@ impl Invitations {
                 if let Some(outcome) = &current.outcome {
                     return Some(outcome.clone());
                 }
-                current.remaining(now)
+                current.remaining(now, self.timeouts.max_wait)
             };
             tokio::select! {
                 _ = changes.changed() => {}
@@ -447,16 +472,17 @@ impl Invitations {
         F: Future<Output = Result<Vec<u8>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let request = step("the join request", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let t = self.timeouts.step;
+        let request = step(t, "the join request", read_frame(stream, MAX_JOINER_FRAME)).await?;
         let name = decode_join_request(&request)?;
 
-        let hello = step("the hello", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let hello = step(t, "the hello", read_frame(stream, MAX_JOINER_FRAME)).await?;
         let hello = Message::decode(&hello)?;
         let (generation, challenge) = self.start_attempt(peer, hello, name.clone())?;
         *session = Some(generation);
         write_message(stream, &challenge).await?;
 
-        let proof = step("the proof", read_frame(stream, MAX_JOINER_FRAME)).await?;
+        let proof = step(t, "the proof", read_frame(stream, MAX_JOINER_FRAME)).await?;
         let proof = Message::decode(&proof)?;
         self.check_proof(generation, peer, proof, session)?;
 
@@ -602,7 +628,7 @@ impl Invitations {
                     Some(a) if a.joiner == peer => {}
                     _ => return Err(Error::Cancelled),
                 }
-                current.remaining(now)
+                current.remaining(now, self.timeouts.max_wait)
             };
             // The joiner sends nothing while it waits: any frame or the end
             // of the stream means it left.
@@ -775,18 +801,28 @@ pub async fn join<S>(
     invitation: Invitation,
     name: &str,
     now_ms: u64,
+    timeouts: Timeouts,
     on_code: impl FnMut(CheckCode),
 ) -> Result<Vec<u8>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let wait = Duration::from_millis(invitation.expires_at_ms().saturating_sub(now_ms))
-        .saturating_add(WELCOME_SLACK)
-        .min(MAX_WAIT);
+        .saturating_add(timeouts.welcome_slack)
+        .min(timeouts.max_wait);
     // Checked before a byte is sent: an expired ticket or our own is refused
     // here, and the inviter hears nothing.
     let (joiner, hello) = Joiner::start(invitation, me, now_ms, &mut OsRng)?;
-    let result = run_join(&mut stream, peer, joiner, hello, name, wait, on_code).await;
+    let result = run_join(
+        &mut stream,
+        peer,
+        joiner,
+        hello,
+        name,
+        (timeouts.step, wait),
+        on_code,
+    )
+    .await;
     if let Err(error) = &result
         && let Some(reason) = error.refusal_to_send()
     {
@@ -803,7 +839,7 @@ async fn run_join<S>(
     mut joiner: Joiner,
     hello: Message,
     name: &str,
-    wait: Duration,
+    (step_timeout, wait): (Duration, Duration),
     mut on_code: impl FnMut(CheckCode),
 ) -> Result<Vec<u8>, Error>
 where
@@ -817,6 +853,7 @@ where
     write_message(stream, &hello).await?;
 
     let challenge = step(
+        step_timeout,
         "the inviter's challenge",
         read_frame(stream, MAX_MESSAGE_LEN),
     )
@@ -853,16 +890,17 @@ where
     }
 }
 
-/// Runs one wire step under [`STEP_TIMEOUT`].
+/// Runs one wire step under `timeout` ([`Timeouts::step`]).
 async fn step<T>(
+    timeout: Duration,
     what: &'static str,
     future: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    tokio::time::timeout(STEP_TIMEOUT, future)
+    tokio::time::timeout(timeout, future)
         .await
         .map_err(|_| Error::Timeout {
             step: what,
-            after: STEP_TIMEOUT,
+            after: timeout,
         })?
 }
 
@@ -873,37 +911,33 @@ async fn write_message<S: AsyncWrite + Unpin>(
     write_frame(stream, &message.encode()).await
 }
 
-/// Writes one length-prefixed frame and flushes it.
+/// Writes one frame (the mesh's framing, [`crate::net::frame`]), refusing
+/// one longer than any pairing message.
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), Error> {
-    let too_long = || Error::FrameTooLong {
-        len: bytes.len(),
-        max: MAX_MESSAGE_LEN,
-    };
     if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(too_long());
+        return Err(Error::FrameTooLong {
+            len: bytes.len(),
+            max: MAX_MESSAGE_LEN,
+        });
     }
-    let len = u32::try_from(bytes.len()).map_err(|_| too_long())?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(bytes).await?;
-    stream.flush().await?;
-    Ok(())
+    crate::net::frame::write_frame(stream, bytes)
+        .await
+        .map_err(eof_is_closed)
 }
 
-/// Reads one length-prefixed frame of at most `max` bytes, checking the
-/// length before allocating.
+/// Reads one frame of at most `max` bytes (the mesh's framing, which checks
+/// the length before allocating); the stream's end is [`Error::Closed`].
 async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<Vec<u8>, Error> {
-    let mut prefix = [0u8; 4];
-    stream
-        .read_exact(&mut prefix)
-        .await
-        .map_err(eof_is_closed)?;
-    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
-    if len > max {
-        return Err(Error::FrameTooLong { len, max });
+    use crate::net::frame::{self, Error as FrameError};
+    match frame::read_frame(stream, max).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) | Err(FrameError::Truncated { .. }) => Err(Error::Closed),
+        Err(FrameError::TooLarge { len, max }) => Err(Error::FrameTooLong {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max,
+        }),
+        Err(FrameError::Io(e)) => Err(eof_is_closed(e)),
     }
-    let mut bytes = vec![0u8; len];
-    stream.read_exact(&mut bytes).await.map_err(eof_is_closed)?;
-    Ok(bytes)
 }
 
 fn eof_is_closed(error: std::io::Error) -> Error {
@@ -1002,9 +1036,18 @@ mod tests {
             let served = self.serve(me, inviter_end);
             let (codes, code) = mpsc::channel(1);
             let joined = tokio::spawn(async move {
-                join(joiner_end, id(1), me, ticket, name, now_ms, move |c| {
-                    codes.try_send(c).unwrap();
-                })
+                join(
+                    joiner_end,
+                    id(1),
+                    me,
+                    ticket,
+                    name,
+                    now_ms,
+                    Timeouts::default(),
+                    move |c| {
+                        codes.try_send(c).unwrap();
+                    },
+                )
                 .await
             });
             Session {
@@ -1292,7 +1335,17 @@ mod tests {
                     .await
             })
         };
-        let joined = join(joiner_end, id(1), id(2), invitation(9), "x", NOW, |_| {}).await;
+        let joined = join(
+            joiner_end,
+            id(1),
+            id(2),
+            invitation(9),
+            "x",
+            NOW,
+            Timeouts::default(),
+            |_| {},
+        )
+        .await;
         assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
         assert!(matches!(served.await.unwrap(), Err(Error::NoInvitation)));
 
@@ -1324,6 +1377,7 @@ mod tests {
             invitation(9),
             "laptop",
             NOW,
+            Timeouts::default(),
             move |c| codes.try_send(c).unwrap(),
         ));
         let c = code.recv().await.unwrap();
@@ -1443,6 +1497,7 @@ mod tests {
             invitation(9),
             "laptop",
             NOW,
+            Timeouts::default(),
             |_| {},
         ));
         read_frame(&mut fake, MAX_JOINER_FRAME).await.unwrap();

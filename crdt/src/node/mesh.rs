@@ -450,14 +450,22 @@ impl Node {
         self.change_membership(now, |log, key| log.remove_device(key, device, at).map(drop))
     }
 
+    /// Whether this device may join another account: only while it holds
+    /// no data and its own account has no other device, so nothing is
+    /// orphaned ([`Error::NotEmpty`] otherwise).
+    pub fn check_may_join(&self) -> Result<(), Error> {
+        if !self.collections.is_empty() || self.log.members().len() > 1 {
+            return Err(Error::NotEmpty);
+        }
+        Ok(())
+    }
+
     /// Makes this device a member of the account in `log` instead of the
     /// one-device account it was created with. Allowed only while it holds
     /// no data and its own account has no other device, so nothing is
     /// orphaned (`hearth join` on an initialised home).
     pub fn adopt_account(&mut self, now: Millis, log: Log) -> Result<Outputs, Error> {
-        if !self.collections.is_empty() || self.log.members().len() > 1 {
-            return Err(Error::NotEmpty);
-        }
+        self.check_may_join()?;
         if !log.is_member(&self.key.id()) {
             return Err(Error::NotAMember(self.key.id()));
         }

@@ -7,17 +7,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use hearth_crdt::node::pairing;
 use hearth_crypto::identity::DeviceId;
-use hearth_crypto::ticket::{self, Invitation};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::engine::now_ms;
 use crate::mesh::Mesh;
-
-/// Shortest and longest invitation lifetime, in seconds.
-pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
 /// How long `pair/confirm` waits for the welcome to reach the new device.
 const CONFIRM_WAIT: Duration = Duration::from_secs(30);
@@ -105,40 +101,10 @@ pub(super) async fn pair_open(State(state): State<AppState>, body: Bytes) -> Api
     } else {
         json_body(&body)?
     };
-    let ttl = request.ttl_secs.unwrap_or(120);
-    if !TTL_RANGE.contains(&ttl) {
-        return Err(ApiError::BadRequest(format!(
-            "ttl of {ttl} s refused: an invitation lives between {} and {} seconds",
-            TTL_RANGE.start(),
-            TTL_RANGE.end()
-        )));
-    }
-    let status = state.handle.status().await?;
-    let account = status
-        .account_id
-        .parse()
-        .map_err(|_| ApiError::BadRequest("this device's account id does not parse".into()))?;
-    let inviter = parse_device(&status.device_id)?;
-    let addrs: Vec<String> = listen_addrs(mesh)
-        .await
-        .into_iter()
-        .filter(|a| a.len() <= ticket::MAX_ADDR_LEN)
-        .take(ticket::MAX_ADDRS)
-        .collect();
-    if addrs.is_empty() {
-        return Err(ApiError::BadRequest(
-            "this node listens on no address a new device could dial; check --listen".into(),
-        ));
-    }
-    let expires_at_ms = now_ms().max(0) as u64 + ttl * 1000;
-    let invitation = Invitation::generate(
-        account,
-        inviter,
-        addrs,
-        expires_at_ms,
-        &mut rand::rngs::OsRng,
-    )
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let ttl = request.ttl_secs.unwrap_or(pairing::DEFAULT_TTL_S);
+    let addrs = listen_addrs(mesh).await;
+    let invitation = state.handle.invite(ttl, addrs).await?;
+    let expires_at_ms = invitation.expires_at_ms();
     let body = json!({
         "ticket": invitation.encode(),
         "qr": invitation.qr_payload(),

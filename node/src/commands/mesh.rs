@@ -57,12 +57,7 @@ pub(super) fn net_config(
         .map(|t| parse("--via-relay", t))
         .collect::<Result<_>>()?;
     for addr in config.bootstrap.iter().chain(&config.relays) {
-        if !addr
-            .iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        {
-            bail!("{addr} needs the peer id: end it with /p2p/<id>");
-        }
+        net::check_peer_addr(addr)?;
     }
     config.relay_service = relay;
     Ok(config)
@@ -251,13 +246,12 @@ pub(super) fn join(
     let mut existing = None;
     let key = if home.is_initialised() {
         let engine = Engine::open(home, unlock()?, config.engine.clone())?;
-        let status = engine.status();
-        if status.collections > 0 || status.devices > 1 {
-            bail!(
-                "{} already holds data or devices of its own account; join from a fresh home (--home)",
+        engine.check_may_join().with_context(|| {
+            format!(
+                "{} cannot join: use a fresh home (--home)",
                 home.root().display()
-            );
-        }
+            )
+        })?;
         let key = DeviceKey::from_bytes(&engine.device_key().to_bytes());
         existing = Some(engine);
         key
@@ -269,7 +263,8 @@ pub(super) fn join(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let payload = runtime.block_on(pair_with(&key, &invitation, &name))?;
+    let timeouts = config.pairing.timeouts();
+    let payload = runtime.block_on(pair_with(&key, &invitation, &name, timeouts))?;
     let log =
         membership::Log::decode(&payload).context("the inviting device sent a bad account log")?;
     if log.account_id() != invitation.account() {
@@ -315,7 +310,12 @@ pub(super) fn join(
 
 /// Dials the inviter named in `invitation`, runs the pairing handshake, and
 /// returns the welcome payload.
-async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Result<Vec<u8>> {
+async fn pair_with(
+    key: &DeviceKey,
+    invitation: &Invitation,
+    name: &str,
+    timeouts: pairing::Timeouts,
+) -> Result<Vec<u8>> {
     let inviter = invitation.inviter();
     let inviter_peer = crate::mesh::peer_id(&inviter)
         .ok_or_else(|| anyhow!("the ticket's device id is not a libp2p peer id"))?;
@@ -388,6 +388,7 @@ async fn pair_with(key: &DeviceKey, invitation: &Invitation, name: &str) -> Resu
         invitation.clone(),
         name,
         now_ms().max(0) as u64,
+        timeouts,
         |code| {
             println!("check code: {code}");
             let _ = std::io::stdout().flush();

@@ -169,6 +169,22 @@ impl Handle {
         .await
     }
 
+    /// A new invitation to this account for `ttl_s` seconds, naming `addrs`
+    /// (see [`hearth_crdt::node::Node::invite`]).
+    pub async fn invite(
+        &self,
+        ttl_s: u64,
+        addrs: Vec<String>,
+    ) -> Result<hearth_crypto::ticket::Invitation, Error> {
+        self.call(move |e| {
+            let invitation = e
+                .core
+                .invite(now_ms(), &mut rand::rngs::OsRng, ttl_s, addrs);
+            Ok(invitation.map_err(node::Error::from)?)
+        })
+        .await
+    }
+
     /// Removes a device from the account.
     pub async fn remove_device(&self, device: DeviceId) -> Result<(), Error> {
         self.call(move |e| e.run(|n, now, _| Ok(((), n.remove_device(now, device)?))))

@@ -125,6 +125,19 @@ async fn connected_pair(listen: &str) -> (Net, Admission, PeerId, Net, Admission
         },
     )
     .await;
+    // `a` was dialled: it knows how to reach `b` once identify has told it
+    // `b`'s listen addresses. Tests that redial from `a` need that first.
+    let known = timeout(WAIT, async {
+        loop {
+            let peers = a.handle.peers().await.unwrap();
+            if peers.iter().any(|p| p.id == pb && !p.addrs.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(known.is_ok(), "a never learned b's address");
     (a, admission_a, pa, b, admission_b, pb)
 }
 
