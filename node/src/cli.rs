@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Hearth: your personal data, encrypted on your own devices.
 ///
-/// Every command works whether or not the daemon (`hearth up`) runs: with a
-/// daemon the CLI goes through its local API, without one it opens the store
-/// itself. Data goes to stdout as JSON; messages go to stderr. Exit codes: 0
-/// success, 1 error, 2 usage.
+/// Data commands work whether or not the node (`hearth up`) runs: with a
+/// node the CLI goes through its local API, without one it opens the store
+/// itself. `pair` and `pair confirm` need the running node (its network
+/// holds the invitation); `join` must run while the node is stopped. Data
+/// goes to stdout as JSON; messages go to stderr. Exit codes: 0 success,
+/// 1 error, 2 usage.
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, about, long_about, propagate_version = true)]
 pub struct Cli {

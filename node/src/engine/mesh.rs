@@ -32,7 +32,7 @@ pub struct Device {
     pub this_device: bool,
 }
 
-/// Most addresses remembered per peer device.
+/// Most addresses remembered per peer device (eight).
 const MAX_REMEMBERED_ADDRS: usize = 8;
 
 impl Engine {
@@ -110,7 +110,7 @@ impl Engine {
     }
 
     /// Remembers an address where `peer` (a member) was reached, so the next
-    /// start can dial it. Keeps the newest [`MAX_REMEMBERED_ADDRS`].
+    /// start can dial it. Keeps the newest eight.
     pub fn remember_address(&mut self, peer: DeviceId, address: String) -> Result<(), Error> {
         let key = keys::peer_addrs_key(&peer);
         let mut addrs: Vec<String> = self
