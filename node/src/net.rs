@@ -93,7 +93,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use admission::{Admission, Standing};
 pub use frame::{read_frame, write_frame};
 
-/// The automerge-repo sync protocol: one long-lived stream per member peer.
+/// Hearth's sync protocol: one long-lived stream per pair of member devices
+/// (the smaller id opens it), carrying [`hearth_crdt::sync`] frames — a
+/// Hello, shard digests, the membership log, and Automerge's own sync
+/// messages per shard — each length-prefixed ([`write_frame`]) and capped
+/// before it is read.
 pub const SYNC: StreamProtocol = StreamProtocol::new("/hearth/sync/1");
 /// The pairing handshake, the only protocol open to pending joiners.
 pub const PAIR: StreamProtocol = StreamProtocol::new("/hearth/pair/1");
