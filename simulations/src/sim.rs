@@ -88,6 +88,22 @@ enum DiskOp {
 }
 
 impl Durable {
+    /// Appends a chunk to a shard's list, or (`replace`, a compaction) makes
+    /// it the whole list.
+    fn shard_chunks(&mut self, collection: &str, shard: ShardIndex, bytes: Vec<u8>, replace: bool) {
+        let Some(list) = self
+            .chunks
+            .get_mut(collection)
+            .and_then(|s| s.1.get_mut(usize::from(shard)))
+        else {
+            return;
+        };
+        if replace {
+            list.clear();
+        }
+        list.push(bytes);
+    }
+
     fn apply(&mut self, op: DiskOp) {
         let write = match op {
             DiskOp::Heads { name, shard, heads } => {
@@ -110,29 +126,13 @@ impl Durable {
                 shard,
                 bytes,
                 ..
-            } => {
-                if let Some(list) = self
-                    .chunks
-                    .get_mut(&collection)
-                    .and_then(|s| s.1.get_mut(usize::from(shard)))
-                {
-                    list.push(bytes);
-                }
-            }
+            } => self.shard_chunks(&collection, shard, bytes, false),
             Write::Compacted {
                 collection,
                 shard,
                 bytes,
                 ..
-            } => {
-                if let Some(list) = self
-                    .chunks
-                    .get_mut(&collection)
-                    .and_then(|s| s.1.get_mut(usize::from(shard)))
-                {
-                    *list = vec![bytes];
-                }
-            }
+            } => self.shard_chunks(&collection, shard, bytes, true),
             Write::SyncState {
                 peer,
                 collection,

@@ -414,13 +414,18 @@ impl Node {
     ) -> Result<Outputs, Error> {
         let mut log = (*self.log).clone();
         change(&mut log, &self.key)?;
+        Ok(self.replace_log(now, log))
+    }
+
+    /// Makes `log` the account's: persisted, then acted on.
+    fn replace_log(&mut self, now: Millis, log: Log) -> Outputs {
         self.log = Arc::new(log);
         let mut out = Outputs::default();
         out.persist(Batch {
             writes: vec![Write::Membership(Arc::clone(&self.log))],
         });
         self.publish_members(now, None, &mut out);
-        Ok(out)
+        out
     }
 
     /// Adds a device whose pairing was confirmed. After the outputs' batch
@@ -469,12 +474,6 @@ impl Node {
         if !log.is_member(&self.key.id()) {
             return Err(Error::NotAMember(self.key.id()));
         }
-        self.log = Arc::new(log);
-        let mut out = Outputs::default();
-        out.persist(Batch {
-            writes: vec![Write::Membership(Arc::clone(&self.log))],
-        });
-        self.publish_members(now, None, &mut out);
-        Ok(out)
+        Ok(self.replace_log(now, log))
     }
 }
