@@ -6,6 +6,10 @@
 //! cozy-stack works against `hearth up` unchanged. `/_hearth/…` routes carry
 //! what the `hearth` CLI needs beyond that (status, bulk import, export).
 //!
+//! The CLI speaks only this API, to the daemon over HTTP or, with no daemon,
+//! to a [`router`] it serves in-process (see [`crate::client`]), so a route is
+//! the one place where each operation is written.
+//!
 //! Every handler is a thin translation onto the engine [`Handle`]; errors go
 //! through one [`ApiError`], which says what was wrong for client errors and
 //! logs internal ones behind a plain 500.
@@ -25,8 +29,9 @@ use hearth_crdt::query::{AggregateRequest, FindRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, EngineConfig};
 use crate::engine::{self, ExportFormat, Handle};
+use crate::import;
 
 /// Shared state of every request.
 #[derive(Debug, Clone)]
@@ -34,6 +39,8 @@ pub struct AppState {
     handle: Handle,
     token: Arc<str>,
     config: ApiConfig,
+    /// Records per engine write of `POST /_hearth/import/…`.
+    import_batch: usize,
     mesh: Option<crate::mesh::Mesh>,
 }
 
@@ -49,8 +56,17 @@ impl AppState {
             handle,
             token: token.into(),
             config,
+            import_batch: EngineConfig::default().import_batch,
             mesh: None,
         }
+    }
+
+    /// The same, writing imports `n` records per durable commit
+    /// (`engine.import_batch`; without this call, its default), at least one
+    /// and at most the core's [`collection::MAX_BATCH_RECORDS`].
+    pub fn with_import_batch(mut self, n: usize) -> Self {
+        self.import_batch = n.clamp(1, collection::MAX_BATCH_RECORDS);
+        self
     }
 
     /// The same, with the mesh (network and pairing) that `hearth up` runs.
@@ -75,6 +91,10 @@ pub enum ApiError {
     NoNetwork,
     /// Pairing refused the request.
     Pairing(crate::pairing::Error),
+    /// An import body that cannot be read as records.
+    Import(import::Error),
+    /// An import body of a type the route does not read; the type sent.
+    UnsupportedMediaType(Option<String>),
 }
 
 impl From<engine::Error> for ApiError {
@@ -112,6 +132,23 @@ impl IntoResponse for ApiError {
             ApiError::Pairing(e) => {
                 let d = e.to_string();
                 error_body(StatusCode::CONFLICT, "pairing_refused", &d, &d)
+            }
+            ApiError::Import(e) => {
+                let d = e.to_string();
+                error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d)
+            }
+            ApiError::UnsupportedMediaType(sent) => {
+                let d = format!(
+                    "import reads a body of Content-Type application/x-ndjson, application/jsonl, \
+                     application/json or text/csv; got {}",
+                    sent.as_deref().unwrap_or("none")
+                );
+                error_body(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    &d,
+                    &d,
+                )
             }
             ApiError::Engine(engine::Error::Node(e)) => node_error(&e),
             ApiError::Engine(e) => {
@@ -184,7 +221,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/_hearth/pair/confirm", post(mesh::pair_confirm))
         .route("/_hearth/collections", get(collections))
-        .route("/_hearth/import/{doctype}", post(import))
+        .route("/_hearth/import/{doctype}", post(import_records))
         .route("/_hearth/export/{doctype}", get(export));
     data.layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -664,28 +701,68 @@ async fn collections(State(state): State<AppState>) -> ApiResult {
     Ok(axum::Json(state.handle.collections().await?).into_response())
 }
 
-async fn import(
+impl From<import::Error> for ApiError {
+    fn from(e: import::Error) -> Self {
+        ApiError::Import(e)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ImportQuery {
+    /// Also answer the written ids, in the body's order.
+    ids: Option<bool>,
+}
+
+/// `POST /_hearth/import/{doctype}`: upserts the records of a JSON Lines,
+/// JSON or CSV body (by its Content-Type; see [`mod@crate::import`]), `import_batch`
+/// records per durable commit, and answers `{"ok", "imported",
+/// "collection"}`, plus `"ids"` with `?ids=true`.
+///
+/// The whole body is read once before anything is written, so a bad line
+/// gets 400 naming it (`body:LINE: …`) and writes nothing. A refusal by the
+/// engine (a record over `engine.max_record_bytes`) stops the import at its
+/// batch; the batches before it stay written.
+async fn import_records(
     State(state): State<AppState>,
     Path(doctype): Path<String>,
+    Query(q): Query<ImportQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let value = parse_json(&body)?;
-    let Value::Array(records) = value else {
-        return Err(ApiError::BadRequest(
-            "import needs a JSON array of records".into(),
-        ));
+    engine::check_doctype(&doctype).map_err(engine::Error::from)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(format) = content_type
+        .as_deref()
+        .and_then(import::Format::from_content_type)
+    else {
+        return Err(ApiError::UnsupportedMediaType(content_type));
     };
-    if let Some(bad) = records.iter().position(|r| !r.is_object()) {
-        return Err(ApiError::BadRequest(format!(
-            "record {bad} of the batch is not a JSON object"
-        )));
+    let records = || import::Reader::new("body", format, &body[..], state.config.max_body_bytes);
+    for record in records() {
+        record?;
     }
-    let written = state.handle.put_many(&doctype, records).await?;
-    let written: Vec<Value> = written
-        .into_iter()
-        .map(|(id, rev)| json!({ "id": id, "rev": rev }))
-        .collect();
-    Ok(axum::Json(Value::Array(written)).into_response())
+    let with_ids = q.ids.unwrap_or(false);
+    let mut ids = Vec::new();
+    let mut imported = 0usize;
+    let mut reader = records();
+    loop {
+        let batch = reader.next_batch(state.import_batch)?;
+        if batch.is_empty() {
+            break;
+        }
+        let written = state.handle.put_many(&doctype, batch).await?;
+        imported += written.len();
+        if with_ids {
+            ids.extend(written.into_iter().map(|(id, _)| id));
+        }
+    }
+    let mut reply = json!({ "ok": true, "imported": imported, "collection": doctype });
+    if with_ids {
+        reply["ids"] = json!(ids);
+    }
+    Ok(axum::Json(reply).into_response())
 }
 
 #[derive(Debug, Deserialize)]

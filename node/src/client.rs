@@ -1,50 +1,95 @@
-//! How the CLI reaches the data: through a running daemon's API, or by opening
-//! the store itself when no daemon runs.
+//! How the CLI reaches the data: always through the HTTP API of
+//! [`crate::api`], served by a running daemon or in-process.
 //!
-//! [`Backend::connect`] picks: if `<home>/api.addr` names an API that answers,
-//! the CLI is a [`Remote`] client of it (the daemon owns the store and redb
-//! allows one process at a time); otherwise it opens the store and runs an
-//! engine in-process ([`Backend::Local`]). Both paths give the same results
-//! and the same error messages.
+//! Each data operation below builds one HTTP request (method, path, JSON or
+//! JSON Lines body) and [`Backend`] carries it. [`Backend::connect`] picks
+//! how: if `<home>/api.addr` names an API that answers, the request goes over
+//! HTTP to that daemon ([`Remote`]; the daemon owns the store, and redb
+//! allows one process at a time); otherwise the CLI opens the store, runs an
+//! engine and hands the same request to the same [`api::router`] in-process
+//! with `tower::ServiceExt::oneshot` ([`Local`]). One function decodes the
+//! reply either way, and an error reply's `detail` is the sentence the user
+//! reads, so both paths give the same results and the same error messages by
+//! construction, not by care.
+//!
+//! The mesh commands (`pair`, `join`, `devices`) are the exception: they need
+//! the daemon's network, or, for `devices` without a daemon, call the engine
+//! [`Handle`] directly.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use hearth_crdt::collection::PutMode;
-use hearth_crdt::query::{AggregateRequest, FindRequest};
+use axum::body::Bytes;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, Request, StatusCode};
+use rand::RngCore;
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
+use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::engine::{self, CollectionInfo, Engine, ExportFormat, Running, Status};
+use crate::engine::{CollectionInfo, Engine, ExportFormat, Handle, Running};
 use crate::home::Home;
+use crate::import;
 use crate::store::Unlock;
 
-/// Where the CLI's commands go.
+/// Where the CLI's requests go.
 #[derive(Debug)]
 pub enum Backend {
-    /// A running daemon.
+    /// A running daemon's API, over HTTP.
     Remote(Remote),
-    /// An in-process engine over the store.
+    /// The API served in-process over an engine of this process.
     Local {
-        /// The engine.
-        engine: Running,
-        /// The runtime the handle's futures run on.
+        /// The engine and the router over it.
+        engine: Local,
+        /// The runtime the router and the handle's futures run on.
         runtime: tokio::runtime::Runtime,
     },
 }
 
 /// A client of a running daemon's API.
-#[derive(Debug)]
 pub struct Remote {
     base: String,
     token: String,
     agent: ureq::Agent,
 }
 
-/// Largest response the CLI reads from the daemon: 1 GiB, enough for an
-/// export of a large collection.
-const MAX_RESPONSE_BYTES: u64 = 1 << 30;
+/// The API router over an engine this process runs.
+pub struct Local {
+    /// The engine's handle, for the mesh commands that have no route without
+    /// the network.
+    pub handle: Handle,
+    running: Running,
+    router: axum::Router,
+    /// Guards the router as `<home>/api-token` guards the daemon's; nothing
+    /// outside this process can reach it, but the request is the same.
+    token: String,
+}
+
+// By hand, so that no debug output shows a token.
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest response the CLI reads: 1 GiB, enough for an export of a large
+/// collection.
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
+
+/// Records per `_all_docs` page of [`Backend::list`].
+const LIST_PAGE: usize = 10_000;
 
 impl Backend {
     /// Connects to the daemon if one answers, else opens the store.
@@ -56,19 +101,28 @@ impl Backend {
         if let Some(remote) = Remote::find(home)? {
             return Ok(Backend::Remote(remote));
         }
-        let engine = Engine::open(home, unlock()?, config.engine.clone())?.spawn()?;
+        let running = Engine::open(home, unlock()?, config.engine.clone())?.spawn()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        Ok(Backend::Local { engine, runtime })
+        Ok(Backend::Local {
+            engine: Local::new(running, config),
+            runtime,
+        })
     }
 
     /// Closes the backend; for a local engine, waits until the store is closed.
     pub fn close(self) {
         if let Backend::Local { engine, runtime } = self {
-            drop(runtime);
-            engine.stop_before_exit();
+            let Local {
+                handle,
+                running,
+                router,
+                ..
+            } = engine;
+            drop((router, handle, runtime));
+            running.stop_before_exit();
         }
     }
 
@@ -80,140 +134,147 @@ impl Backend {
         }
     }
 
-    /// Node status.
-    pub fn status(&self) -> Result<Status> {
-        match self {
-            Backend::Local { engine, runtime } => Ok(runtime.block_on(engine.handle.status())?),
-            Backend::Remote(r) => Ok(serde_json::from_value(r.get("/_hearth/status")?)?),
-        }
+    /// Sends `request` wherever the API runs; the reply's body, or the
+    /// error the API answered.
+    fn call(&self, request: Request<Vec<u8>>) -> Result<Bytes> {
+        let (status, body) = match self {
+            Backend::Remote(r) => r.transport(request)?,
+            Backend::Local { engine, runtime } => engine.transport(runtime, request)?,
+        };
+        decode(status, body)
+    }
+
+    fn call_json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = body
+            .map(|b| Ok::<_, serde_json::Error>(("application/json", serde_json::to_vec(b)?)))
+            .transpose()?;
+        json_reply(&self.call(request(method, path, body)?)?)
+    }
+
+    fn get_json(&self, path: &str) -> Result<Value> {
+        self.call_json(Method::GET, path, None)
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call_json(Method::POST, path, Some(body))
+    }
+
+    /// The node's status as the API answers it: [`crate::engine::Status`]'s
+    /// fields, plus `network` and `pairing` from a daemon that runs the mesh.
+    pub fn status(&self) -> Result<Value> {
+        self.get_json("/_hearth/status")
     }
 
     /// Upserts one record; returns its id.
     pub fn put(&self, doctype: &str, id: Option<String>, mut body: Value) -> Result<String> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                let put = engine.handle.put(doctype, id, body, PutMode::Upsert);
-                Ok(runtime.block_on(put)?.id)
-            }
-            Backend::Remote(_) => {
-                if let (Some(id), Some(map)) = (id, body.as_object_mut()) {
-                    map.insert("_id".into(), Value::String(id));
-                }
-                self.put_many(doctype, vec![body])?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow!("the daemon wrote nothing"))
-            }
+        if let (Some(id), Some(map)) = (id, body.as_object_mut()) {
+            map.insert("_id".into(), Value::String(id));
         }
+        let body = serde_json::to_vec(&[body])?;
+        let path = format!("/_hearth/import/{}?ids=true", encode(doctype));
+        let reply = json_reply(&self.call(request(
+            Method::POST,
+            &path,
+            Some((import::Format::Json.content_type(), body)),
+        )?)?)?;
+        reply["ids"][0]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("the API answered without the record's id"))
     }
 
-    /// Upserts many records in one durable commit; returns their ids.
-    pub fn put_many(&self, doctype: &str, records: Vec<Value>) -> Result<Vec<String>> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                let written = runtime.block_on(engine.handle.put_many(doctype, records))?;
-                Ok(written.into_iter().map(|(id, _)| id).collect())
-            }
-            Backend::Remote(r) => {
-                let path = format!("/_hearth/import/{doctype}");
-                let reply = r.send("POST", &path, &Value::Array(records))?;
-                let ids = reply
-                    .as_array()
-                    .ok_or_else(|| anyhow!("unexpected reply from the daemon"))?
-                    .iter()
-                    .filter_map(|w| w.get("id").and_then(Value::as_str).map(String::from))
-                    .collect();
-                Ok(ids)
-            }
-        }
+    /// Upserts the records of `jsonl`, a JSON Lines body, in durable commits
+    /// of `engine.import_batch` records; returns how many were written.
+    pub fn import(&self, doctype: &str, jsonl: Vec<u8>) -> Result<u64> {
+        let path = format!("/_hearth/import/{}", encode(doctype));
+        let reply = json_reply(&self.call(request(
+            Method::POST,
+            &path,
+            Some((import::Format::Jsonl.content_type(), jsonl)),
+        )?)?)?;
+        reply["imported"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the API answered without the number imported"))
     }
 
     /// One record.
     pub fn get(&self, doctype: &str, id: &str) -> Result<Value> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.get(doctype, id))?)
-            }
-            Backend::Remote(r) => r.get(&format!("/data/{doctype}/{}", encode(id))),
-        }
+        self.get_json(&format!("/data/{}/{}", encode(doctype), encode(id)))
     }
 
     /// Every record, ordered by id.
     pub fn list(&self, doctype: &str) -> Result<Vec<Value>> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                let list = engine.handle.list(doctype, 0, usize::MAX);
-                Ok(runtime.block_on(list)?.0)
+        let mut docs = Vec::new();
+        loop {
+            let mut page = self.get_json(&format!(
+                "/data/{}/_all_docs?include_docs=true&skip={}&limit={LIST_PAGE}",
+                encode(doctype),
+                docs.len()
+            ))?;
+            let Value::Array(rows) = page["rows"].take() else {
+                bail!("unexpected reply from the API: no rows");
+            };
+            if rows.is_empty() {
+                return Ok(docs);
             }
-            Backend::Remote(r) => {
-                let mut docs = Vec::new();
-                loop {
-                    let mut page = r.get(&format!(
-                        "/data/{doctype}/_all_docs?include_docs=true&skip={}&limit=10000",
-                        docs.len()
-                    ))?;
-                    let Value::Array(rows) = page["rows"].take() else {
-                        bail!("unexpected reply from the daemon");
-                    };
-                    if rows.is_empty() {
-                        return Ok(docs);
-                    }
-                    docs.extend(rows.into_iter().map(|mut r| r["doc"].take()));
-                }
-            }
+            docs.extend(rows.into_iter().map(|mut r| r["doc"].take()));
         }
     }
 
-    /// Deletes a record; returns the deletion's rev.
+    /// Deletes a record; returns the deletion's rev. Without `rev`, deletes
+    /// whatever is current.
     pub fn delete(&self, doctype: &str, id: &str, rev: Option<String>) -> Result<String> {
-        match self {
-            Backend::Local { engine, runtime } => Ok(runtime
-                .block_on(engine.handle.delete(doctype, id, rev))?
-                .rev),
-            Backend::Remote(r) => {
-                // The cozy route needs the current rev; without one given,
-                // delete whatever is current, as the local path does.
-                let rev = match rev {
-                    Some(rev) => rev,
-                    None => {
-                        let current = self.get(doctype, id)?;
-                        current["_rev"].as_str().unwrap_or_default().to_string()
-                    }
-                };
-                let path = format!("/data/{doctype}/{}?rev={}", encode(id), encode(&rev));
-                let reply = r.send("DELETE", &path, &Value::Null)?;
-                Ok(reply["rev"].as_str().unwrap_or_default().to_string())
+        // The cozy route needs the current rev.
+        let rev = match rev {
+            Some(rev) => rev,
+            None => {
+                let current = self.get(doctype, id)?;
+                current["_rev"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        let path = format!(
+            "/data/{}/{}?rev={}",
+            encode(doctype),
+            encode(id),
+            encode(&rev)
+        );
+        let reply = self.call_json(Method::DELETE, &path, None)?;
+        Ok(reply["rev"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Mango find; `request` is a `_find` body. Follows the bookmark from
+    /// page to page (each at most `api.max_page`) until the request's
+    /// `limit`, or the last match, is reached.
+    pub fn find(&self, doctype: &str, mut request: Value) -> Result<Vec<Value>> {
+        let path = format!("/data/{}/_find", encode(doctype));
+        let wanted = request.get("limit").and_then(Value::as_u64);
+        let mut docs: Vec<Value> = Vec::new();
+        loop {
+            if let Some(wanted) = wanted {
+                let got = u64::try_from(docs.len()).unwrap_or(u64::MAX);
+                request["limit"] = json!(wanted.saturating_sub(got));
+            }
+            let mut page = self.post_json(&path, &request)?;
+            let Value::Array(found) = page["docs"].take() else {
+                bail!("unexpected reply from the API: no docs");
+            };
+            let last = found.is_empty() || page["next"] != true;
+            docs.extend(found);
+            let enough = wanted.is_some_and(|w| u64::try_from(docs.len()).unwrap_or(u64::MAX) >= w);
+            if last || enough {
+                return Ok(docs);
+            }
+            // The bookmark counts from the first match, skipped ones included.
+            if let Some(map) = request.as_object_mut() {
+                map.remove("skip");
+                map.insert("bookmark".into(), page["bookmark"].take());
             }
         }
     }
 
-    /// Mango find; `request` is a `_find` body.
-    pub fn find(&self, doctype: &str, request: Value) -> Result<Vec<Value>> {
-        // Parsed on both paths, so a bad selector reads the same either way.
-        let parsed = FindRequest::parse(&request).map_err(engine::Error::from)?;
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.find(doctype, parsed))?.docs)
-            }
-            Backend::Remote(r) => {
-                let mut reply = r.send("POST", &format!("/data/{doctype}/_find"), &request)?;
-                match reply["docs"].take() {
-                    Value::Array(docs) => Ok(docs),
-                    _ => bail!("unexpected reply from the daemon"),
-                }
-            }
-        }
-    }
-
-    /// Grouped aggregate.
-    pub fn aggregate(&self, doctype: &str, request: Value) -> Result<Value> {
-        let parsed = AggregateRequest::parse(&request).map_err(engine::Error::from)?;
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.aggregate(doctype, parsed))?)
-            }
-            Backend::Remote(r) => r.send("POST", &format!("/data/{doctype}/_aggregate"), &request),
-        }
+    /// Grouped aggregate; `request` is an `_aggregate` body.
+    pub fn aggregate(&self, doctype: &str, request: &Value) -> Result<Value> {
+        self.post_json(&format!("/data/{}/_aggregate", encode(doctype)), request)
     }
 
     /// Declares an index; returns its name and whether it was created.
@@ -223,49 +284,80 @@ impl Backend {
         name: Option<String>,
         fields: Vec<String>,
     ) -> Result<(String, bool)> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.define_index(doctype, name, fields))?)
-            }
-            Backend::Remote(r) => {
-                let mut body = json!({ "index": { "fields": fields } });
-                if let Some(name) = name {
-                    body["name"] = Value::String(name);
-                }
-                let reply = r.send("POST", &format!("/data/{doctype}/_index"), &body)?;
-                Ok((
-                    reply["name"].as_str().unwrap_or_default().to_string(),
-                    reply["result"] == "created",
-                ))
-            }
+        let mut body = json!({ "index": { "fields": fields } });
+        if let Some(name) = name {
+            body["name"] = Value::String(name);
         }
+        let reply = self.post_json(&format!("/data/{}/_index", encode(doctype)), &body)?;
+        Ok((
+            reply["name"].as_str().unwrap_or_default().to_string(),
+            reply["result"] == "created",
+        ))
     }
 
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.collections())?)
-            }
-            Backend::Remote(r) => Ok(serde_json::from_value(r.get("/_hearth/collections")?)?),
-        }
+        Ok(serde_json::from_value(
+            self.get_json("/_hearth/collections")?,
+        )?)
     }
 
     /// A collection's export.
-    pub fn export(&self, doctype: &str, format: ExportFormat) -> Result<Vec<u8>> {
-        match self {
-            Backend::Local { engine, runtime } => {
-                Ok(runtime.block_on(engine.handle.export(doctype, format))?)
-            }
-            Backend::Remote(r) => {
-                let format = match format {
-                    ExportFormat::Jsonl => "jsonl",
-                    ExportFormat::Automerge => "automerge",
-                };
-                r.get_bytes(&format!("/_hearth/export/{doctype}?format={format}"))
-            }
-        }
+    pub fn export(&self, doctype: &str, format: ExportFormat) -> Result<Bytes> {
+        let format = match format {
+            ExportFormat::Jsonl => "jsonl",
+            ExportFormat::Automerge => "automerge",
+        };
+        let path = format!("/_hearth/export/{}?format={format}", encode(doctype));
+        self.call(request(Method::GET, &path, None)?)
     }
+}
+
+/// The request for `method` on `path` (with its query), carrying `body`
+/// with its Content-Type. The transport adds where it goes and the token.
+fn request(
+    method: Method,
+    path: &str,
+    body: Option<(&'static str, Vec<u8>)>,
+) -> Result<Request<Vec<u8>>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    let body = match body {
+        Some((content_type, bytes)) => {
+            builder = builder.header(CONTENT_TYPE, content_type);
+            bytes
+        }
+        None => Vec::new(),
+    };
+    builder
+        .body(body)
+        .with_context(|| format!("cannot build the API request for {path:?}"))
+}
+
+fn bearer(token: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("the API token is not a valid header value")
+}
+
+/// The reply's body if the status is a success; else the error the API
+/// gave: `detail` (then `reason`) of its error body, or its text.
+fn decode(status: StatusCode, body: Bytes) -> Result<Bytes> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    let detail = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("detail")
+                .or_else(|| v.get("reason"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    bail!("{detail}")
+}
+
+fn json_reply(body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).context("the API sent malformed JSON")
 }
 
 /// Percent-encodes a path segment or query value.
@@ -279,6 +371,44 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+impl Local {
+    fn new(running: Running, config: &Config) -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let state = AppState::new(running.handle.clone(), token.clone(), config.api.clone())
+            .with_import_batch(config.engine.import_batch);
+        Self {
+            handle: running.handle.clone(),
+            running,
+            router: api::router(state),
+            token,
+        }
+    }
+
+    /// Runs `request` through the router on `runtime`.
+    fn transport(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        request: Request<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert(AUTHORIZATION, bearer(&self.token)?);
+        let request = Request::from_parts(parts, axum::body::Body::from(body));
+        runtime.block_on(async {
+            let response = match self.router.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES)
+                .await
+                .context("cannot read the API's reply")?;
+            Ok((status, body))
+        })
+    }
 }
 
 impl Remote {
@@ -312,79 +442,63 @@ impl Remote {
         }))
     }
 
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
+    /// Sends `request` to the daemon; its status and body.
+    fn transport(&self, request: Request<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+        let (mut parts, body) = request.into_parts();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = format!("{}{target}", self.base)
+            .parse()
+            .with_context(|| format!("cannot address {target:?} at {}", self.base))?;
+        parts.headers.insert(AUTHORIZATION, bearer(&self.token)?);
+        let sent = if body.is_empty() && matches!(parts.method, Method::GET | Method::DELETE) {
+            self.agent.run(Request::from_parts(parts, ()))
+        } else {
+            self.agent.run(Request::from_parts(parts, body))
+        };
+        let mut response =
+            sent.with_context(|| format!("cannot reach the daemon at {}", self.base))?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(u64::try_from(MAX_RESPONSE_BYTES).unwrap_or(u64::MAX))
+            .read_to_vec()
+            .context("cannot read the daemon's reply")?;
+        Ok((status, Bytes::from(body)))
     }
 
+    /// The JSON reply to a GET of `path`.
     pub(crate) fn get(&self, path: &str) -> Result<Value> {
-        let bytes = self.get_bytes(path)?;
-        serde_json::from_slice(&bytes).context("the daemon sent malformed JSON")
-    }
-
-    fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth())
-            .call()
-            .with_context(|| format!("cannot reach the daemon at {}", self.base))?;
-        read(response)
+        let (status, body) = self.transport(request(Method::GET, path, None)?)?;
+        json_reply(&decode(status, body)?)
     }
 
     /// Sends `body` with `method` (`POST`, `PUT` or `DELETE`, which sends no
     /// body) and returns the JSON reply. Any other method is refused before
     /// anything is sent.
     pub(crate) fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let auth = self.auth();
-        let response = match method {
-            "DELETE" => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .call(),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send_json(body),
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_json(body),
+        let (method, body) = match method {
+            "DELETE" => (Method::DELETE, None),
+            "PUT" => (
+                Method::PUT,
+                Some(("application/json", serde_json::to_vec(body)?)),
+            ),
+            "POST" => (
+                Method::POST,
+                Some(("application/json", serde_json::to_vec(body)?)),
+            ),
             // Refused before any IO: a typo or a GET must not become a POST.
             other => bail!(
                 "unsupported HTTP method {other:?} for the daemon's API; expected POST, PUT or DELETE"
             ),
-        }
-        .with_context(|| format!("cannot reach the daemon at {}", self.base))?;
-        let bytes = read(response)?;
-        serde_json::from_slice(&bytes).context("the daemon sent malformed JSON")
+        };
+        let (status, body) = self.transport(request(method, path, body)?)?;
+        json_reply(&decode(status, body)?)
     }
-}
-
-fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>> {
-    let status = response.status();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
-        .context("cannot read the daemon's reply")?;
-    if status.is_success() {
-        return Ok(bytes);
-    }
-    let detail = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            v.get("detail")
-                .or_else(|| v.get("reason"))
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-    bail!("{detail}")
 }
 
 #[cfg(test)]
@@ -424,5 +538,30 @@ mod tests {
             matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "send opened a connection: {accepted:?}"
         );
+    }
+
+    #[test]
+    fn an_error_reply_reads_as_its_detail() {
+        let body = Bytes::from_static(
+            br#"{"status":"404","error":"not_found","reason":"missing","detail":"no record \"x\" in c"}"#,
+        );
+        let err = decode(StatusCode::NOT_FOUND, body).unwrap_err();
+        assert_eq!(err.to_string(), "no record \"x\" in c");
+        let err = decode(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from_static(b"internal error"),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(
+            decode(StatusCode::OK, Bytes::from_static(b"{}")).unwrap(),
+            "{}"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(encode("io.cozy.notes"), "io.cozy.notes");
+        assert_eq!(encode("Bad Name/é"), "Bad%20Name%2F%C3%A9");
     }
 }

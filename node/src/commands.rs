@@ -1,21 +1,21 @@
 //! What each CLI command does, over a [`Backend`].
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufReader, IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::cli::{Cli, Command, Format, Global};
 use crate::client::Backend;
 use crate::config::Config;
-use crate::daemon;
-use crate::engine::{Engine, ExportFormat};
+use crate::engine::{Engine, ExportFormat, Status};
 use crate::home::Home;
 use crate::store::Unlock;
+use crate::{daemon, import};
 
 mod mesh;
 
@@ -175,13 +175,11 @@ fn data_command(
 ) -> Result<()> {
     match command {
         Command::Status => {
-            let status = backend.status()?;
+            let live = backend.status()?;
+            let status: Status =
+                serde_json::from_value(live.clone()).context("unexpected status from the API")?;
             // The daemon adds what only it knows: the network and pairing.
-            let live = match backend {
-                Backend::Remote(r) => r.get("/_hearth/status").ok(),
-                Backend::Local { .. } => None,
-            };
-            let extra = |key: &str| live.as_ref().map(|v| v[key].clone()).unwrap_or(Value::Null);
+            let extra = |key: &str| live.get(key).cloned().unwrap_or(Value::Null);
             if global.json {
                 let mut v = serde_json::to_value(&status)?;
                 v["daemon"] = json!({ "running": backend.api().is_some(), "api": backend.api() });
@@ -304,7 +302,7 @@ fn data_command(
         }
         Command::Aggregate { collection, query } => {
             let query = parse_arg("the aggregate query", &query)?;
-            emit_json(&backend.aggregate(&collection, query)?)?;
+            emit_json(&backend.aggregate(&collection, &query)?)?;
         }
         Command::Index {
             collection,
@@ -350,7 +348,9 @@ fn data_command(
 use hearth_crdt::record::json_type as kind;
 
 /// Imports a file in batches of `engine.import_batch` records, one durable
-/// commit per batch, with a progress bar when stderr is a terminal.
+/// commit per batch, with a progress bar when stderr is a terminal. The file
+/// is read as a stream by [`import::Reader`]; each batch goes to the API as
+/// JSON Lines, never larger than `api.max_body_bytes`.
 fn import(
     backend: &Backend,
     global: &Global,
@@ -360,6 +360,17 @@ fn import(
 ) -> Result<()> {
     let started = Instant::now();
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let Some(format) = import::Format::from_path(path) else {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        bail!(
+            "cannot import {}: unknown file type {extension:?}; use .json, .jsonl or .csv",
+            path.display()
+        );
+    };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(size);
@@ -375,78 +386,25 @@ fn import(
     } else {
         ProgressBar::hidden()
     };
-    let reader = BufReader::new(progress.wrap_read(file));
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let name = path.display().to_string();
+    let mut records = import::Reader::new(
+        name.as_str(),
+        format,
+        BufReader::new(progress.wrap_read(file)),
+        config.api.max_body_bytes,
+    );
     let mut batch = Batch {
         backend,
         collection,
-        size: config.engine.import_batch,
-        records: Vec::with_capacity(config.engine.import_batch),
+        name: &name,
+        max_records: config.engine.import_batch.max(1),
+        max_bytes: config.api.max_body_bytes,
+        body: Vec::new(),
+        records: 0,
         written: 0,
     };
-    let where_ = path.display();
-    match extension.as_str() {
-        "jsonl" | "ndjson" => {
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.with_context(|| format!("cannot read {where_}"))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let record: Value = serde_json::from_str(&line)
-                    .map_err(|e| anyhow!("{where_}:{}: bad JSON: {e}", n + 1))?;
-                if !record.is_object() {
-                    bail!(
-                        "{where_}:{}: a record must be a JSON object, got {}",
-                        n + 1,
-                        kind(&record)
-                    );
-                }
-                batch.push(record)?;
-            }
-        }
-        "json" => {
-            let value: Value =
-                serde_json::from_reader(reader).map_err(|e| anyhow!("{where_}: bad JSON: {e}"))?;
-            let records = match value {
-                Value::Array(records) => records,
-                record @ Value::Object(_) => vec![record],
-                other => bail!(
-                    "{where_}: expected an array of records, got {}",
-                    kind(&other)
-                ),
-            };
-            if let Some(bad) = records.iter().position(|r| !r.is_object()) {
-                bail!("{where_}: record {bad} is not a JSON object");
-            }
-            for record in records {
-                batch.push(record)?;
-            }
-        }
-        "csv" => {
-            let mut csv = csv::Reader::from_reader(reader);
-            let headers = csv
-                .headers()
-                .with_context(|| format!("{where_}: cannot read the header row"))?
-                .clone();
-            for (n, row) in csv.records().enumerate() {
-                let row = row.map_err(|e| anyhow!("{where_}: row {}: {e}", n + 2))?;
-                let mut record = Map::new();
-                for (field, cell) in headers.iter().zip(row.iter()) {
-                    if let Some(value) = csv_cell(cell) {
-                        record.insert(field.to_string(), value);
-                    }
-                }
-                batch.push(Value::Object(record))?;
-            }
-        }
-        other => bail!(
-            "cannot import {where_}: unknown file type {:?}; use .json, .jsonl or .csv",
-            other
-        ),
+    while let Some(record) = records.next() {
+        batch.push(&record?, records.line())?;
     }
     batch.flush()?;
     let total = batch.written;
@@ -462,72 +420,63 @@ fn import(
     Ok(())
 }
 
-/// Records on their way into a collection, written `size` at a time, each
-/// batch in one durable commit.
+/// Records on their way into a collection as one JSON Lines request body,
+/// sent when it holds `max_records` records or the next one would take it
+/// past `max_bytes`; the API writes each body in durable commits of
+/// `engine.import_batch` records.
 struct Batch<'a> {
     backend: &'a Backend,
     collection: &'a str,
-    size: usize,
-    records: Vec<Value>,
-    written: usize,
+    /// The file, for errors.
+    name: &'a str,
+    max_records: usize,
+    max_bytes: usize,
+    body: Vec<u8>,
+    records: usize,
+    written: u64,
 }
 
 impl Batch<'_> {
-    fn push(&mut self, record: Value) -> Result<()> {
-        self.records.push(record);
-        if self.records.len() >= self.size {
+    /// Adds `record`, read from `line` of the file.
+    fn push(&mut self, record: &Value, line: u64) -> Result<()> {
+        let start = self.body.len();
+        serde_json::to_writer(&mut self.body, record)?;
+        self.body.push(b'\n');
+        let size = self.body.len() - start;
+        if size > self.max_bytes {
+            bail!(
+                "{}:{line}: the record is {size} bytes of JSON, more than one request may carry \
+                 (api.max_body_bytes = {})",
+                self.name,
+                self.max_bytes
+            );
+        }
+        if self.body.len() > self.max_bytes {
+            let next = self.body.split_off(start);
+            self.flush()?;
+            self.body = next;
+        }
+        self.records += 1;
+        if self.records >= self.max_records {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
-        if self.records.is_empty() {
+        if self.records == 0 {
             return Ok(());
         }
-        let records = std::mem::replace(&mut self.records, Vec::with_capacity(self.size));
-        let n = records.len();
-        self.backend.put_many(self.collection, records)?;
-        self.written += n;
+        let body = std::mem::take(&mut self.body);
+        self.records = 0;
+        self.written += self.backend.import(self.collection, body)?;
         Ok(())
-    }
-}
-
-/// A CSV cell as JSON: integers, floats and booleans typed, empty cells absent.
-fn csv_cell(cell: &str) -> Option<Value> {
-    if cell.is_empty() {
-        return None;
-    }
-    if let Ok(i) = cell.parse::<i64>() {
-        return Some(Value::from(i));
-    }
-    if let Ok(f) = cell.parse::<f64>()
-        && f.is_finite()
-        && cell.bytes().any(|b| b.is_ascii_digit())
-    {
-        return Some(Value::from(f));
-    }
-    match cell {
-        "true" => Some(Value::Bool(true)),
-        "false" => Some(Value::Bool(false)),
-        _ => Some(Value::String(cell.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_cells_are_typed() {
-        assert_eq!(csv_cell(""), None);
-        assert_eq!(csv_cell("42"), Some(json!(42)));
-        assert_eq!(csv_cell("-1.5"), Some(json!(-1.5)));
-        assert_eq!(csv_cell("true"), Some(json!(true)));
-        assert_eq!(csv_cell("inf"), Some(json!("inf")));
-        assert_eq!(csv_cell("NaN"), Some(json!("NaN")));
-        assert_eq!(csv_cell("Zoë"), Some(json!("Zoë")));
-    }
 
     #[test]
     fn one_line_joins_the_chain_without_repeats() {

@@ -20,6 +20,7 @@
 //! - [`pairing`]: `/hearth/pair/1` over a stream, the inviting side's invitation.
 //! - [`qr`]: tickets drawn as QR codes (terminal, PNG) and read back.
 //! - [`client`]: how CLI commands reach the data, through the daemon or in-process.
+//! - [`import`]: records out of JSON Lines, JSON and CSV, streamed in batches (CLI and API).
 //! - [`cli`] and [`commands`]: the `hearth` command line.
 //! - [`config`]: every limit, from `<home>/hearth.toml`, `HEARTH_*` and flags.
 //!
@@ -56,6 +57,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod home;
+pub mod import;
 pub mod mesh;
 pub mod net;
 pub mod pairing;

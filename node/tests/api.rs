@@ -46,7 +46,8 @@ fn fixture_with(config: Config) -> Fixture {
         .unwrap()
         .spawn()
         .unwrap();
-    let state = AppState::new(engine.handle.clone(), TOKEN.into(), config.api.clone());
+    let state = AppState::new(engine.handle.clone(), TOKEN.into(), config.api.clone())
+        .with_import_batch(config.engine.import_batch);
     Fixture {
         _dir: dir,
         router: api::router(state),
@@ -67,12 +68,43 @@ impl Fixture {
         body: Option<String>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
+        self.send(method, uri, Some("application/json"), body, token)
+            .await
+    }
+
+    /// POSTs `body` to `uri` as `content_type` (none when `None`).
+    async fn post_as(
+        &self,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        self.send(
+            "POST",
+            uri,
+            content_type,
+            Some(body.to_string()),
+            Some(TOKEN),
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
         let request = request
-            .header("Content-Type", "application/json")
             .body(body.map(Body::from).unwrap_or_else(Body::empty))
             .unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
@@ -420,4 +452,153 @@ async fn aggregate_groups_and_merges() {
     assert_eq!(groups[0]["key"], json!({"month": 0}));
     assert_eq!(groups[0]["values"]["n"], 4);
     assert_eq!(groups[0]["values"]["total"], 3 + 6 + 9);
+}
+
+#[tokio::test]
+async fn import_reads_jsonl_json_and_csv_bodies() {
+    let mut config = Config::default();
+    // Smaller than the bodies below, so each is written in several commits.
+    config.engine.import_batch = 2;
+    let f = fixture_with(config);
+    let uri = "/_hearth/import/bank.operations";
+
+    let jsonl =
+        "{\"_id\":\"a\",\"amount\":-12.5}\n\n{\"_id\":\"b\",\"amount\":100}\n{\"_id\":\"c\"}\n";
+    let (status, reply) = f.post_as(uri, Some("application/x-ndjson"), jsonl).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        reply,
+        json!({"ok": true, "imported": 3, "collection": "bank.operations"})
+    );
+
+    let csv = "_id,amount,label,ok\ne,7,rent,true\nf,1.5,,false\n";
+    let (status, reply) = f.post_as(uri, Some("text/csv; charset=utf-8"), csv).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["imported"], 2);
+
+    // A JSON array, with the ids asked for: the given one and a fresh one, in order.
+    let (status, reply) = f
+        .post_as(
+            &format!("{uri}?ids=true"),
+            Some("application/json"),
+            r#"[{"_id": "g", "amount": 1}, {"amount": 2}]"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["imported"], 2);
+    let ids = reply["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], "g");
+    let fresh = ids[1].as_str().unwrap().to_string();
+
+    let (_, jsonl_too) = f
+        .post_as(uri, Some("application/jsonl"), "{\"_id\":\"h\"}")
+        .await;
+    assert_eq!(jsonl_too["imported"], 1);
+
+    let (_, all) = f.call("GET", "/data/bank.operations/_all_docs", None).await;
+    assert_eq!(all["total_rows"], 8, "{all}");
+    let (_, a) = f.call("GET", "/data/bank.operations/a", None).await;
+    assert_eq!(a["amount"], json!(-12.5));
+    let (_, e) = f.call("GET", "/data/bank.operations/e", None).await;
+    assert_eq!(e["amount"], json!(7));
+    assert_eq!(e["ok"], json!(true));
+    let (_, f_) = f.call("GET", "/data/bank.operations/f", None).await;
+    assert_eq!(f_["amount"], json!(1.5));
+    assert!(
+        f_.get("label").is_none(),
+        "empty CSV cells are left out: {f_}"
+    );
+    let (status, _) = f
+        .call("GET", &format!("/data/bank.operations/{fresh}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Importing again upserts: same ids, new revs, no new records.
+    let (_, again) = f.post_as(uri, Some("application/x-ndjson"), jsonl).await;
+    assert_eq!(again["imported"], 3);
+    let (_, b) = f.call("GET", "/data/bank.operations/b", None).await;
+    assert!(b["_rev"].as_str().unwrap().starts_with("2-"), "{b}");
+}
+
+#[tokio::test]
+async fn a_bad_import_body_gets_400_naming_the_line_and_writes_nothing() {
+    let mut config = Config::default();
+    config.engine.import_batch = 1;
+    let f = fixture_with(config);
+    let uri = "/_hearth/import/notes";
+
+    let jsonl = "{\"_id\":\"a\"}\n{\"_id\":\"b\"}\n{broken\n{\"_id\":\"d\"}\n";
+    let (status, body) = f.post_as(uri, Some("application/x-ndjson"), jsonl).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "bad_request");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("body:3: bad JSON: "), "{detail}");
+    // The records before the bad line were not written either.
+    let (status, _) = f.call("GET", "/data/notes/a", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = f
+        .post_as(uri, Some("application/json"), "[\n{\"a\": 1},\n\"text\"\n]")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["detail"],
+        "body:3: a record must be a JSON object, got a string"
+    );
+
+    let (status, body) = f.post_as(uri, Some("text/csv"), "a,b\n1,2\n3\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["detail"],
+        "body:3: 1 field(s), but the header row has 2"
+    );
+
+    // A body of another type, or of none, is refused before it is read.
+    for content_type in [Some("text/plain"), None] {
+        let (status, body) = f.post_as(uri, content_type, "{\"a\":1}").await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("application/x-ndjson"), "{detail}");
+        assert!(detail.ends_with(content_type.unwrap_or("none")), "{detail}");
+    }
+
+    let (status, body) = f
+        .post_as(
+            "/_hearth/import/Bad%20Name",
+            Some("application/x-ndjson"),
+            "{}",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bad collection name"),
+        "{body}"
+    );
+    let (_, collections) = f.call("GET", "/_hearth/collections", None).await;
+    assert_eq!(collections, json!([]), "no import created a collection");
+}
+
+#[tokio::test]
+async fn an_import_body_over_the_limit_is_refused_and_one_at_it_is_read() {
+    let mut config = Config::default();
+    config.api.max_body_bytes = 4096;
+    let f = fixture_with(config);
+    let line = |n: usize| format!("{{\"blob\":\"{}\"}}\n", "x".repeat(n));
+    let overhead = line(0).len();
+    let at = line(4096 - overhead);
+    assert_eq!(at.len(), 4096);
+    let (status, reply) = f
+        .post_as("/_hearth/import/notes", Some("application/x-ndjson"), &at)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["imported"], 1);
+    let over = line(4096 - overhead + 1);
+    let (status, _) = f
+        .post_as("/_hearth/import/notes", Some("application/x-ndjson"), &over)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
