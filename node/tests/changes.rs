@@ -264,3 +264,82 @@ proptest! {
         });
     }
 }
+
+/// A store written with the feed's first layout (`changes-1`: one row per
+/// commit, every record of it under one number) is migrated on open: each
+/// record gets its own number, so paging one at a time delivers all of them.
+#[test]
+fn a_store_with_the_old_feed_layout_is_renumbered_on_open() {
+    use hearth_node::store::{Store, Table, keys};
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::resolve(Some(dir.path())).unwrap();
+    home.ensure_dirs().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let running = Engine::init(
+        &home,
+        Unlock::KeyFile,
+        Default::default(),
+        "t",
+        EngineConfig::default(),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let written = rt
+        .block_on(
+            running
+                .handle
+                .put_many(C, (0..3).map(|n| json!({ "_id": id(n), "n": n })).collect()),
+        )
+        .unwrap();
+    running.stop();
+
+    // Rewrite the feed as the first layout stored it.
+    let store = Store::open(&home, Unlock::KeyFile).unwrap();
+    let mut txn = store.write().unwrap();
+    txn.remove_prefix(Table::Changes, &keys::change_prefix(C).unwrap())
+        .unwrap();
+    let entries: Vec<(String, String, bool)> = written
+        .iter()
+        .map(|(id, rev)| (id.clone(), rev.clone(), false))
+        .collect();
+    txn.insert(
+        Table::ChangesV1,
+        &keys::change_key(C, 1).unwrap(),
+        &serde_json::to_vec(&entries).unwrap(),
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    drop(store);
+
+    let running = Engine::open(&home, Unlock::KeyFile, EngineConfig::default())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (delivered, last) = rt.block_on(page_all(&running.handle, 0, 1));
+    let seqs: Vec<u64> = delivered.iter().map(|d| d.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(last, 3);
+    let ids: BTreeSet<String> = delivered.iter().map(|d| d.1.clone()).collect();
+    assert_eq!(ids, (0..3).map(id).collect());
+    // A write after the migration numbers on from there.
+    rt.block_on(
+        running
+            .handle
+            .put(C, Some(id(7)), json!({}), PutMode::Upsert),
+    )
+    .unwrap();
+    let (delivered, _) = rt.block_on(page_all(&running.handle, 3, 5));
+    assert_eq!(delivered.iter().map(|d| d.0).collect::<Vec<_>>(), [4]);
+    running.stop();
+    // Idempotent: opening again leaves the feed as it is.
+    let running = Engine::open(&home, Unlock::KeyFile, EngineConfig::default())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (delivered, _) = rt.block_on(page_all(&running.handle, 0, 10));
+    assert_eq!(delivered.len(), 4);
+    running.stop();
+}

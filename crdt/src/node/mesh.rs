@@ -280,13 +280,12 @@ impl Node {
         touched.extend(fx.merged.iter().map(|(n, _)| n.as_str()));
         touched.extend(fx.changed.iter().map(|(n, _)| n.as_str()));
         let touched: Vec<String> = touched.into_iter().map(str::to_owned).collect();
+        let mut merged: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (name, written) in fx.merged {
+            merged.entry(name).or_default().extend(written);
+        }
         for name in &touched {
-            let written: Vec<_> = fx
-                .merged
-                .iter()
-                .filter(|(n, _)| n == name)
-                .flat_map(|(_, w)| w.iter().cloned())
-                .collect();
+            let written = merged.remove(name).unwrap_or_default();
             self.stage(name, &written, &mut batch);
         }
         for (collection, shard, bytes) in fx.states {

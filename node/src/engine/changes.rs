@@ -7,6 +7,11 @@
 //! and nothing is skipped, whatever the page size. A record changed several
 //! times after `since` is reported once, at its latest change.
 //!
+//! The changes of one commit to a collection share one row (a bulk write of
+//! 5000 records is one row, not 5000): its key is the *last* sequence it
+//! holds, its value a [`Row`] with the first one, so a scan from
+//! `since + 1` finds every row holding a later change.
+//!
 //! `changes-1`, the layout before, stored one row per commit holding every
 //! record it changed under one number; [`migrate`] renumbers those rows one
 //! record each into `changes-2` when a store is opened.
@@ -18,6 +23,41 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, Error, persist};
 use crate::store::{Store, Table, keys};
+
+/// One row of `changes-2`: consecutive changes from `first`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Row {
+    /// The sequence of the first entry; entry `i` has `first + i`.
+    first: u64,
+    /// `(id, rev, deleted)` per change.
+    entries: Vec<(String, String, bool)>,
+}
+
+/// The rows that store `batch` (changes of `collection` in increasing,
+/// consecutive sequence order) under their keys.
+pub(super) fn rows(collection: &str, batch: &[&Change]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    // Consecutive runs only; the core numbers one commit's changes so.
+    for i in 1..=batch.len() {
+        if i == batch.len() || batch[i].seq != batch[i - 1].seq + 1 {
+            let run = &batch[start..i];
+            let row = Row {
+                first: run[0].seq,
+                entries: run
+                    .iter()
+                    .map(|c| (c.id.clone(), c.rev.clone(), c.deleted))
+                    .collect(),
+            };
+            out.push((
+                keys::change_key(collection, run[run.len() - 1].seq)?,
+                serde_json::to_vec(&row)?,
+            ));
+            start = i;
+        }
+    }
+    Ok(out)
+}
 
 /// Result of a changes-feed read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,12 +94,16 @@ impl Engine {
             &keys::change_key(doctype, since.saturating_add(1))?,
         )? {
             let (key, value) = row?;
-            let seq = keys::decode_change_key(&key)
+            let last = keys::decode_change_key(&key)
                 .map_err(|e| self.damaged("changes key", format!("{doctype}: {e}")))?
                 .seq;
-            let (id, rev, deleted): (String, String, bool) = serde_json::from_slice(&value)
-                .map_err(|e| self.damaged(&format!("changes entry {seq} of {doctype}"), e))?;
-            latest.insert(id, (seq, rev, deleted));
+            let row: Row = serde_json::from_slice(&value)
+                .map_err(|e| self.damaged(&format!("changes row {last} of {doctype}"), e))?;
+            for (seq, (id, rev, deleted)) in (row.first..).zip(row.entries) {
+                if seq > since {
+                    latest.insert(id, (seq, rev, deleted));
+                }
+            }
         }
         let mut all: Vec<Change> = latest
             .into_iter()
@@ -116,14 +160,16 @@ pub(super) fn migrate(store: &Store) -> Result<(), Error> {
         let mut meta: Catalog = serde_json::from_slice(&meta)
             .map_err(|e| persist::damaged(store, &format!("catalog entry of {name}"), e))?;
         txn.remove_prefix(Table::Changes, &keys::change_prefix(&name)?)?;
-        for (seq, entry) in (1u64..).zip(&entries) {
+        if !entries.is_empty() {
+            let last = entries.len() as u64;
+            let row = Row { first: 1, entries };
             txn.insert(
                 Table::Changes,
-                &keys::change_key(&name, seq)?,
-                &serde_json::to_vec(entry)?,
+                &keys::change_key(&name, last)?,
+                &serde_json::to_vec(&row)?,
             )?;
+            meta.last_seq = last;
         }
-        meta.last_seq = entries.len() as u64;
         txn.insert(
             Table::Collections,
             name.as_bytes(),

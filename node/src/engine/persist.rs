@@ -5,16 +5,16 @@
 //! | `Catalog` | `collections-1` | collection name |
 //! | `Chunk` | `chunks-1` | [`keys::chunk_key`] |
 //! | `Compacted` | `chunks-1` | the shard's chunks removed, then [`keys::chunk_key`] |
-//! | `Change` | `changes-2` | [`keys::change_key`]; value `[id, rev, deleted]` |
+//! | `Change` | `changes-2` | the batch's changes of one collection in one row: [`keys::change_key`] of the *last* seq; value [`changes::Row`](super::changes) |
 //! | `SyncState` | `peers-1` | [`keys::peer_sync_key`] |
 //! | `Membership` | `meta-1` | `"membership-log"` |
 //! | `PeerSeen` | `peers-1` | [`keys::peer_seen_key`] |
 //!
 //! A batch is one write transaction and one durable commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use hearth_crdt::node::{Batch, Catalog, Node, Stored, Write};
+use hearth_crdt::node::{Batch, Catalog, Change, Node, Stored, Write};
 use hearth_crypto::identity::DeviceKey;
 use hearth_crypto::membership;
 
@@ -36,7 +36,8 @@ pub(super) fn damaged(store: &Store, what: &str, reason: impl std::fmt::Display)
 /// Makes `batch` durable in one transaction.
 pub(super) fn apply(store: &Store, batch: &Batch) -> Result<(), Error> {
     let mut txn = store.write()?;
-    let mut changes = Vec::new();
+    // Per collection, the batch's changes, in order: one row each.
+    let mut changes: BTreeMap<&str, Vec<&Change>> = BTreeMap::new();
     for write in &batch.writes {
         match write {
             Write::Catalog { collection, entry } => {
@@ -70,8 +71,7 @@ pub(super) fn apply(store: &Store, batch: &Batch) -> Result<(), Error> {
                 )?;
             }
             Write::Change { collection, change } => {
-                let value = serde_json::to_vec(&(&change.id, &change.rev, change.deleted))?;
-                changes.push((keys::change_key(collection, change.seq)?, value));
+                changes.entry(collection).or_default().push(change);
             }
             Write::SyncState {
                 peer,
@@ -91,11 +91,9 @@ pub(super) fn apply(store: &Store, batch: &Batch) -> Result<(), Error> {
             )?,
         }
     }
-    if !changes.is_empty() {
-        // A bulk write has one row per record: one table writer for all.
-        let mut table = txn.table(Table::Changes)?;
-        for (key, value) in &changes {
-            table.insert(key, value)?;
+    for (collection, batch) in changes {
+        for (key, value) in super::changes::rows(collection, &batch)? {
+            txn.insert(Table::Changes, &key, &value)?;
         }
     }
     txn.commit()?;
