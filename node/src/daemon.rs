@@ -161,8 +161,9 @@ pub async fn run(
         home.api_token_path().display()
     );
 
-    let state =
-        AppState::new(engine.handle.clone(), token, config.api.clone()).with_mesh(mesh.clone());
+    let state = AppState::new(engine.handle.clone(), token, config.api.clone())
+        .with_import_batch(config.engine.import_batch)
+        .with_mesh(mesh.clone());
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -796,7 +796,6 @@ fn decode_join_request(bytes: &[u8]) -> Result<String, Error> {
 /// [`Error::refused`]).
 pub async fn join<S>(
     mut stream: S,
-    peer: DeviceId,
     me: DeviceId,
     invitation: Invitation,
     name: &str,
@@ -807,6 +806,7 @@ pub async fn join<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = invitation.inviter();
     let wait = Duration::from_millis(invitation.expires_at_ms().saturating_sub(now_ms))
         .saturating_add(timeouts.welcome_slack)
         .min(timeouts.max_wait);
@@ -1038,7 +1038,6 @@ mod tests {
             let joined = tokio::spawn(async move {
                 join(
                     joiner_end,
-                    id(1),
                     me,
                     ticket,
                     name,
@@ -1337,7 +1336,6 @@ mod tests {
         };
         let joined = join(
             joiner_end,
-            id(1),
             id(2),
             invitation(9),
             "x",
@@ -1372,7 +1370,6 @@ mod tests {
         let (codes, mut code) = mpsc::channel(1);
         let joined = tokio::spawn(join(
             joiner_end,
-            id(1),
             id(2),
             invitation(9),
             "laptop",
@@ -1492,7 +1489,6 @@ mod tests {
         let (mut fake, joiner_end) = pipe();
         let joining = tokio::spawn(join(
             joiner_end,
-            id(1),
             id(2),
             invitation(9),
             "laptop",

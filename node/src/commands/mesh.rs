@@ -383,7 +383,6 @@ async fn pair_with(
         })?;
     let payload = pairing::join(
         stream,
-        inviter,
         key.id(),
         invitation.clone(),
         name,

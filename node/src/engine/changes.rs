@@ -35,7 +35,7 @@ pub(super) struct Row {
 
 /// The rows that store `batch` (changes of `collection` in increasing,
 /// consecutive sequence order) under their keys.
-pub(super) fn rows(collection: &str, batch: &[&Change]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+pub(super) fn rows(collection: &str, batch: &[&Change]) -> Result<Vec<crate::store::Row>, Error> {
     let mut out = Vec::new();
     let mut start = 0;
     // Consecutive runs only; the core numbers one commit's changes so.
