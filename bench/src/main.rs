@@ -30,17 +30,25 @@ use hearth_bench::records;
 use serde_json::{Value, json};
 
 mod baseline;
+/// P5: cold sync of 10k records to a new device.
+mod cold_sync;
 mod daemon;
+/// P11: an idle node, alone and connected.
+mod idle;
+/// P1: bulk import through the engine.
+mod import;
 mod mesh;
 mod node;
-mod p1;
-mod p11;
-mod p2;
-mod p3;
-mod p4;
-mod p5;
-mod p6;
-mod p7;
+/// P7: a put on one device readable on two others.
+mod propagation;
+/// P2: one durable HTTP PUT.
+mod put_latency;
+/// P4: finds and grouped aggregates.
+mod query;
+/// P6: reconnect of an in-sync pair.
+mod reconnect;
+/// P3: reopen to ready, and memory.
+mod reopen;
 mod report;
 mod wire;
 
@@ -113,7 +121,7 @@ enum Command {
         home: PathBuf,
         /// What to load.
         #[arg(long, value_enum)]
-        what: p3::Probe,
+        what: reopen::Probe,
     },
 }
 
@@ -140,7 +148,7 @@ pub(crate) struct Ctx {
     next_dir: usize,
     /// A 100k-record home and its baseline shards, made by P1 (or on demand)
     /// and reused by P3 and P4.
-    pub(crate) prepared: Option<p1::Prepared>,
+    pub(crate) prepared: Option<import::Prepared>,
 }
 
 impl Ctx {
@@ -177,7 +185,7 @@ fn run(cli: Cli) -> Result<bool> {
             return Ok(true);
         }
         Some(Command::Probe { home, what }) => {
-            p3::probe(&home, what)?;
+            reopen::probe(&home, what)?;
             return Ok(true);
         }
         Some(Command::P1) => vec![Scenario::P1],
@@ -233,14 +241,14 @@ fn run(cli: Cli) -> Result<bool> {
     let mut all_ran = true;
     for scenario in scenarios {
         let result: Result<Outcome> = match scenario {
-            Scenario::P1 => p1::run(&mut ctx),
-            Scenario::P2 => p2::run(&mut ctx),
-            Scenario::P3 => p3::run(&mut ctx),
-            Scenario::P4 => p4::run(&mut ctx),
-            Scenario::P5 => p5::run(&mut ctx),
-            Scenario::P6 => p6::run(&mut ctx),
-            Scenario::P7 => p7::run(&mut ctx),
-            Scenario::P11 => p11::run(&mut ctx),
+            Scenario::P1 => import::run(&mut ctx),
+            Scenario::P2 => put_latency::run(&mut ctx),
+            Scenario::P3 => reopen::run(&mut ctx),
+            Scenario::P4 => query::run(&mut ctx),
+            Scenario::P5 => cold_sync::run(&mut ctx),
+            Scenario::P6 => reconnect::run(&mut ctx),
+            Scenario::P7 => propagation::run(&mut ctx),
+            Scenario::P11 => idle::run(&mut ctx),
         };
         match result {
             Ok(outcome) => {

@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::baseline::{scan_aggregate, scan_find};
+use crate::import;
 use crate::node::{self, DOCTYPE};
-use crate::p1;
 use crate::report::Outcome;
 
 const FIND_RUNS: usize = 60;
@@ -101,7 +101,7 @@ async fn aggregates(handle: &Handle, body: &Value, n: usize) -> Result<Vec<Durat
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
-    p1::prepare(ctx)?;
+    import::prepare(ctx)?;
     let n = ctx.records.len();
     let mut per_month: BTreeMap<i64, usize> = BTreeMap::new();
     for r in &ctx.records {

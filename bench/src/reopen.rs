@@ -38,8 +38,8 @@ use hearth_node::store::{Store, Table, Unlock, keys};
 use crate::Ctx;
 use crate::baseline::{AmShards, workers};
 use crate::daemon::Daemon;
+use crate::import;
 use crate::node::{self, DOCTYPE};
-use crate::p1;
 use crate::report::{Outcome, mib};
 
 /// Loads each input as an Automerge document on `threads` threads (inputs
@@ -166,7 +166,7 @@ fn median_ms(samples: &[Duration]) -> f64 {
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
-    p1::prepare(ctx)?;
+    import::prepare(ctx)?;
     let n = ctx.records.len();
     let prepared = ctx
         .prepared
