@@ -54,24 +54,21 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use hearth_crdt::node::pairing::{
+    Inviting, SessionError, Waiting, decode_join_request, encode_join_request,
+};
 use hearth_crypto::identity::DeviceId;
-use hearth_crypto::membership::clean_device_name;
 use hearth_crypto::pairing::{
-    self as handshake, CheckCode, Confirmed, Inviter, InviterEvent, Joiner, JoinerEvent,
-    MAX_MESSAGE_LEN, Message, Refusal,
+    self as handshake, CheckCode, Confirmed, Joiner, JoinerEvent, MAX_MESSAGE_LEN, Message, Refusal,
 };
 use hearth_crypto::ticket::Invitation;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// The libp2p protocol name.
 pub const PROTOCOL: &str = "/hearth/pair/1";
 
-/// Longest frame the inviter reads. Hello, Proof and Refused are all under
-/// 100 bytes; the join request is a name of at most
-/// [`MAX_DEVICE_NAME_LEN`](hearth_crypto::membership::MAX_DEVICE_NAME_LEN) bytes. Unauthenticated peers get no more.
-pub const MAX_JOINER_FRAME: usize = 256;
+pub use hearth_crdt::node::pairing::MAX_JOINER_FRAME;
 
 /// The time-outs of a pairing session (`[pairing]` in `hearth.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,137 +165,35 @@ impl Error {
     }
 }
 
-/// The joiner's first frame: the name to record the device under.
-#[derive(Serialize, Deserialize)]
-struct JoinRequest {
-    name: String,
+/// A device that joined, how an invitation ended, and what `hearth pair`
+/// shows meanwhile: the core's types (see [`hearth_crdt::node::pairing`]).
+pub use hearth_crdt::node::pairing::{Joined, Outcome, PendingInfo};
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Handshake(e) => Error::Handshake(e),
+            SessionError::FrameTooLong { len, max } => Error::FrameTooLong { len, max },
+            SessionError::JoinRequest(e) => Error::JoinRequest(e),
+            SessionError::NoInvitation => Error::NoInvitation,
+            SessionError::NothingWaiting => Error::NothingWaiting,
+            SessionError::Cancelled => Error::Cancelled,
+        }
+    }
 }
 
-/// A device that joined through an invitation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
-    /// The new device.
-    pub device: DeviceId,
-    /// Its name, as cleaned by [`clean_device_name`].
-    pub name: String,
-}
-
-/// How an invitation ended, as [`Invitations::wait`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The device was admitted and received its welcome.
-    Joined(Joined),
-    /// The invitation was burnt; today only by a wrong check code.
-    Refused(Refusal),
-    /// Nobody completed the pairing before the expiry.
-    Expired,
-    /// A newer invitation replaced it, or it was cancelled.
-    Cancelled,
-    /// The code was confirmed but admitting the device or delivering its
-    /// welcome failed.
-    Failed {
-        /// The confirmed device.
-        device: DeviceId,
-        /// What went wrong, for the person.
-        reason: String,
-    },
-}
-
-/// What `hearth pair` shows while an invitation is open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingInfo {
-    /// The device in the session in progress, if one has connected.
-    pub joiner: Option<DeviceId>,
-    /// Its name, from its join request.
-    pub name: Option<String>,
-    /// Whether the device proved the secret and its check code is awaited.
-    pub code_needed: bool,
-    /// When the invitation expires (ms since the Unix epoch).
-    pub expires_at_ms: u64,
-}
-
-/// The inviting device's open invitation and the sessions using it.
+/// The inviting device's open invitation and the sessions using it: the
+/// core's [`Inviting`] flow behind a lock, with a clock, a change signal that
+/// waiting sessions and `hearth pair` follow, and the streams.
 ///
 /// Shared by the daemon's stream handlers and its API; all methods take
 /// `&self`. The lock is never held across an await.
 pub struct Invitations {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     timeouts: Timeouts,
-    slot: Mutex<Slot>,
+    flow: Mutex<Inviting>,
     /// Bumped on every state change; sessions and waiters watch it.
     changed: watch::Sender<u64>,
-}
-
-#[derive(Default)]
-struct Slot {
-    next_generation: u64,
-    current: Option<Current>,
-}
-
-struct Current {
-    /// Tells sessions of a replaced invitation apart from the current one.
-    generation: u64,
-    inviter: Inviter,
-    attempt: Option<Attempt>,
-    outcome: Option<Outcome>,
-}
-
-struct Attempt {
-    joiner: DeviceId,
-    name: String,
-    stage: Stage,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Challenged,
-    AwaitingCode,
-    Confirmed,
-}
-
-impl Current {
-    /// Records the expiry once the clock passes it; returns whether it did.
-    fn settle(&mut self, now_ms: u64) -> bool {
-        if self.outcome.is_none() && self.inviter.invitation().is_expired(now_ms) {
-            self.outcome = Some(Outcome::Expired);
-            return true;
-        }
-        false
-    }
-
-    /// Records how the invitation ended after a handshake error that closed it.
-    fn record_closing(&mut self, error: &handshake::Error) {
-        if self.outcome.is_some() || !self.inviter.is_closed() {
-            return;
-        }
-        self.outcome = Some(match error {
-            handshake::Error::Expired => Outcome::Expired,
-            handshake::Error::WrongCode => Outcome::Refused(Refusal::WrongCode),
-            // Other closing errors do not exist today; a closed invitation
-            // with no recorded outcome is still over.
-            _ => Outcome::Cancelled,
-        });
-    }
-
-    fn remaining(&self, now_ms: u64, max_wait: Duration) -> Duration {
-        let ms = self
-            .inviter
-            .invitation()
-            .expires_at_ms()
-            .saturating_sub(now_ms);
-        Duration::from_millis(ms).min(max_wait)
-    }
-}
-
-/// The error a session sees for an invitation that already ended.
-fn ended(outcome: &Outcome) -> Error {
-    match outcome {
-        Outcome::Expired => handshake::Error::Expired.into(),
-        Outcome::Cancelled => Error::Cancelled,
-        Outcome::Joined(_) | Outcome::Refused(_) | Outcome::Failed { .. } => {
-            handshake::Error::AlreadyUsed.into()
-        }
-    }
 }
 
 impl Invitations {
@@ -316,57 +211,38 @@ impl Invitations {
         Self {
             clock: Box::new(clock),
             timeouts,
-            slot: Mutex::new(Slot::default()),
+            flow: Mutex::new(Inviting::default()),
             changed: watch::channel(0).0,
         }
+    }
+
+    /// Runs `step` on the flow at the clock's time, then wakes every waiter.
+    fn with<T>(&self, step: impl FnOnce(&mut Inviting, u64) -> T) -> T {
+        let now = (self.clock)();
+        let out = step(&mut self.lock(), now);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        out
+    }
+
+    fn remaining(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms).min(self.timeouts.max_wait)
     }
 
     /// Opens `invitation` for joiners, cancelling any older one (its waiting
     /// session is told the invitation is no longer valid).
     pub fn open(&self, invitation: Invitation) {
-        let mut slot = self.lock();
-        slot.next_generation += 1;
-        slot.current = Some(Current {
-            generation: slot.next_generation,
-            inviter: Inviter::new(invitation),
-            attempt: None,
-            outcome: None,
-        });
-        drop(slot);
-        self.notify();
+        self.with(|flow, _| flow.open(invitation));
     }
 
     /// Cancels the open invitation, if any.
     pub fn cancel(&self) {
-        let mut slot = self.lock();
-        if let Some(current) = slot.current.as_mut()
-            && current.outcome.is_none()
-        {
-            current.outcome = Some(Outcome::Cancelled);
-            drop(slot);
-            self.notify();
-        }
+        self.with(|flow, _| flow.cancel());
     }
 
     /// The open invitation's state, or `None` when no invitation is open (never
     /// created, or ended).
     pub async fn status(&self) -> Option<PendingInfo> {
-        let now = (self.clock)();
-        let mut slot = self.lock();
-        let current = slot.current.as_mut()?;
-        if current.settle(now) {
-            self.notify();
-        }
-        if current.outcome.is_some() {
-            return None;
-        }
-        let attempt = current.attempt.as_ref();
-        Some(PendingInfo {
-            joiner: attempt.map(|a| a.joiner),
-            name: attempt.map(|a| a.name.clone()),
-            code_needed: attempt.is_some_and(|a| a.stage == Stage::AwaitingCode),
-            expires_at_ms: current.inviter.invitation().expires_at_ms(),
-        })
+        self.with(|flow, now| flow.status(now))
     }
 
     /// The person typed `code` on this device. The right code releases the
@@ -374,50 +250,23 @@ impl Invitations {
     /// and the waiting device is told. Text that is not 6 digits is refused
     /// without burning anything.
     pub async fn confirm(&self, code: &str) -> Result<Confirmed, Error> {
-        let now = (self.clock)();
-        let mut slot = self.lock();
-        let current = self.still_open(&mut slot, now)?;
-        match current.inviter.confirm(code, now) {
-            Ok(confirmed) => {
-                if let Some(attempt) = current.attempt.as_mut() {
-                    attempt.stage = Stage::Confirmed;
-                }
-                self.notify();
-                Ok(confirmed)
-            }
-            Err(handshake::Error::NothingToConfirm) => Err(Error::NothingWaiting),
-            Err(e) => {
-                current.record_closing(&e);
-                self.notify();
-                Err(e.into())
-            }
-        }
+        Ok(self.with(|flow, now| flow.confirm(now, code))?)
     }
 
     /// Waits until the invitation open now ends and reports how; `None` if no
     /// invitation was ever opened.
     pub async fn wait(&self) -> Option<Outcome> {
         let mut changes = self.changed.subscribe();
-        let generation = self.lock().current.as_ref()?.generation;
+        let generation = self.lock().generation()?;
         loop {
-            let remaining = {
-                let now = (self.clock)();
-                let mut slot = self.lock();
-                let Some(current) = slot.current.as_mut().filter(|c| c.generation == generation)
-                else {
-                    return Some(Outcome::Cancelled);
-                };
-                if current.settle(now) {
-                    self.notify();
-                }
-                if let Some(outcome) = &current.outcome {
-                    return Some(outcome.clone());
-                }
-                current.remaining(now, self.timeouts.max_wait)
+            let now = (self.clock)();
+            let left = match self.lock().outcome(generation, now) {
+                Ok(outcome) => return Some(outcome.unwrap_or(Outcome::Cancelled)),
+                Err(left) => self.remaining(left),
             };
             tokio::select! {
                 _ = changes.changed() => {}
-                () = tokio::time::sleep(remaining) => {}
+                () = tokio::time::sleep(left) => {}
             }
         }
     }
@@ -448,7 +297,7 @@ impl Invitations {
             .await;
         if let Err(error) = &result {
             if let Some(generation) = session {
-                self.abandon(generation, peer);
+                self.with(|flow, now| flow.abandon(now, &mut OsRng, generation, peer));
             }
             if let Some(reason) = error.refusal_to_send() {
                 // The peer may already be gone; the session failed either way.
@@ -477,14 +326,22 @@ impl Invitations {
         let name = decode_join_request(&request)?;
 
         let hello = step(t, "the hello", read_frame(stream, MAX_JOINER_FRAME)).await?;
-        let hello = Message::decode(&hello)?;
-        let (generation, challenge) = self.start_attempt(peer, hello, name.clone())?;
+        let (generation, challenge) =
+            self.with(|flow, now| flow.hello(now, &mut OsRng, peer, &hello, name.clone()))?;
         *session = Some(generation);
         write_message(stream, &challenge).await?;
 
         let proof = step(t, "the proof", read_frame(stream, MAX_JOINER_FRAME)).await?;
-        let proof = Message::decode(&proof)?;
-        self.check_proof(generation, peer, proof, session)?;
+        if let Err((error, held)) =
+            self.with(|flow, now| flow.proof(now, &mut OsRng, generation, peer, &proof))
+        {
+            if !held {
+                // A wrong proof or the joiner's own refusal reopened the
+                // invitation; there is nothing left to abandon.
+                *session = None;
+            }
+            return Err(error.into());
+        }
 
         self.await_confirmation(generation, peer, stream).await?;
 
@@ -496,7 +353,7 @@ impl Invitations {
                 return Err(error);
             }
         };
-        let welcome = self.welcome(generation, peer, payload)?;
+        let welcome = self.with(|flow, _| flow.welcome(generation, peer, payload))?;
         if let Err(error) = write_message(stream, &welcome).await {
             self.finish(
                 generation,
@@ -514,87 +371,6 @@ impl Invitations {
         Ok(joined)
     }
 
-    /// Handles the hello: the attempt starts if the invitation is free.
-    fn start_attempt(
-        &self,
-        peer: DeviceId,
-        hello: Message,
-        name: String,
-    ) -> Result<(u64, Message), Error> {
-        let now = (self.clock)();
-        let mut slot = self.lock();
-        let current = self.still_open(&mut slot, now)?;
-        match current.inviter.handle(peer, hello, now, &mut OsRng) {
-            Ok(InviterEvent::Send(challenge)) => {
-                current.attempt = Some(Attempt {
-                    joiner: peer,
-                    name,
-                    stage: Stage::Challenged,
-                });
-                let generation = current.generation;
-                self.notify();
-                Ok((generation, challenge))
-            }
-            Ok(InviterEvent::AwaitingConfirmation { .. }) => {
-                Err(handshake::Error::UnexpectedMessage {
-                    got: "hello",
-                    state: "waiting for a joining device",
-                }
-                .into())
-            }
-            Err(e) => {
-                current.record_closing(&e);
-                self.notify();
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Handles the proof: the attempt then awaits the check code.
-    fn check_proof(
-        &self,
-        generation: u64,
-        peer: DeviceId,
-        proof: Message,
-        session: &mut Option<u64>,
-    ) -> Result<(), Error> {
-        let now = (self.clock)();
-        let mut slot = self.lock();
-        let current = current_of(&mut slot, generation)?;
-        if current.settle(now) {
-            self.notify();
-        }
-        if let Some(outcome) = &current.outcome {
-            return Err(ended(outcome));
-        }
-        let result = current.inviter.handle(peer, proof, now, &mut OsRng);
-        match result {
-            Ok(InviterEvent::AwaitingConfirmation { joiner, .. }) => {
-                if let Some(attempt) = current.attempt.as_mut().filter(|a| a.joiner == joiner) {
-                    attempt.stage = Stage::AwaitingCode;
-                }
-                self.notify();
-                Ok(())
-            }
-            Ok(InviterEvent::Send(message)) => Err(handshake::Error::UnexpectedMessage {
-                got: message.kind(),
-                state: "waiting for the joining device's proof",
-            }
-            .into()),
-            Err(e) => {
-                if !current.inviter.is_closed() && current.inviter.joiner().is_none() {
-                    // A wrong proof or the joiner's own refusal reopened the
-                    // invitation; there is nothing left to abandon.
-                    current.attempt = None;
-                    *session = None;
-                }
-                current.record_closing(&e);
-                self.notify();
-                Err(e.into())
-            }
-        }
-    }
-
     /// Waits for the person to confirm the code, for the invitation to end,
     /// or for the joiner to hang up, whichever comes first.
     async fn await_confirmation<S>(
@@ -608,33 +384,16 @@ impl Invitations {
     {
         let mut changes = self.changed.subscribe();
         loop {
-            let remaining = {
-                let now = (self.clock)();
-                let mut slot = self.lock();
-                let current = current_of(&mut slot, generation)?;
-                if current.settle(now) {
-                    self.notify();
-                }
-                match &current.outcome {
-                    // The waiting joiner hears why: a wrong code, expiry...
-                    Some(Outcome::Refused(reason)) => {
-                        return Err(refusal_error(*reason).into());
-                    }
-                    Some(outcome) => return Err(ended(outcome)),
-                    None => {}
-                }
-                match &current.attempt {
-                    Some(a) if a.joiner == peer && a.stage == Stage::Confirmed => return Ok(()),
-                    Some(a) if a.joiner == peer => {}
-                    _ => return Err(Error::Cancelled),
-                }
-                current.remaining(now, self.timeouts.max_wait)
+            let now = (self.clock)();
+            let left = match self.lock().waiting(now, generation, peer)? {
+                Waiting::Confirmed => return Ok(()),
+                Waiting::For(ms) => self.remaining(ms),
             };
             // The joiner sends nothing while it waits: any frame or the end
             // of the stream means it left.
             tokio::select! {
                 _ = changes.changed() => {}
-                () = tokio::time::sleep(remaining) => {}
+                () = tokio::time::sleep(left) => {}
                 frame = read_frame(stream, MAX_JOINER_FRAME) => {
                     return Err(joiner_left(frame));
                 }
@@ -642,121 +401,31 @@ impl Invitations {
         }
     }
 
-    fn welcome(&self, generation: u64, peer: DeviceId, payload: Vec<u8>) -> Result<Message, Error> {
-        let mut slot = self.lock();
-        // The invitation was replaced after the device was admitted; it is a
-        // member now but gets no state from this session.
-        let current = current_of(&mut slot, generation)?;
-        match current.inviter.welcome(payload) {
-            Ok(welcome) => Ok(welcome),
-            Err(e) => {
-                let error = Error::from(e);
-                current.outcome = Some(failed(peer, &error));
-                self.notify();
-                Err(error)
-            }
-        }
-    }
-
     /// Records how the invitation of `generation` ended, if it is still the
     /// current one.
     fn finish(&self, generation: u64, outcome: Outcome) {
-        let mut slot = self.lock();
-        if let Ok(current) = current_of(&mut slot, generation) {
-            current.outcome.get_or_insert(outcome);
-            drop(slot);
-            self.notify();
-        }
+        self.with(|flow, _| flow.finish(generation, outcome));
     }
 
-    /// The session of `peer` failed before confirmation: free the invitation
-    /// for another attempt.
-    fn abandon(&self, generation: u64, peer: DeviceId) {
-        let mut slot = self.lock();
-        let Ok(current) = current_of(&mut slot, generation) else {
-            return;
-        };
-        let ours = current
-            .attempt
-            .as_ref()
-            .is_some_and(|a| a.joiner == peer && a.stage != Stage::Confirmed);
-        if !ours || current.outcome.is_some() {
-            return;
-        }
-        // The state machine reopens when the active joiner refuses; that is
-        // exactly what a vanished joiner amounts to.
-        let gone = Message::Refused {
-            reason: Refusal::Protocol,
-        };
-        let _ = current
-            .inviter
-            .handle(peer, gone, (self.clock)(), &mut OsRng);
-        current.attempt = None;
-        drop(slot);
-        self.notify();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        // Every update leaves the slot consistent, so a panic elsewhere while
+    fn lock(&self) -> MutexGuard<'_, Inviting> {
+        // Every update leaves the flow consistent, so a panic elsewhere while
         // holding the lock does not make it unusable.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The current invitation, settled at `now`, if it is still open.
-    fn still_open<'s>(&self, slot: &'s mut Slot, now: u64) -> Result<&'s mut Current, Error> {
-        let current = slot.current.as_mut().ok_or(Error::NoInvitation)?;
-        if current.settle(now) {
-            self.notify();
-        }
-        match &current.outcome {
-            Some(outcome) => Err(ended(outcome)),
-            None => Ok(current),
-        }
-    }
-
-    fn notify(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.flow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl std::fmt::Debug for Invitations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let slot = self.lock();
         f.debug_struct("Invitations")
-            .field(
-                "current",
-                &slot
-                    .current
-                    .as_ref()
-                    .map(|c| (c.generation, c.inviter.joiner(), c.outcome.clone())),
-            )
+            .field("current", &self.lock().describe())
             .finish_non_exhaustive()
     }
-}
-
-fn current_of(slot: &mut Slot, generation: u64) -> Result<&mut Current, Error> {
-    slot.current
-        .as_mut()
-        .filter(|c| c.generation == generation)
-        .ok_or(Error::Cancelled)
 }
 
 fn failed(device: DeviceId, error: &Error) -> Outcome {
     Outcome::Failed {
         device,
         reason: error.to_string(),
-    }
-}
-
-/// The local error matching a refusal the inviter decided on.
-fn refusal_error(reason: Refusal) -> handshake::Error {
-    match reason {
-        Refusal::Expired => handshake::Error::Expired,
-        Refusal::AlreadyUsed => handshake::Error::AlreadyUsed,
-        Refusal::Busy => handshake::Error::Busy,
-        Refusal::WrongProof => handshake::Error::WrongProof,
-        Refusal::WrongCode => handshake::Error::WrongCode,
-        Refusal::PeerMismatch | Refusal::Protocol => handshake::Error::Refused(reason),
     }
 }
 
@@ -774,16 +443,6 @@ fn joiner_left(frame: Result<Vec<u8>, Error>) -> Error {
             Err(e) => e.into(),
         },
     }
-}
-
-fn decode_join_request(bytes: &[u8]) -> Result<String, Error> {
-    let (request, rest): (JoinRequest, _) =
-        postcard::take_from_bytes(bytes).map_err(Error::JoinRequest)?;
-    if !rest.is_empty() {
-        return Err(Error::JoinRequest(postcard::Error::DeserializeBadEncoding));
-    }
-    // The peer's word is not trusted to be clean.
-    Ok(clean_device_name(&request.name))
 }
 
 /// Pairs with the inviter `peer` over `stream` as device `me`.
@@ -845,11 +504,7 @@ async fn run_join<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = JoinRequest {
-        name: clean_device_name(name),
-    };
-    let request = postcard::to_stdvec(&request).map_err(Error::JoinRequest)?;
-    write_frame(stream, &request).await?;
+    write_frame(stream, &encode_join_request(name)).await?;
     write_message(stream, &hello).await?;
 
     let challenge = step(
@@ -1396,7 +1051,7 @@ mod tests {
         let code = s.code.recv().await.unwrap();
         let info = f.code_needed().await;
         let name = info.name.unwrap();
-        assert_eq!(name, clean_device_name(long));
+        assert_eq!(name, hearth_crypto::membership::clean_device_name(long));
         assert!(name.len() <= hearth_crypto::membership::MAX_DEVICE_NAME_LEN);
         f.invitations.confirm(&code.to_string()).await.unwrap();
         assert_eq!(s.finish().await.0.unwrap().name, name);
@@ -1423,12 +1078,7 @@ mod tests {
     }
 
     fn name_frame() -> Vec<u8> {
-        frame(
-            &postcard::to_stdvec(&JoinRequest {
-                name: "x".to_owned(),
-            })
-            .unwrap(),
-        )
+        frame(&encode_join_request("x"))
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Pairing in the simulation: new devices join an account through the
-//! node's own handshake ([`hearth_crypto::pairing`]), with the message flow
-//! of the node's driver (`node/src/pairing.rs`).
+//! node's own inviting flow ([`hearth_crdt::node::pairing::Inviting`]: the
+//! join request, hello, proof, the wait for the code, the welcome) and the
+//! joiner's handshake ([`hearth_crypto::pairing::Joiner`]), as the daemon's
+//! driver (`node/src/pairing.rs`) runs them.
 //!
 //! ```text
 //! joiner                                   inviter
@@ -21,11 +23,12 @@
 //! burns the invitation and the joiner is refused. Either way the joiner
 //! starts over with a fresh invitation after `retry_delay_ms`.
 
-use hearth_crypto::identity::DeviceId;
-use hearth_crypto::membership::{Log, clean_device_name};
-use hearth_crypto::pairing::{
-    self as handshake, CheckCode, Inviter, InviterEvent, Joiner, JoinerEvent, Message, Refusal,
+use hearth_crdt::node::pairing::{
+    Inviting, SessionError, decode_join_request, encode_join_request,
 };
+use hearth_crypto::identity::DeviceId;
+use hearth_crypto::membership::Log;
+use hearth_crypto::pairing::{self as handshake, CheckCode, Joiner, JoinerEvent, Message, Refusal};
 use hearth_crypto::ticket::Invitation;
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -36,9 +39,6 @@ use super::{
 };
 use crate::check::{self, AccessViolation, Verdict};
 use crate::scenario::Scenario;
-
-/// Longest frame the inviter reads from a joiner, as in the node.
-const MAX_JOINER_FRAME: usize = 256;
 
 /// One join of the scenario, across its attempts.
 #[derive(Debug)]
@@ -53,12 +53,16 @@ pub(super) struct JoinState {
     /// The number of the current attempt (stale frames carry older ones).
     attempt_no: u32,
     current: Option<Attempt>,
+    /// The inviting device's flow for this join: the node's own.
+    inviting: Inviting,
 }
 
 /// One attempt: one invitation, one pairing connection.
 #[derive(Debug)]
 struct Attempt {
-    inviter: Inviter,
+    /// The invitation's generation in [`JoinState::inviting`], once the
+    /// inviter took the hello.
+    generation: Option<u64>,
     joiner: Joiner,
     name: Option<String>,
     last_arrival: [Time; 2],
@@ -145,6 +149,7 @@ pub(super) fn add_joiners(
             abandoned: false,
             attempt_no: 0,
             current: None,
+            inviting: Inviting::default(),
         });
     }
     states
@@ -210,14 +215,14 @@ impl World {
                 let read = Invitation::decode(&invitation.encode()).map_err(|e| e.to_string())?;
                 let (joiner, hello) = Joiner::start(read, joiner_id, now_ms, &mut self.rng)
                     .map_err(|e| e.to_string())?;
-                Ok((Inviter::new(invitation), joiner, hello))
+                Ok((invitation, joiner, hello))
             });
         let st = &mut self.joins[j as usize];
         st.attempts += 1;
         st.attempt_no += 1;
         st.first_start.get_or_insert(self.now);
         self.counters.pairing_attempts += 1;
-        let (inviter_sm, joiner_sm, hello) = match started {
+        let (invitation, joiner_sm, hello) = match started {
             Ok(parts) => parts,
             Err(why) => {
                 self.pairing_violations
@@ -231,16 +236,16 @@ impl World {
         // The pairing connection opens after a dial delay.
         let dial = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
         let attempt = st.attempt_no;
+        st.inviting.open(invitation);
         st.current = Some(Attempt {
-            inviter: inviter_sm,
+            generation: None,
             joiner: joiner_sm,
             name: None,
             last_arrival: [self.now + dial; 2],
             confirmed: false,
             entries_before,
         });
-        let name = clean_device_name(&format!("joined-{j}"));
-        self.pair_send(j, attempt, 0, name.into_bytes());
+        self.pair_send(j, attempt, 0, encode_join_request(&format!("joined-{j}")));
         self.pair_send(j, attempt, 0, hello.encode());
     }
 
@@ -349,44 +354,52 @@ impl World {
     fn inviter_receives(&mut self, j: u32, attempt: u32, frame: Vec<u8>) {
         let now_ms = self.now_ms();
         let joiner_id = self.nodes[self.joins[j as usize].node as usize].id;
-        let Some(a) = self.joins[j as usize].current.as_mut() else {
+        let st = &mut self.joins[j as usize];
+        let Some(a) = st.current.as_mut() else {
             return;
         };
-        if a.name.is_none() {
-            // The join request: a bounded UTF-8 name, cleaned, as the node
-            // records it.
-            match std::str::from_utf8(&frame) {
-                Ok(name) if frame.len() <= MAX_JOINER_FRAME => {
-                    a.name = Some(clean_device_name(name));
+        let Some(name) = a.name.clone() else {
+            // The join request: a bounded name, cleaned, as the node records it.
+            match decode_join_request(&frame) {
+                Ok(name) => a.name = Some(name),
+                Err(e) => {
+                    let refusal = e.refusal_to_send();
+                    self.refuse(j, attempt, 1, refusal);
                 }
-                _ => self.pair_failed(j),
             }
             return;
-        }
-        let result = if frame.len() > MAX_JOINER_FRAME {
-            Err(handshake::Error::TooLong {
-                len: frame.len(),
-                max: MAX_JOINER_FRAME,
-            })
-        } else {
-            Message::decode(&frame)
-                .and_then(|m| a.inviter.handle(joiner_id, m, now_ms, &mut self.rng))
         };
-        match result {
-            Ok(InviterEvent::Send(reply)) => self.pair_send(j, attempt, 1, reply.encode()),
-            Ok(InviterEvent::AwaitingConfirmation { .. }) => {
-                let delay = self.scenario.joins[j as usize].human_delay_ms;
-                let d = sample(&mut self.rng, delay, US_PER_MS);
-                self.push(d.max(1), Kind::PairConfirm { join: j, attempt });
+        match a.generation {
+            None => match st
+                .inviting
+                .hello(now_ms, &mut self.rng, joiner_id, &frame, name)
+            {
+                Ok((generation, challenge)) => {
+                    a.generation = Some(generation);
+                    self.pair_send(j, attempt, 1, challenge.encode());
+                }
+                Err(e) => self.refuse(j, attempt, 1, e.refusal_to_send()),
+            },
+            Some(generation) => {
+                match st
+                    .inviting
+                    .proof(now_ms, &mut self.rng, generation, joiner_id, &frame)
+                {
+                    Ok(()) => {
+                        let delay = self.scenario.joins[j as usize].human_delay_ms;
+                        let d = sample(&mut self.rng, delay, US_PER_MS);
+                        self.push(d.max(1), Kind::PairConfirm { join: j, attempt });
+                    }
+                    Err((e, _)) => self.refuse(j, attempt, 1, e.refusal_to_send()),
+                }
             }
-            Err(e) => self.refuse(j, attempt, 1, &e),
         }
     }
 
     /// A step failed on one side: tell the other side when the node would,
     /// then end the attempt.
-    fn refuse(&mut self, j: u32, attempt: u32, dir: usize, error: &handshake::Error) {
-        if let Some(reason) = error.refusal() {
+    fn refuse(&mut self, j: u32, attempt: u32, dir: usize, refusal: Option<Refusal>) {
+        if let Some(reason) = refusal {
             // The refusal goes out; the attempt is over either way, so it
             // is not waited for.
             self.pair_send(j, attempt, dir, Message::Refused { reason }.encode());
@@ -408,7 +421,10 @@ impl World {
             Err(handshake::Error::Refused(Refusal::WrongCode)) => {
                 // Both ends are over: the inviter burned the invitation,
                 // the joiner was refused. Start again with a new one.
-                let closed = a.inviter.is_closed() && a.joiner.is_done();
+                let now_ms = self.now / 1_000;
+                let st = &mut self.joins[j as usize];
+                let done = st.current.as_ref().is_some_and(|a| a.joiner.is_done());
+                let closed = st.inviting.status(now_ms).is_none() && done;
                 if !closed {
                     self.pairing_violations.push(format!(
                         "join {j}: a wrong code left the invitation or the joiner open"
@@ -417,7 +433,7 @@ impl World {
                 self.joins[j as usize].current = None;
                 self.retry(j);
             }
-            Err(e) => self.refuse(j, attempt, 0, &e),
+            Err(e) => self.refuse(j, attempt, 0, e.refusal()),
         }
     }
 
@@ -443,7 +459,8 @@ impl World {
         };
         let offset = self.rng.gen_range(1..1_000_000u32);
         let now_ms = self.now_ms();
-        let Some(a) = self.joins[j as usize].current.as_mut() else {
+        let st = &mut self.joins[j as usize];
+        let Some(a) = st.current.as_mut() else {
             return;
         };
         let Some(shown) = a.joiner.code() else {
@@ -455,14 +472,14 @@ impl World {
             shown.value()
         };
         let typed = format!("{typed:0width$}", width = CheckCode::DIGITS);
-        match a.inviter.confirm(&typed, now_ms) {
+        match st.inviting.confirm(now_ms, &typed) {
             Ok(confirmed) => {
                 a.confirmed = true;
                 let name = a.name.clone().unwrap_or_default();
                 self.admit(j, attempt, inviter, confirmed.joiner, &name);
             }
             Err(e) => {
-                if matches!(e, handshake::Error::WrongCode) {
+                if matches!(e, SessionError::Handshake(handshake::Error::WrongCode)) {
                     self.counters.pairings_refused += 1;
                     let joiner_id = self.nodes[node as usize].id;
                     let now = entries_about(self.nodes[inviter as usize].core.log(), &joiner_id);
@@ -471,13 +488,13 @@ impl World {
                             "join {j}: a refused attempt changed the log's entries for the device"
                         ));
                     }
-                    if let Some(reason) = e.refusal() {
+                    if let Some(reason) = e.refusal_to_send() {
                         self.pair_send(j, attempt, 1, Message::Refused { reason }.encode());
                     }
                     // The joiner's answer to the refusal ends the attempt;
                     // if the refusal is lost, the break does.
                 } else {
-                    self.refuse(j, attempt, 1, &e);
+                    self.refuse(j, attempt, 1, e.refusal_to_send());
                 }
             }
         }
@@ -504,14 +521,16 @@ impl World {
             }
         }
         let payload = self.nodes[inviter as usize].core.log().encode();
-        let welcome = self.joins[j as usize]
+        let st = &mut self.joins[j as usize];
+        let welcome = st
             .current
-            .as_mut()
-            .map(|a| a.inviter.welcome(payload));
+            .as_ref()
+            .and_then(|a| a.generation)
+            .map(|generation| st.inviting.welcome(generation, device, payload));
         let frame = match welcome {
             Some(Ok(m)) => m.encode(),
             Some(Err(e)) => {
-                self.refuse(j, attempt, 1, &e);
+                self.refuse(j, attempt, 1, e.refusal_to_send());
                 return;
             }
             None => return,
@@ -731,8 +750,9 @@ mod tests {
         let (join, attempt) = confirm.unwrap();
         world.joins[0].wrong_left = 1;
         world.pair_confirm(join, attempt);
+        let now_ms = world.now / 1_000;
+        assert!(world.joins[0].inviting.status(now_ms).is_none(), "burnt");
         let a = world.joins[0].current.as_ref().unwrap();
-        assert!(a.inviter.is_closed());
         assert!(!a.joiner.is_done());
         while let Some(ev) = world.queue.pop() {
             world.now = ev.at;
