@@ -50,6 +50,8 @@ mod reconnect;
 /// P3: reopen to ready, and memory.
 mod reopen;
 mod report;
+/// The README's tables, generated from `--out` reports.
+mod table;
 mod wire;
 
 use report::Outcome;
@@ -99,6 +101,13 @@ enum Command {
     P11,
     /// Every scenario, in order (the default).
     All,
+    /// Print the markdown tables of `bench/README.md` from JSON reports
+    /// written with `--out`.
+    Table {
+        /// The reports.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Internal: run a node as `hearth up` does (used when target/release/hearth is absent).
     #[command(hide = true)]
     Daemon {
@@ -186,6 +195,10 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Some(Command::Probe { home, what }) => {
             reopen::probe(&home, what)?;
+            return Ok(true);
+        }
+        Some(Command::Table { files }) => {
+            print!("{}", table::render(&files)?);
             return Ok(true);
         }
         Some(Command::P1) => vec![Scenario::P1],

@@ -138,6 +138,10 @@ pub struct ApiConfig {
     /// Most records one `_find`, `_all_docs` or `_changes` page returns when the
     /// client asks for no limit. Default 100 000.
     pub max_page: usize,
+    /// Seconds `hearth pair confirm` (`POST /_hearth/pair/confirm`) waits,
+    /// after the right code, for the new device to take its welcome.
+    /// Default 30.
+    pub pair_confirm_wait_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +150,7 @@ impl Default for ApiConfig {
             max_body_bytes: 32 * 1024 * 1024,
             max_concurrent_requests: 64,
             max_page: 100_000,
+            pair_confirm_wait_secs: 30,
         }
     }
 }
@@ -341,7 +346,12 @@ impl Config {
         let e = &self.engine;
         let n = &self.net;
         let p = &self.pairing;
-        let rules: [(bool, &'static str, &'static str); 17] = [
+        let rules: [(bool, &'static str, &'static str); 18] = [
+            (
+                (1..=3600).contains(&self.api.pair_confirm_wait_secs),
+                "api.pair_confirm_wait_secs",
+                "between 1 and 3600 seconds",
+            ),
             (
                 (1..=3600).contains(&p.step_timeout_secs)
                     && (1..=3600).contains(&p.welcome_slack_secs),

@@ -15,8 +15,6 @@ use serde_json::json;
 use super::{ApiError, ApiResult, AppState};
 use crate::mesh::Mesh;
 
-/// How long `pair/confirm` waits for the welcome to reach the new device.
-const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad json: {e}")))
@@ -144,7 +142,8 @@ pub(super) async fn pair_confirm(State(state): State<AppState>, body: Bytes) -> 
         .confirm(request.code.trim())
         .await
         .map_err(ApiError::Pairing)?;
-    let outcome = tokio::time::timeout(CONFIRM_WAIT, mesh.invitations().wait())
+    let wait = Duration::from_secs(state.config.pair_confirm_wait_secs);
+    let outcome = tokio::time::timeout(wait, mesh.invitations().wait())
         .await
         .ok()
         .flatten();
