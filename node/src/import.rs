@@ -289,21 +289,13 @@ impl<R: BufRead> Reader<R> {
                 };
                 self.line = line;
                 if top {
-                    // The input is one value, not an array.
-                    let value: Value =
-                        serde_json::from_slice(text).map_err(|source| Error::BadJson {
-                            name: name.clone(),
-                            line,
-                            source,
-                        })?;
-                    if !value.is_object() {
-                        return Err(Error::NotAnArray {
-                            name: name.clone(),
-                            line,
-                            kind: kind(&value),
-                        });
-                    }
-                    return Ok(Some(value));
+                    // The input is one value, not an array: one record.
+                    return object(name, line, text).map(Some).map_err(|e| match e {
+                        Error::NotAnObject { name, line, kind } => {
+                            Error::NotAnArray { name, line, kind }
+                        }
+                        other => other,
+                    });
                 }
                 object(name, line, text).map(Some)
             }

@@ -157,7 +157,7 @@ impl Node {
         check_size(&self.config, &id, &body)?;
         let loaded = self.collection_mut(doctype, now)?;
         let written = loaded.data.put(&id, body, mode, now)?;
-        let out = self.commit(now, doctype, std::slice::from_ref(&written));
+        let out = self.commit(now, doctype, [&written]);
         Ok((written, out))
     }
 
@@ -216,12 +216,8 @@ impl Node {
             });
             results.push(outcome.map_err(|error| BulkError { id, error }));
         }
-        let written: Vec<Written> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .cloned()
-            .collect();
-        let out = self.commit(now, doctype, &written);
+        let written = results.iter().filter_map(|r| r.as_ref().ok());
+        let out = self.commit(now, doctype, written);
         Ok((results, out))
     }
 
@@ -245,7 +241,7 @@ impl Node {
             .data
             .delete(id, rev, now)
             .map_err(|e| in_collection(doctype, e))?;
-        let out = self.commit(now, doctype, std::slice::from_ref(&written));
+        let out = self.commit(now, doctype, [&written]);
         Ok((written, out))
     }
 
@@ -282,7 +278,7 @@ impl Node {
             name: name.clone(),
             fields,
         });
-        let out = self.commit(now, doctype, &[]);
+        let out = self.commit(now, doctype, []);
         Ok(((name, true), out))
     }
 
@@ -346,7 +342,12 @@ impl Node {
     /// compacted saves), one changes-feed entry per record in `written`,
     /// and its catalog entry, as one batch; then offers the changed shards
     /// to every open session.
-    pub(super) fn commit(&mut self, now: Millis, name: &str, written: &[Written]) -> Outputs {
+    pub(super) fn commit<'w>(
+        &mut self,
+        now: Millis,
+        name: &str,
+        written: impl IntoIterator<Item = &'w Written>,
+    ) -> Outputs {
         let mut batch = Batch::default();
         let shards = self.stage(name, written, &mut batch);
         let mut out = Outputs::default();
@@ -359,7 +360,12 @@ impl Node {
 
     /// Adds to `batch` the writes that make `name`'s in-memory changes
     /// durable; returns the shards whose chunks were taken.
-    pub(super) fn stage(&mut self, name: &str, written: &[Written], batch: &mut Batch) -> Vec<u16> {
+    pub(super) fn stage<'w>(
+        &mut self,
+        name: &str,
+        written: impl IntoIterator<Item = &'w Written>,
+        batch: &mut Batch,
+    ) -> Vec<u16> {
         let (after, min) = (
             self.config.compact_after_chunks,
             self.config.compact_min_bytes,

@@ -36,12 +36,11 @@ pub(super) struct Row {
 /// The rows that store `batch` (changes of `collection` in increasing,
 /// consecutive sequence order) under their keys.
 pub(super) fn rows(collection: &str, batch: &[&Change]) -> Result<Vec<crate::store::Row>, Error> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    // Consecutive runs only; the core numbers one commit's changes so.
-    for i in 1..=batch.len() {
-        if i == batch.len() || batch[i].seq != batch[i - 1].seq + 1 {
-            let run = &batch[start..i];
+    // One row per run of consecutive numbers; the core numbers one commit's
+    // changes so.
+    batch
+        .chunk_by(|a, b| b.seq == a.seq + 1)
+        .map(|run| {
             let row = Row {
                 first: run[0].seq,
                 entries: run
@@ -49,14 +48,12 @@ pub(super) fn rows(collection: &str, batch: &[&Change]) -> Result<Vec<crate::sto
                     .map(|c| (c.id.clone(), c.rev.clone(), c.deleted))
                     .collect(),
             };
-            out.push((
+            Ok((
                 keys::change_key(collection, run[run.len() - 1].seq)?,
                 serde_json::to_vec(&row)?,
-            ));
-            start = i;
-        }
-    }
-    Ok(out)
+            ))
+        })
+        .collect()
 }
 
 /// Result of a changes-feed read.
@@ -175,7 +172,6 @@ pub(super) fn migrate(store: &Store) -> Result<(), Error> {
             name.as_bytes(),
             &serde_json::to_vec(&meta)?,
         )?;
-        txn.remove_prefix(Table::ChangesV1, &keys::change_prefix(&name)?)?;
     }
     txn.remove_prefix(Table::ChangesV1, b"")?;
     txn.commit()?;
