@@ -149,11 +149,6 @@ impl Node {
         self.sessions.keys()
     }
 
-    /// The session's traffic so far, if `peer` has one.
-    pub fn session_stats(&self, peer: &DeviceId) -> Option<sync::Stats> {
-        self.sessions.get(peer).map(|p| p.session.stats())
-    }
-
     pub(super) fn peer_of_session(&self, session: SessionId) -> Option<DeviceId> {
         self.sessions
             .iter()

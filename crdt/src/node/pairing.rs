@@ -270,7 +270,7 @@ fn ended(outcome: &Outcome) -> SessionError {
 }
 
 /// The local error matching a refusal the inviter decided on.
-pub fn refusal_error(reason: Refusal) -> handshake::Error {
+fn refusal_error(reason: Refusal) -> handshake::Error {
     match reason {
         Refusal::Expired => handshake::Error::Expired,
         Refusal::AlreadyUsed => handshake::Error::AlreadyUsed,

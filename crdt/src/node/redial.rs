@@ -71,11 +71,6 @@ impl<K: Ord + Clone> Redial<K> {
         }
     }
 
-    /// The bounds in force.
-    pub fn backoff(&self) -> &Backoff {
-        &self.backoff
-    }
-
     fn jitter(delay_ms: u64, rng: &mut impl RngCore) -> u64 {
         let half = delay_ms / 2;
         let span = delay_ms - half;
