@@ -20,7 +20,8 @@
 //!   changes feed, where every changed record gets its own sequence number.
 //! - [`mesh`]: sync sessions, forwarding what one peer sent to the others,
 //!   and membership changes (pairing's admission, removal, merged logs).
-//! - [`pairing`]: the rules of a new invitation.
+//! - [`pairing`]: the rules of a new invitation and the inviting device's
+//!   flow, which the node holds ([`Node::inviting`], [`Node::admit`]).
 //! - [`redial`]: the one redial and backoff policy of the mesh.
 //! - [`catalog`]: the per-collection entry a store keeps beside the chunks.
 //!
@@ -245,6 +246,9 @@ pub enum Error {
     /// An invitation could not be made.
     #[error(transparent)]
     Invite(#[from] pairing::Error),
+    /// A step of the inviting flow failed.
+    #[error(transparent)]
+    Pairing(#[from] pairing::SessionError),
     /// A stored collection does not load.
     #[error("collection {collection} does not load: {reason}")]
     Damaged {
@@ -424,6 +428,7 @@ pub struct Node {
     collections: BTreeMap<String, Loaded>,
     sessions: BTreeMap<DeviceId, mesh::Peer>,
     published: Members,
+    inviting: pairing::Inviting,
     config: Config,
 }
 
@@ -440,6 +445,7 @@ impl Node {
             collections: BTreeMap::new(),
             sessions: BTreeMap::new(),
             published,
+            inviting: pairing::Inviting::default(),
             config,
         }
     }

@@ -182,7 +182,8 @@ fn node_error(e: &node::Error) -> Response {
         | E::Query(_)
         | E::IndexExists { .. }
         | E::TooManyIndexes { .. }
-        | E::Invite(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
+        | E::Invite(_)
+        | E::Pairing(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
         E::Damaged { .. } => {
             tracing::error!(error = %e, "internal error");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

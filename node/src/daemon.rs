@@ -214,8 +214,8 @@ async fn start_mesh(
             }
         }
     }
-    let invitations = std::sync::Arc::new(crate::pairing::Invitations::with_timeouts(
-        || crate::engine::now_ms().max(0) as u64,
+    let invitations = std::sync::Arc::new(crate::pairing::Invitations::new(
+        engine.clone(),
         config.pairing.timeouts(),
     ));
     Ok(Mesh::start(

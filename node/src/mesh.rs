@@ -38,7 +38,10 @@ use hearth_crdt::node::redial::{Backoff, Redial};
 
 use crate::engine::{Handle, Members};
 use crate::net::{self, Admission};
-use crate::pairing::Invitations;
+
+/// The daemon's pairing driver: the core's inviting flow, reached through
+/// the engine.
+pub type Invitations = crate::pairing::Invitations<Handle>;
 
 /// What the mesh tasks share.
 #[derive(Clone)]
@@ -123,11 +126,11 @@ impl Mesh {
         self.mdns
     }
 
-    /// Opens `invitation` (replacing any other) and admits pending joiners
-    /// until it ends.
-    pub fn open_invitation(&self, invitation: hearth_crypto::ticket::Invitation) {
+    /// Follows `invitation`, which the core just opened (replacing any
+    /// other), and admits pending joiners until it ends.
+    pub fn open_invitation(&self, invitation: &hearth_crypto::ticket::Invitation) {
         let expires_at_ms = invitation.expires_at_ms();
-        self.invitations.open(invitation);
+        self.invitations.opened();
         self.admission.set_pairing(true);
         if let Ok(mut last) = self.last_outcome.lock() {
             *last = None;
@@ -288,14 +291,9 @@ impl Mesh {
             };
             let mesh = self.clone();
             tokio::spawn(async move {
-                let engine = mesh.engine.clone();
-                let admit = move |joiner: DeviceId, name: String| {
-                    let engine = engine.clone();
-                    async move { engine.add_device(joiner, name).await }
-                };
                 // Admission closes when the ticket expires (see
                 // `open_invitation`), not when one session ends.
-                if let Err(e) = mesh.invitations.serve(device, stream, admit).await {
+                if let Err(e) = mesh.invitations.serve(device, stream).await {
                     tracing::info!(%peer, error = %e, "pairing session ended");
                 }
             });

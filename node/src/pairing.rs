@@ -33,8 +33,8 @@
 //!
 //! # The inviting side
 //!
-//! [`Invitations`] lives in the daemon and holds at most one invitation; opening
-//! a new one cancels the old. Each inbound `/hearth/pair/1` stream runs
+//! The node holds at most one invitation; opening a new one
+//! ([`Node::invite`]) cancels the old. Each inbound `/hearth/pair/1` stream runs
 //! [`Invitations::serve`]. The first device to prove the secret holds the
 //! invitation until it completes or leaves; others get `Busy`. When its proof
 //! verifies, the session waits, at most until the invitation expires, for
@@ -45,18 +45,20 @@
 //! [`Invitations::status`] and [`Invitations::wait`] let `hearth pair` follow
 //! along: prompt for the code when a device is waiting, report how it ended.
 //!
-//! Time comes from a clock function given to [`Invitations::new`], so tests
-//! control expiry; timers sleep in real time until the expiry that clock
-//! implies.
+//! The flow itself (who holds the invitation, how far the attempt got, how
+//! it ended) is the core's ([`hearth_crdt::node::pairing::Inviting`], held
+//! by the node). [`Invitations`] asks the core at every step, through a
+//! [`Core`]: the engine in the daemon, so time is the core's time; timers
+//! sleep in real time until the expiry the core reports.
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use hearth_crdt::node::pairing::{
     Inviting, SessionError, Waiting, decode_join_request, encode_join_request,
 };
+use hearth_crdt::node::{self, Millis, Node, Outputs};
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::pairing::{
     self as handshake, CheckCode, Confirmed, Joiner, JoinerEvent, MAX_MESSAGE_LEN, Message, Refusal,
@@ -136,9 +138,13 @@ pub enum Error {
     /// The invitation was cancelled or replaced by a newer one mid-session.
     #[error("the invitation was cancelled or replaced by a newer one")]
     Cancelled,
-    /// `admit` (adding the device to the account) failed.
+    /// The core could not admit the device (adding it to the account, or
+    /// making that durable, failed), or it stopped.
     #[error("could not add the new device to the account: {0}")]
-    Admit(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Admit(#[source] CoreError),
+    /// The core could not run a step of the flow (it stopped).
+    #[error("the node could not run the pairing step: {0}")]
+    Core(#[source] CoreError),
 }
 
 impl Error {
@@ -160,7 +166,8 @@ impl Error {
             | Error::Closed
             | Error::Timeout { .. }
             | Error::NothingWaiting
-            | Error::Admit(_) => None,
+            | Error::Admit(_)
+            | Error::Core(_) => None,
         }
     }
 }
@@ -182,67 +189,97 @@ impl From<SessionError> for Error {
     }
 }
 
-/// The inviting device's open invitation and the sessions using it: the
-/// core's [`Inviting`] flow behind a lock, with a clock, a change signal that
-/// waiting sessions and `hearth pair` follow, and the streams.
+/// The node core that holds the inviting flow, as this driver reaches it.
+///
+/// The daemon's is the engine ([`crate::engine::Handle`]): each step runs on
+/// the engine thread, at the engine's clock, and whatever the step asks to
+/// persist is durable before its answer comes back. Tests of this driver
+/// give a bare [`Node`] with a clock of their own.
+pub trait Core: Send + Sync + 'static {
+    /// Runs `step` on the node at the current time, performs its outputs,
+    /// and returns its answer; an error is the step's, or the core's own
+    /// (it stopped, a batch did not persist).
+    fn run<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Node, Millis) -> Result<(T, Outputs), node::Error> + Send + 'static,
+    ) -> impl Future<Output = Result<T, CoreError>> + Send;
+}
+
+/// Why the core could not run a step: its own error type, boxed.
+pub type CoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The driver of the inviting side: moves the core's flow
+/// ([`Node::inviting`]) over the streams of joining devices, with a change
+/// signal that waiting sessions and `hearth pair` follow. It keeps no flow
+/// state: every step asks the core.
 ///
 /// Shared by the daemon's stream handlers and its API; all methods take
-/// `&self`. The lock is never held across an await.
-pub struct Invitations {
-    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+/// `&self`.
+pub struct Invitations<C> {
+    core: C,
     timeouts: Timeouts,
-    flow: Mutex<Inviting>,
-    /// Bumped on every state change; sessions and waiters watch it.
+    /// Bumped on every step; sessions and waiters watch it.
     changed: watch::Sender<u64>,
 }
 
-impl Invitations {
-    /// An empty holder; `clock` gives the current time in ms since the Unix
-    /// epoch.
-    pub fn new(clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        Self::with_timeouts(clock, Timeouts::default())
-    }
-
-    /// [`Invitations::new`] with these time-outs.
-    pub fn with_timeouts(
-        clock: impl Fn() -> u64 + Send + Sync + 'static,
-        timeouts: Timeouts,
-    ) -> Self {
+impl<C: Core> Invitations<C> {
+    /// The driver of `core`'s invitations, with these time-outs.
+    pub fn new(core: C, timeouts: Timeouts) -> Self {
         Self {
-            clock: Box::new(clock),
+            core,
             timeouts,
-            flow: Mutex::new(Inviting::default()),
             changed: watch::channel(0).0,
         }
     }
 
-    /// Runs `step` on the flow at the clock's time, then wakes every waiter.
-    fn with<T>(&self, step: impl FnOnce(&mut Inviting, u64) -> T) -> T {
-        let now = (self.clock)();
-        let out = step(&mut self.lock(), now);
+    /// Runs `step` on the core's flow at the core's time, then wakes every
+    /// waiter.
+    async fn with<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Inviting, u64, &mut OsRng) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let answer = self.ask(step).await;
+        self.opened();
+        answer
+    }
+
+    /// Runs `step` on the core's flow at the core's time, waking nobody:
+    /// for the questions waiters ask, which would otherwise wake themselves.
+    async fn ask<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Inviting, u64, &mut OsRng) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.core
+            .run(move |node, now| {
+                let answer = step(node.inviting(), now.max(0) as u64, &mut OsRng);
+                Ok((answer, Outputs::default()))
+            })
+            .await
+            .map_err(Error::Core)
+    }
+
+    /// Tells waiters that the flow changed outside this driver: the core
+    /// opened a new invitation ([`Node::invite`]).
+    pub fn opened(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
-        out
     }
 
     fn remaining(&self, ms: u64) -> Duration {
         Duration::from_millis(ms).min(self.timeouts.max_wait)
     }
 
-    /// Opens `invitation` for joiners, cancelling any older one (its waiting
-    /// session is told the invitation is no longer valid).
-    pub fn open(&self, invitation: Invitation) {
-        self.with(|flow, _| flow.open(invitation));
-    }
-
     /// Cancels the open invitation, if any.
-    pub fn cancel(&self) {
-        self.with(|flow, _| flow.cancel());
+    pub async fn cancel(&self) -> Result<bool, Error> {
+        self.with(|flow, _, _| flow.cancel()).await
     }
 
-    /// The open invitation's state, or `None` when no invitation is open (never
-    /// created, or ended).
+    /// The open invitation's state, or `None` when no invitation is open
+    /// (never created, or ended) or the core is gone.
     pub async fn status(&self) -> Option<PendingInfo> {
-        self.with(|flow, now| flow.status(now))
+        self.ask(|flow, now, _| flow.status(now))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The person typed `code` on this device. The right code releases the
@@ -250,19 +287,26 @@ impl Invitations {
     /// and the waiting device is told. Text that is not 6 digits is refused
     /// without burning anything.
     pub async fn confirm(&self, code: &str) -> Result<Confirmed, Error> {
-        Ok(self.with(|flow, now| flow.confirm(now, code))?)
+        let code = code.to_owned();
+        Ok(self
+            .with(move |flow, now, _| flow.confirm(now, &code))
+            .await??)
     }
 
     /// Waits until the invitation open now ends and reports how; `None` if no
     /// invitation was ever opened.
     pub async fn wait(&self) -> Option<Outcome> {
         let mut changes = self.changed.subscribe();
-        let generation = self.lock().generation()?;
+        let generation = self.ask(|flow, _, _| flow.generation()).await.ok()??;
         loop {
-            let now = (self.clock)();
-            let left = match self.lock().outcome(generation, now) {
-                Ok(outcome) => return Some(outcome.unwrap_or(Outcome::Cancelled)),
-                Err(left) => self.remaining(left),
+            let left = match self
+                .ask(move |flow, now, _| flow.outcome(generation, now))
+                .await
+            {
+                Ok(Ok(outcome)) => return Some(outcome.unwrap_or(Outcome::Cancelled)),
+                Ok(Err(left)) => self.remaining(left),
+                // The core stopped: the invitation ended with it.
+                Err(_) => return Some(Outcome::Cancelled),
             };
             tokio::select! {
                 _ = changes.changed() => {}
@@ -275,29 +319,20 @@ impl Invitations {
     ///
     /// Reads the join request and hello, answers the challenge, checks the
     /// proof, then waits (at most until the invitation expires) for
-    /// [`Invitations::confirm`]. Once confirmed it calls `admit(device, name)`,
-    /// which adds the device to the account and returns the welcome payload,
-    /// and sends the welcome. Any refusal is sent to the peer before the
-    /// stream is closed.
-    pub async fn serve<S, A, F, E>(
-        &self,
-        peer: DeviceId,
-        mut stream: S,
-        admit: A,
-    ) -> Result<Joined, Error>
+    /// [`Invitations::confirm`]. Once confirmed the core admits the device
+    /// ([`Node::admit`]); the welcome leaves once that is durable. Any
+    /// refusal is sent to the peer before the stream is closed.
+    pub async fn serve<S>(&self, peer: DeviceId, mut stream: S) -> Result<Joined, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
-        A: FnOnce(DeviceId, String) -> F,
-        F: Future<Output = Result<Vec<u8>, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut session = None;
-        let result = self
-            .run_session(peer, &mut stream, admit, &mut session)
-            .await;
+        let result = self.run_session(peer, &mut stream, &mut session).await;
         if let Err(error) = &result {
             if let Some(generation) = session {
-                self.with(|flow, now| flow.abandon(now, &mut OsRng, generation, peer));
+                let _ = self
+                    .with(move |flow, now, rng| flow.abandon(now, rng, generation, peer))
+                    .await;
             }
             if let Some(reason) = error.refusal_to_send() {
                 // The peer may already be gone; the session failed either way.
@@ -308,32 +343,31 @@ impl Invitations {
         result
     }
 
-    async fn run_session<S, A, F, E>(
+    async fn run_session<S>(
         &self,
         peer: DeviceId,
         stream: &mut S,
-        admit: A,
         session: &mut Option<u64>,
     ) -> Result<Joined, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
-        A: FnOnce(DeviceId, String) -> F,
-        F: Future<Output = Result<Vec<u8>, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let t = self.timeouts.step;
         let request = step(t, "the join request", read_frame(stream, MAX_JOINER_FRAME)).await?;
         let name = decode_join_request(&request)?;
 
         let hello = step(t, "the hello", read_frame(stream, MAX_JOINER_FRAME)).await?;
-        let (generation, challenge) =
-            self.with(|flow, now| flow.hello(now, &mut OsRng, peer, &hello, name.clone()))?;
+        let named = name.clone();
+        let (generation, challenge) = self
+            .with(move |flow, now, rng| flow.hello(now, rng, peer, &hello, named))
+            .await??;
         *session = Some(generation);
         write_message(stream, &challenge).await?;
 
         let proof = step(t, "the proof", read_frame(stream, MAX_JOINER_FRAME)).await?;
-        if let Err((error, held)) =
-            self.with(|flow, now| flow.proof(now, &mut OsRng, generation, peer, &proof))
+        if let Err((error, held)) = self
+            .with(move |flow, now, rng| flow.proof(now, rng, generation, peer, &proof))
+            .await?
         {
             if !held {
                 // A wrong proof or the joiner's own refusal reopened the
@@ -345,15 +379,20 @@ impl Invitations {
 
         self.await_confirmation(generation, peer, stream).await?;
 
-        let payload = match admit(peer, name.clone()).await {
-            Ok(payload) => payload,
-            Err(e) => {
-                let error = Error::Admit(e.into());
-                self.finish(generation, failed(peer, &error));
+        let admitted = self
+            .core
+            .run(move |node, now| node.admit(now, generation, peer))
+            .await;
+        self.opened();
+        let welcome = match admitted {
+            Ok(Ok(welcome)) => welcome,
+            Ok(Err(error)) => return Err(error.into()),
+            Err(error) => {
+                let error = Error::Admit(error);
+                self.finish(generation, failed(peer, &error)).await;
                 return Err(error);
             }
         };
-        let welcome = self.with(|flow, _| flow.welcome(generation, peer, payload))?;
         if let Err(error) = write_message(stream, &welcome).await {
             self.finish(
                 generation,
@@ -363,11 +402,13 @@ impl Invitations {
                         "the device was added but its welcome could not be delivered: {error}"
                     ),
                 },
-            );
+            )
+            .await;
             return Err(error);
         }
         let joined = Joined { device: peer, name };
-        self.finish(generation, Outcome::Joined(joined.clone()));
+        self.finish(generation, Outcome::Joined(joined.clone()))
+            .await;
         Ok(joined)
     }
 
@@ -384,8 +425,10 @@ impl Invitations {
     {
         let mut changes = self.changed.subscribe();
         loop {
-            let now = (self.clock)();
-            let left = match self.lock().waiting(now, generation, peer)? {
+            let left = match self
+                .ask(move |flow, now, _| flow.waiting(now, generation, peer))
+                .await??
+            {
                 Waiting::Confirmed => return Ok(()),
                 Waiting::For(ms) => self.remaining(ms),
             };
@@ -403,21 +446,17 @@ impl Invitations {
 
     /// Records how the invitation of `generation` ended, if it is still the
     /// current one.
-    fn finish(&self, generation: u64, outcome: Outcome) {
-        self.with(|flow, _| flow.finish(generation, outcome));
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inviting> {
-        // Every update leaves the flow consistent, so a panic elsewhere while
-        // holding the lock does not make it unusable.
-        self.flow.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn finish(&self, generation: u64, outcome: Outcome) {
+        let _ = self
+            .with(move |flow, _, _| flow.finish(generation, outcome))
+            .await;
     }
 }
 
-impl std::fmt::Debug for Invitations {
+impl<C> std::fmt::Debug for Invitations<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Invitations")
-            .field("current", &self.lock().describe())
+            .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -607,9 +646,9 @@ fn eof_is_closed(error: std::io::Error) -> Error {
 mod tests {
     use super::*;
     use hearth_crypto::identity::DeviceKey;
-    use hearth_crypto::membership::AccountId;
+    use hearth_crypto::membership::{AccountId, Log};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::DuplexStream;
     use tokio::sync::mpsc;
     use tokio::task::JoinHandle;
@@ -640,43 +679,79 @@ mod tests {
         (a.compat(), b.compat())
     }
 
+    /// A bare core: the real node logic, with a clock of its own and no
+    /// store (a batch counts as durable at once).
+    struct Bare {
+        node: std::sync::Mutex<Node>,
+        clock: AtomicU64,
+    }
+
+    impl Core for Arc<Bare> {
+        async fn run<T: Send + 'static>(
+            &self,
+            step: impl FnOnce(&mut Node, Millis) -> Result<(T, Outputs), node::Error> + Send + 'static,
+        ) -> Result<T, CoreError> {
+            let now = self.clock.load(Ordering::SeqCst) as Millis;
+            let mut node = self.node.lock().unwrap();
+            let (answer, _durable) = step(&mut node, now)?;
+            Ok(answer)
+        }
+    }
+
+    /// The welcome's payload is the inviter's log, which lists the new
+    /// device under `name`.
+    fn assert_welcome(payload: &[u8], name: &str) {
+        let log = Log::decode(payload).unwrap();
+        assert!(
+            log.members().iter().any(|m| m.name == name),
+            "{name} is not in the welcome's log"
+        );
+    }
+
     struct Fixture {
-        invitations: Arc<Invitations>,
-        clock: Arc<AtomicU64>,
-        admitted: Arc<AtomicBool>,
+        invitations: Arc<Invitations<Arc<Bare>>>,
+        core: Arc<Bare>,
     }
 
     impl Fixture {
+        /// An inviting device (`id(1)`) with `invitation(9)` open.
         fn new() -> Self {
-            let clock = Arc::new(AtomicU64::new(NOW));
-            let read = clock.clone();
-            let invitations = Arc::new(Invitations::new(move || read.load(Ordering::SeqCst)));
-            invitations.open(invitation(9));
-            Self {
-                invitations,
-                clock,
-                admitted: Arc::new(AtomicBool::new(false)),
-            }
+            let f = Self::empty(Log::genesis(&DeviceKey::from_bytes(&[1; 32]), "inviter", 0));
+            f.open(invitation(9));
+            f
+        }
+
+        /// An inviting device whose account log is `log`, with no invitation.
+        fn empty(log: Log) -> Self {
+            let key = DeviceKey::from_bytes(&[1; 32]);
+            let node = Node::new(key, "inviter", log, node::Config::default());
+            let core = Arc::new(Bare {
+                node: std::sync::Mutex::new(node),
+                clock: AtomicU64::new(NOW),
+            });
+            let invitations = Arc::new(Invitations::new(core.clone(), Timeouts::default()));
+            Self { invitations, core }
+        }
+
+        /// Opens `invitation` in the core, as [`Node::invite`] does.
+        fn open(&self, invitation: Invitation) {
+            self.core.node.lock().unwrap().inviting().open(invitation);
+            self.invitations.opened();
         }
 
         fn set_clock(&self, ms: u64) {
-            self.clock.store(ms, Ordering::SeqCst);
+            self.core.clock.store(ms, Ordering::SeqCst);
         }
 
-        /// The inviter's side of a session with `peer`; `admit` records that
-        /// it ran and returns a payload naming the device.
+        /// Whether the core admitted `id(2)`.
+        fn admitted(&self) -> bool {
+            self.core.node.lock().unwrap().log().is_member(&id(2))
+        }
+
+        /// The inviter's side of a session with `peer`.
         fn serve(&self, peer: DeviceId, stream: Pipe) -> JoinHandle<Result<Joined, Error>> {
             let invitations = self.invitations.clone();
-            let admitted = self.admitted.clone();
-            tokio::spawn(async move {
-                invitations
-                    .serve(peer, stream, move |device, name| async move {
-                        admitted.store(true, Ordering::SeqCst);
-                        assert_eq!(device, peer);
-                        Ok::<_, std::io::Error>(format!("welcome {name}").into_bytes())
-                    })
-                    .await
-            })
+            tokio::spawn(async move { invitations.serve(peer, stream).await })
         }
 
         /// Connects joiner `me` holding `ticket`, with its clock at `now_ms`.
@@ -753,7 +828,7 @@ mod tests {
 
         // Nothing secret before confirmation: admit has not run, no welcome.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!f.admitted());
         assert!(!s.joined.is_finished());
         assert!(!waiter.is_finished());
 
@@ -761,13 +836,13 @@ mod tests {
         let confirmed = f.invitations.confirm(&code.to_string()).await.unwrap();
         assert_eq!(confirmed.joiner, id(2));
         let (served, joined) = s.finish().await;
-        assert_eq!(joined.unwrap(), b"welcome laptop");
+        assert_welcome(&joined.unwrap(), "laptop");
         let expected = Joined {
             device: id(2),
             name: "laptop".to_owned(),
         };
         assert_eq!(served.unwrap(), expected);
-        assert!(f.admitted.load(Ordering::SeqCst));
+        assert!(f.admitted());
         assert_eq!(waiter.await.unwrap(), Some(Outcome::Joined(expected)));
         assert_eq!(f.invitations.status().await, None);
     }
@@ -823,7 +898,7 @@ mod tests {
             served,
             Err(Error::Handshake(handshake::Error::WrongCode))
         ));
-        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!f.admitted());
         assert_eq!(
             f.invitations.wait().await,
             Some(Outcome::Refused(Refusal::WrongCode))
@@ -834,7 +909,7 @@ mod tests {
         let next = f.join(id(3), invitation(9), "phone", NOW);
         let (_, joined) = next.finish().await;
         assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
-        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!f.admitted());
     }
 
     #[tokio::test]
@@ -876,7 +951,7 @@ mod tests {
         let (served, joined) = s.finish().await;
         assert_eq!(joined.unwrap_err().refused(), Some(Refusal::Expired));
         assert!(served.is_err());
-        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!f.admitted());
         assert_eq!(f.invitations.wait().await, Some(Outcome::Expired));
     }
 
@@ -901,7 +976,7 @@ mod tests {
         assert_eq!(info.joiner, Some(id(2)));
         f.invitations.confirm(&code.to_string()).await.unwrap();
         let (served, joined) = first.finish().await;
-        assert_eq!(joined.unwrap(), b"welcome laptop");
+        assert_welcome(&joined.unwrap(), "laptop");
         assert_eq!(served.unwrap().device, id(2));
     }
 
@@ -926,7 +1001,7 @@ mod tests {
         let code = second.code.recv().await.unwrap();
         f.code_needed().await;
         f.invitations.confirm(&code.to_string()).await.unwrap();
-        assert_eq!(second.finish().await.1.unwrap(), b"welcome phone");
+        assert_welcome(&second.finish().await.1.unwrap(), "phone");
     }
 
     #[tokio::test]
@@ -959,7 +1034,7 @@ mod tests {
         let mut s = f.join(id(2), invitation(9), "laptop", NOW);
         s.code.recv().await.unwrap();
         f.code_needed().await;
-        f.invitations.open(invitation(7));
+        f.open(invitation(7));
         let (served, joined) = s.finish().await;
         assert!(matches!(served, Err(Error::Cancelled)));
         assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
@@ -971,7 +1046,8 @@ mod tests {
 
     #[tokio::test]
     async fn no_invitation_and_nothing_waiting_are_clear_errors() {
-        let invitations = Arc::new(Invitations::new(|| NOW));
+        let f = Fixture::empty(Log::genesis(&DeviceKey::from_bytes(&[1; 32]), "inviter", 0));
+        let invitations = f.invitations.clone();
         assert_eq!(invitations.wait().await, None);
         assert_eq!(invitations.status().await, None);
         assert!(matches!(
@@ -979,16 +1055,7 @@ mod tests {
             Err(Error::NoInvitation)
         ));
         let (inviter_end, joiner_end) = pipe();
-        let served = {
-            let invitations = invitations.clone();
-            tokio::spawn(async move {
-                invitations
-                    .serve(id(2), inviter_end, |_, _| async {
-                        Ok::<_, std::io::Error>(Vec::new())
-                    })
-                    .await
-            })
-        };
+        let served = f.serve(id(2), inviter_end);
         let joined = join(
             joiner_end,
             id(2),
@@ -1002,7 +1069,7 @@ mod tests {
         assert_eq!(joined.unwrap_err().refused(), Some(Refusal::AlreadyUsed));
         assert!(matches!(served.await.unwrap(), Err(Error::NoInvitation)));
 
-        invitations.open(invitation(9));
+        f.open(invitation(9));
         let err = invitations.confirm("123456").await.unwrap_err();
         assert!(matches!(err, Error::NothingWaiting));
         assert_eq!(err.to_string(), "no device is waiting for a check code");
@@ -1010,18 +1077,16 @@ mod tests {
 
     #[tokio::test]
     async fn admit_failure_sends_nothing_and_is_reported() {
-        let f = Fixture::new();
+        // The joiner's key was removed from the account once: it can never
+        // be admitted again, so the core refuses at the admission step.
+        let key = DeviceKey::from_bytes(&[1; 32]);
+        let mut log = Log::genesis(&key, "inviter", 0);
+        log.add_device(&key, id(2), "old laptop", 1).unwrap();
+        log.remove_device(&key, id(2), 2).unwrap();
+        let f = Fixture::empty(log);
+        f.open(invitation(9));
         let (inviter_end, joiner_end) = pipe();
-        let served = {
-            let invitations = f.invitations.clone();
-            tokio::spawn(async move {
-                invitations
-                    .serve(id(2), inviter_end, |_, _| async {
-                        Err::<Vec<u8>, _>(std::io::Error::other("log is full"))
-                    })
-                    .await
-            })
-        };
+        let served = f.serve(id(2), inviter_end);
         let (codes, mut code) = mpsc::channel(1);
         let joined = tokio::spawn(join(
             joiner_end,
@@ -1039,7 +1104,7 @@ mod tests {
         assert!(matches!(joined.await.unwrap(), Err(Error::Closed)));
         assert!(matches!(
             f.invitations.wait().await,
-            Some(Outcome::Failed { device, reason }) if device == id(2) && reason.contains("log is full")
+            Some(Outcome::Failed { device, reason }) if device == id(2) && reason.contains("cannot be re-added")
         ));
     }
 
@@ -1131,7 +1196,7 @@ mod tests {
 
         // None of it touched the invitation.
         assert!(f.invitations.status().await.unwrap().joiner.is_none());
-        assert!(!f.admitted.load(Ordering::SeqCst));
+        assert!(!f.admitted());
     }
 
     /// Runs `join` against a fake inviter that answers the hello with `reply`.

@@ -8,11 +8,14 @@
 //!   the join request (bounded, cleaned name), the hello, the proof, the
 //!   wait for the person's code, the welcome, and how the invitation ended.
 //!   The handshake's cryptography is `hearth_crypto::pairing`'s state
-//!   machines; the daemon's `pairing` module and the simulator both drive
-//!   this flow over their streams, with their clocks and RNGs.
-//! - Admitting the device once its code is confirmed is
-//!   [`Node::add_device`], whose batch must be durable before the welcome
-//!   leaves.
+//!   machines.
+//! - The node holds that flow ([`Node::inviting`]): [`Node::invite`] opens
+//!   it, and every step a driver takes on it goes through the node, with the
+//!   time of that call. The daemon's `pairing` module and the simulator
+//!   carry the frames and keep no flow state of their own.
+//! - Admitting the device once its code is confirmed is [`Node::admit`]:
+//!   the membership change, whose batch must be durable before the welcome
+//!   it returns leaves.
 
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::clean_device_name;
@@ -22,7 +25,7 @@ use hearth_crypto::pairing::{
 use hearth_crypto::ticket::{self, Invitation};
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Millis, Node};
+use super::{Millis, Node, Outputs};
 
 /// Shortest life of an invitation, in seconds.
 pub const MIN_TTL_S: u64 = 1;
@@ -52,9 +55,10 @@ pub enum Error {
 
 impl Node {
     /// A new invitation to this account, valid `ttl_s` seconds from `now`,
-    /// naming the first addresses of `addrs` a ticket can carry.
+    /// naming the first addresses of `addrs` a ticket can carry. It is the
+    /// node's open invitation from now on; an older one is cancelled.
     pub fn invite(
-        &self,
+        &mut self,
         now: Millis,
         rng: &mut (impl CryptoRng + RngCore),
         ttl_s: u64,
@@ -72,13 +76,63 @@ impl Node {
             return Err(Error::NoAddress);
         }
         let expires_at_ms = now.max(0) as u64 + ttl_s * 1000;
-        Ok(Invitation::generate(
+        let invitation = Invitation::generate(
             self.log.account_id(),
             self.key.id(),
             addrs,
             expires_at_ms,
             rng,
-        )?)
+        )?;
+        self.inviting.open(invitation.clone());
+        Ok(invitation)
+    }
+
+    /// The inviting flow: the open invitation and the attempt using it.
+    pub fn inviting(&mut self) -> &mut Inviting {
+        &mut self.inviting
+    }
+
+    /// Admits the device of the confirmed attempt of `generation` to the
+    /// account and makes its welcome, which carries the account's log. A
+    /// device that is a member already (an earlier welcome was lost) is
+    /// welcomed again.
+    ///
+    /// The outputs hold the membership change: the welcome may leave only
+    /// once its batch is durable. A welcome that cannot be made after the
+    /// device was added (the log outgrew a welcome) is the answer's error,
+    /// with the outputs still to perform; the invitation then ended as
+    /// [`Outcome::Failed`].
+    pub fn admit(
+        &mut self,
+        now: Millis,
+        generation: u64,
+        peer: DeviceId,
+    ) -> Result<(Result<Message, SessionError>, Outputs), super::Error> {
+        let name = self
+            .inviting
+            .confirmed(now.max(0) as u64, generation, peer)?;
+        // A device admitted by an earlier attempt whose welcome was lost
+        // is welcomed again, with nothing to change.
+        let added = if self.log.is_member(&peer) {
+            Ok((std::sync::Arc::clone(&self.log), Outputs::default()))
+        } else {
+            self.add_device(now, peer, &name)
+        };
+        let (log, out) = match added {
+            Ok(added) => added,
+            Err(error) => {
+                self.inviting.finish(
+                    generation,
+                    Outcome::Failed {
+                        device: peer,
+                        reason: format!("could not add the new device to the account: {error}"),
+                    },
+                );
+                return Err(error);
+            }
+        };
+        let welcome = self.inviting.welcome(generation, peer, log.encode());
+        Ok((welcome, out))
     }
 }
 
@@ -514,9 +568,29 @@ impl Inviting {
         }
     }
 
+    /// The name of `peer`'s attempt of `generation`, once its code was
+    /// confirmed; otherwise why it may not be admitted.
+    pub fn confirmed(
+        &mut self,
+        now_ms: u64,
+        generation: u64,
+        peer: DeviceId,
+    ) -> Result<String, SessionError> {
+        match self.waiting(now_ms, generation, peer)? {
+            Waiting::Confirmed => {}
+            Waiting::For(_) => return Err(SessionError::NothingWaiting),
+        }
+        let current = self.of(generation)?;
+        Ok(current
+            .attempt
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_default())
+    }
+
     /// The welcome carrying `payload` (the account's log, which lists the
     /// admitted device), for the confirmed attempt of `generation`.
-    pub fn welcome(
+    fn welcome(
         &mut self,
         generation: u64,
         peer: DeviceId,
@@ -608,7 +682,7 @@ mod tests {
 
     #[test]
     fn an_invitation_names_the_account_and_expires_after_its_ttl() {
-        let n = node();
+        let mut n = node();
         let addr = "/ip4/127.0.0.1/tcp/4001".to_string();
         let inv = n
             .invite(1_000, &mut rand_core::OsRng, 60, vec![addr.clone()])
@@ -620,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_ttl_out_of_bounds_or_no_address_is_refused() {
-        let n = node();
+        let mut n = node();
         let addr = vec!["/ip4/127.0.0.1/tcp/4001".to_string()];
         for ttl in [0, MAX_TTL_S + 1] {
             let e = n
@@ -638,15 +712,16 @@ mod tests {
     #[test]
     fn the_flow_burns_on_a_wrong_code_and_welcomes_on_the_right_one() {
         use hearth_crypto::pairing::{Joiner, JoinerEvent};
-        let n = node();
+        let mut n = node();
         let addr = vec!["/ip4/127.0.0.1/tcp/4001".to_string()];
         let joiner_id = DeviceKey::from_bytes(&[6; 32]).id();
-        let mut flow = Inviting::default();
         for wrong in [true, false] {
             let inv = n
                 .invite(0, &mut rand_core::OsRng, 60, addr.clone())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let opened = flow.open(inv.clone());
+            let opened = n.inviting().generation().unwrap_or_default();
+            let inviter = n.id();
+            let flow = n.inviting();
             let (mut joiner, hello) = Joiner::start(inv, joiner_id, 0, &mut rand_core::OsRng)
                 .unwrap_or_else(|e| panic!("{e}"));
             let name = decode_join_request(&encode_join_request("phone"))
@@ -656,7 +731,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(generation, opened);
             let JoinerEvent::ShowCode { reply, code } = joiner
-                .handle(n.id(), challenge)
+                .handle(inviter, challenge)
                 .unwrap_or_else(|e| panic!("{e}"))
             else {
                 panic!("no code shown");
@@ -691,22 +766,33 @@ mod tests {
                 flow.waiting(5, generation, joiner_id).ok(),
                 Some(Waiting::Confirmed)
             );
-            let welcome = flow
-                .welcome(generation, joiner_id, b"log".to_vec())
+            let (welcome, out) = n
+                .admit(5, generation, joiner_id)
                 .unwrap_or_else(|e| panic!("{e}"));
+            let welcome = welcome.unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                matches!(out.items.first(), Some(crate::node::Output::Persist(_))),
+                "the membership change is persisted before the welcome leaves"
+            );
+            assert!(n.log().is_member(&joiner_id));
             let joined = Joined {
                 device: joiner_id,
                 name: "phone".into(),
             };
-            flow.finish(generation, Outcome::Joined(joined.clone()));
+            n.inviting()
+                .finish(generation, Outcome::Joined(joined.clone()));
             assert_eq!(
-                flow.outcome(generation, 6),
+                n.inviting().outcome(generation, 6),
                 Ok(Some(Outcome::Joined(joined)))
             );
             let event = joiner
-                .handle(n.id(), welcome)
+                .handle(inviter, welcome)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert!(matches!(event, JoinerEvent::Welcomed { payload } if payload == b"log"));
+            let JoinerEvent::Welcomed { payload } = event else {
+                panic!("no welcome");
+            };
+            let log = Log::decode(&payload).unwrap_or_else(|e| panic!("{e}"));
+            assert!(log.is_member(&joiner_id));
         }
     }
 }

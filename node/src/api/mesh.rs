@@ -108,7 +108,7 @@ pub(super) async fn pair_open(State(state): State<AppState>, body: Bytes) -> Api
         "expires_at_ms": expires_at_ms,
         "addrs": invitation.addrs(),
     });
-    mesh.open_invitation(invitation);
+    mesh.open_invitation(&invitation);
     Ok(Json(body).into_response())
 }
 

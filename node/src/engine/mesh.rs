@@ -7,7 +7,7 @@
 //! become core inputs, and the member set the core publishes reaches the
 //! network layer through [`Handle::members`].
 
-use hearth_crdt::node::{self, Input};
+use hearth_crdt::node::{self, Input, Node, Outputs};
 use hearth_crypto::identity::DeviceId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -169,18 +169,19 @@ impl Handle {
         .await
     }
 
-    /// A new invitation to this account for `ttl_s` seconds, naming `addrs`
-    /// (see [`hearth_crdt::node::Node::invite`]).
+    /// A new invitation to this account for `ttl_s` seconds, naming `addrs`;
+    /// it is the core's open invitation from now on (see
+    /// [`hearth_crdt::node::Node::invite`]).
     pub async fn invite(
         &self,
         ttl_s: u64,
         addrs: Vec<String>,
     ) -> Result<hearth_crypto::ticket::Invitation, Error> {
         self.call(move |e| {
-            let invitation = e
-                .core
-                .invite(now_ms(), &mut rand::rngs::OsRng, ttl_s, addrs);
-            Ok(invitation.map_err(node::Error::from)?)
+            e.run(|n, now, rng| {
+                let invitation = n.invite(now, rng, ttl_s, addrs)?;
+                Ok((invitation, Outputs::default()))
+            })
         })
         .await
     }
@@ -222,5 +223,16 @@ impl Handle {
     /// The account's member set, updated on every change.
     pub fn members(&self) -> watch::Receiver<Members> {
         self.members.clone()
+    }
+}
+
+/// The inviting flow lives in the core; the pairing driver reaches it
+/// through the engine thread, whose batches are durable before each answer.
+impl crate::pairing::Core for Handle {
+    async fn run<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Node, i64) -> Result<(T, Outputs), node::Error> + Send + 'static,
+    ) -> Result<T, crate::pairing::CoreError> {
+        Ok(self.call(move |e| e.run(|n, now, _| step(n, now))).await?)
     }
 }

@@ -1,8 +1,10 @@
 //! Pairing in the simulation: new devices join an account through the
-//! node's own inviting flow ([`hearth_crdt::node::pairing::Inviting`]: the
-//! join request, hello, proof, the wait for the code, the welcome) and the
-//! joiner's handshake ([`hearth_crypto::pairing::Joiner`]), as the daemon's
-//! driver (`node/src/pairing.rs`) runs them.
+//! inviting flow the inviter's core holds ([`core::Node::invite`],
+//! [`core::Node::inviting`]: the join request, hello, proof, the wait for
+//! the code; [`core::Node::admit`]: the membership change and the welcome)
+//! and the joiner's handshake ([`hearth_crypto::pairing::Joiner`]), as the
+//! daemon's driver (`node/src/pairing.rs`) runs them. This module carries
+//! the frames and keeps no flow state of its own.
 //!
 //! ```text
 //! joiner                                   inviter
@@ -10,22 +12,20 @@
 //!                                  ◀──     Challenge
 //!   Proof (shows the check code)   ──▶     AwaitingConfirmation
 //!                                          … human delay: the person types the code …
-//!                                          right code: add_device, persist the log
+//!                                          right code: admit, persist the log
 //!                                  ◀──     Welcome { encoded log }   (after the fsync)
 //!   adopts the log, syncs as a member
 //! ```
 //!
-//! Each attempt is one invitation ([`Invitation::generate`] with the seeded
-//! RNG, encoded to a ticket and decoded on the joiner, as a person copying
-//! it would) and one pairing connection whose frames arrive in order after
+//! Each attempt is one invitation (made by the inviter's core with the
+//! seeded RNG, encoded to a ticket and decoded on the joiner, as a person
+//! copying it would) and one pairing connection whose frames arrive in order after
 //! the network's latency. A transport fault on a pairing frame, a device
 //! going down, or a partition between the two ends the attempt; a wrong code
 //! burns the invitation and the joiner is refused. Either way the joiner
 //! starts over with a fresh invitation after `retry_delay_ms`.
 
-use hearth_crdt::node::pairing::{
-    Inviting, SessionError, decode_join_request, encode_join_request,
-};
+use hearth_crdt::node::pairing::{SessionError, decode_join_request, encode_join_request};
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::Log;
 use hearth_crypto::pairing::{self as handshake, CheckCode, Joiner, JoinerEvent, Message, Refusal};
@@ -53,15 +53,13 @@ pub(super) struct JoinState {
     /// The number of the current attempt (stale frames carry older ones).
     attempt_no: u32,
     current: Option<Attempt>,
-    /// The inviting device's flow for this join: the node's own.
-    inviting: Inviting,
 }
 
 /// One attempt: one invitation, one pairing connection.
 #[derive(Debug)]
 struct Attempt {
-    /// The invitation's generation in [`JoinState::inviting`], once the
-    /// inviter took the hello.
+    /// The invitation's generation in the inviter's flow, once the inviter
+    /// took the hello.
     generation: Option<u64>,
     joiner: Joiner,
     name: Option<String>,
@@ -149,7 +147,6 @@ pub(super) fn add_joiners(
             abandoned: false,
             attempt_no: 0,
             current: None,
-            inviting: Inviting::default(),
         });
     }
     states
@@ -203,12 +200,13 @@ impl World {
         }
         let (node, inviter) = (st.node, st.inviter);
         let now_ms = self.now_ms();
-        let account = self.nodes[inviter as usize].core.log().account_id();
-        let inviter_id = self.nodes[inviter as usize].id;
         let joiner_id = self.nodes[node as usize].id;
-        let expiry = now_ms + (spec.invitation_ttl_s * 1_000.0).round() as u64;
+        let ttl_s = spec.invitation_ttl_s.round() as u64;
         let addrs = vec![format!("/sim/device/{inviter}")];
-        let started = Invitation::generate(account, inviter_id, addrs, expiry, &mut self.rng)
+        let now = self.core_now();
+        let started = self.nodes[inviter as usize]
+            .core
+            .invite(now, &mut self.rng, ttl_s, addrs)
             .map_err(|e| e.to_string())
             .and_then(|invitation| {
                 // The person copies the ticket to the new device.
@@ -236,7 +234,7 @@ impl World {
         // The pairing connection opens after a dial delay.
         let dial = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
         let attempt = st.attempt_no;
-        st.inviting.open(invitation);
+        drop(invitation);
         st.current = Some(Attempt {
             generation: None,
             joiner: joiner_sm,
@@ -354,7 +352,9 @@ impl World {
     fn inviter_receives(&mut self, j: u32, attempt: u32, frame: Vec<u8>) {
         let now_ms = self.now_ms();
         let joiner_id = self.nodes[self.joins[j as usize].node as usize].id;
+        let inviter = self.joins[j as usize].inviter;
         let st = &mut self.joins[j as usize];
+        let flow = self.nodes[inviter as usize].core.inviting();
         let Some(a) = st.current.as_mut() else {
             return;
         };
@@ -370,10 +370,7 @@ impl World {
             return;
         };
         match a.generation {
-            None => match st
-                .inviting
-                .hello(now_ms, &mut self.rng, joiner_id, &frame, name)
-            {
+            None => match flow.hello(now_ms, &mut self.rng, joiner_id, &frame, name) {
                 Ok((generation, challenge)) => {
                     a.generation = Some(generation);
                     self.pair_send(j, attempt, 1, challenge.encode());
@@ -381,10 +378,7 @@ impl World {
                 Err(e) => self.refuse(j, attempt, 1, e.refusal_to_send()),
             },
             Some(generation) => {
-                match st
-                    .inviting
-                    .proof(now_ms, &mut self.rng, generation, joiner_id, &frame)
-                {
+                match flow.proof(now_ms, &mut self.rng, generation, joiner_id, &frame) {
                     Ok(()) => {
                         let delay = self.scenario.joins[j as usize].human_delay_ms;
                         let d = sample(&mut self.rng, delay, US_PER_MS);
@@ -424,7 +418,8 @@ impl World {
                 let now_ms = self.now / 1_000;
                 let st = &mut self.joins[j as usize];
                 let done = st.current.as_ref().is_some_and(|a| a.joiner.is_done());
-                let closed = st.inviting.status(now_ms).is_none() && done;
+                let flow = self.nodes[st.inviter as usize].core.inviting();
+                let closed = flow.status(now_ms).is_none() && done;
                 if !closed {
                     self.pairing_violations.push(format!(
                         "join {j}: a wrong code left the invitation or the joiner open"
@@ -472,11 +467,14 @@ impl World {
             shown.value()
         };
         let typed = format!("{typed:0width$}", width = CheckCode::DIGITS);
-        match st.inviting.confirm(now_ms, &typed) {
+        match self.nodes[inviter as usize]
+            .core
+            .inviting()
+            .confirm(now_ms, &typed)
+        {
             Ok(confirmed) => {
                 a.confirmed = true;
-                let name = a.name.clone().unwrap_or_default();
-                self.admit(j, attempt, inviter, confirmed.joiner, &name);
+                self.admit(j, attempt, inviter, confirmed.joiner);
             }
             Err(e) => {
                 if matches!(e, SessionError::Handshake(handshake::Error::WrongCode)) {
@@ -500,40 +498,38 @@ impl World {
         }
     }
 
-    /// The right code: the inviter adds the device to the log, persists it,
-    /// offers it to its sessions, and sends the welcome once it is durable.
-    fn admit(&mut self, j: u32, attempt: u32, inviter: u32, device: DeviceId, name: &str) {
-        let now_ms = self.core_now();
-        // A retry after a welcome lost in transit finds the device already
-        // admitted; the welcome is sent again.
-        if !self.nodes[inviter as usize].core.log().is_member(&device) {
-            match self.nodes[inviter as usize]
-                .core
-                .add_device(now_ms, device, name)
-            {
-                Ok((_, out)) => self.perform(inviter, None, out),
-                Err(e) => {
-                    self.pairing_violations
-                        .push(format!("join {j}: add_device failed: {e}"));
-                    self.pair_failed(j);
-                    return;
-                }
-            }
-        }
-        let payload = self.nodes[inviter as usize].core.log().encode();
-        let st = &mut self.joins[j as usize];
-        let welcome = st
+    /// The right code: the inviter's core admits the device (the log, to
+    /// persist and offer to its sessions) and makes the welcome, sent once
+    /// that is durable.
+    fn admit(&mut self, j: u32, attempt: u32, inviter: u32, device: DeviceId) {
+        let now = self.core_now();
+        let Some(generation) = self.joins[j as usize]
             .current
             .as_ref()
             .and_then(|a| a.generation)
-            .map(|generation| st.inviting.welcome(generation, device, payload));
-        let frame = match welcome {
-            Some(Ok(m)) => m.encode(),
-            Some(Err(e)) => {
-                self.refuse(j, attempt, 1, e.refusal_to_send());
+        else {
+            return;
+        };
+        let admitted = self.nodes[inviter as usize]
+            .core
+            .admit(now, generation, device);
+        let frame = match admitted {
+            Ok((welcome, out)) => {
+                self.perform(inviter, None, out);
+                match welcome {
+                    Ok(m) => m.encode(),
+                    Err(e) => {
+                        self.refuse(j, attempt, 1, e.refusal_to_send());
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                self.pairing_violations
+                    .push(format!("join {j}: admitting the device failed: {e}"));
+                self.pair_failed(j);
                 return;
             }
-            None => return,
         };
         let node = &mut self.nodes[inviter as usize];
         if node.pending.is_empty() && node.held.is_empty() {
@@ -751,7 +747,9 @@ mod tests {
         world.joins[0].wrong_left = 1;
         world.pair_confirm(join, attempt);
         let now_ms = world.now / 1_000;
-        assert!(world.joins[0].inviting.status(now_ms).is_none(), "burnt");
+        let inviter = world.joins[0].inviter;
+        let flow = world.nodes[inviter as usize].core.inviting();
+        assert!(flow.status(now_ms).is_none(), "burnt");
         let a = world.joins[0].current.as_ref().unwrap();
         assert!(!a.joiner.is_done());
         while let Some(ev) = world.queue.pop() {
