@@ -14,7 +14,6 @@
 //! loopback TCP without mDNS.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -120,12 +119,11 @@ impl Node {
             bail!("the network reported no listen address");
         }
         let engine_config = EngineConfig::default();
-        let invitations = Arc::new(hearth_node::pairing::Invitations::new(now_ms));
         let mesh = Mesh::start(
             running.handle.clone(),
             network,
             admission,
-            invitations,
+            hearth_node::pairing::Timeouts::default(),
             engine_config.max_frame_bytes,
             engine_config.peer_outbox,
             false,

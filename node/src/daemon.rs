@@ -214,15 +214,11 @@ async fn start_mesh(
             }
         }
     }
-    let invitations = std::sync::Arc::new(crate::pairing::Invitations::new(
-        engine.clone(),
-        config.pairing.timeouts(),
-    ));
     Ok(Mesh::start(
         engine.clone(),
         net,
         admission,
-        invitations,
+        config.pairing.timeouts(),
         config.engine.max_frame_bytes,
         config.engine.peer_outbox,
         mdns,

@@ -85,13 +85,14 @@ impl Mesh {
         engine: Handle,
         net: net::Net,
         admission: Admission,
-        invitations: Arc<Invitations>,
+        pairing: crate::pairing::Timeouts,
         max_frame: usize,
         outbox: usize,
         mdns: bool,
     ) -> Mesh {
         let members = engine.members();
         let me = members.borrow().me;
+        let invitations = Arc::new(Invitations::new(engine.clone(), pairing));
         let mesh = Mesh {
             engine,
             net: net.handle.clone(),

@@ -31,7 +31,6 @@ use hearth_node::engine::{Engine, Handle, Running};
 use hearth_node::home::Home;
 use hearth_node::mesh::{self as node_mesh, Mesh};
 use hearth_node::net::{self, Admission, Event, Net};
-use hearth_node::pairing::Invitations;
 use hearth_node::store::Unlock;
 use libp2p::{Multiaddr, PeerId};
 use rand::{RngCore as _, SeedableRng as _};
@@ -170,12 +169,11 @@ impl Node {
                 }
             }
         });
-        let invitations = Arc::new(Invitations::new(|| 0));
         let mesh = Mesh::start(
             handle.clone(),
             net,
             admission,
-            invitations,
+            hearth_node::pairing::Timeouts::default(),
             config.max_frame_bytes,
             config.peer_outbox,
             false,
