@@ -142,12 +142,8 @@ impl Node {
     }
 
     /// Tells this node where `other` listens (for redials too) and dials it
-    /// there.
-    ///
-    /// The explicit dial matters: the network's redial loop may already have
-    /// looked at `other` while it had no address and put it on a 1 s
-    /// backoff, which an added address does not reset; waiting for that
-    /// would time the backoff, not the sync.
+    /// there at once, as a person typing the address would: the new address
+    /// also makes the core's next attempt due now.
     pub(crate) async fn learn(&self, other: &Node) -> Result<()> {
         for addr in &other.addrs {
             // With its `/p2p/<id>` the address is also remembered for

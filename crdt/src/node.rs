@@ -22,7 +22,9 @@
 //!   and membership changes (pairing's admission, removal, merged logs).
 //! - [`pairing`]: the rules of a new invitation and the inviting device's
 //!   flow, which the node holds ([`Node::inviting`], [`Node::admit`]).
-//! - [`redial`]: the one redial and backoff policy of the mesh.
+//! - [`redial`]: the one redial and backoff policy of the mesh; the node
+//!   applies it to its members (`links`): whom to dial, and when
+//!   ([`Output::Dial`], [`Output::Timer`], [`Input::Tick`]).
 //! - [`catalog`]: the per-collection entry a store keeps beside the chunks.
 //!
 //! # What the driver must do
@@ -114,6 +116,7 @@ use crate::sync;
 
 pub mod catalog;
 pub mod data;
+mod links;
 pub mod mesh;
 pub mod pairing;
 pub mod redial;
@@ -147,6 +150,8 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// Frame and inflate bounds of every sync session.
     pub limits: sync::Limits,
+    /// When members are dialled again (`[net]` backoff fields).
+    pub backoff: redial::Backoff,
     /// Test builds only: a deliberately wrong order of outputs, to prove
     /// that the simulator's checkers catch it.
     #[cfg(feature = "planted-bugs")]
@@ -170,6 +175,7 @@ impl Default for Config {
             compact_after_chunks: 128,
             compact_min_bytes: 64 * 1024,
             limits: sync::Limits::default(),
+            backoff: redial::Backoff::default(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -285,6 +291,19 @@ pub enum Input {
         /// The stream.
         session: SessionId,
     },
+    /// The driver knows a way to this device now (an address was learnt, a
+    /// lookup can find it): a member without a session is dialled at once.
+    Reachable {
+        /// The device.
+        peer: DeviceId,
+    },
+    /// The transport connected to this device (either side dialled).
+    Connected {
+        /// The device.
+        peer: DeviceId,
+    },
+    /// The timer of the last [`Output::Timer`] fired.
+    Tick,
 }
 
 /// One thing the driver must do. See the [module docs](self) for the order.
@@ -308,8 +327,23 @@ pub enum Output {
         /// Why.
         reason: CloseReason,
     },
-    /// The account's member set changed: admit and dial by the new one.
+    /// The account's member set changed: admit by the new one.
     MembersChanged(Members),
+    /// Get a sync session with this member: connect to it and, when
+    /// `open_stream`, open the sync stream (the device with the smaller id
+    /// does; the other waits for it). A dial that fails needs no report:
+    /// the node tries again when its backoff is due.
+    Dial {
+        /// The member.
+        peer: DeviceId,
+        /// Whether this side opens the stream.
+        open_stream: bool,
+    },
+    /// Deliver [`Input::Tick`] at or after `at`; replaces any earlier timer.
+    Timer {
+        /// When, in the node's time.
+        at: Millis,
+    },
 }
 
 /// What one call asks of its driver, in order.
@@ -429,6 +463,7 @@ pub struct Node {
     sessions: BTreeMap<DeviceId, mesh::Peer>,
     published: Members,
     inviting: pairing::Inviting,
+    links: links::Links,
     config: Config,
 }
 
@@ -446,6 +481,7 @@ impl Node {
             sessions: BTreeMap::new(),
             published,
             inviting: pairing::Inviting::default(),
+            links: links::Links::new(config.backoff),
             config,
         }
     }
@@ -503,14 +539,13 @@ impl Node {
         Ok(())
     }
 
-    /// Handles one event from the network side. See [`mesh`].
+    /// Handles one event from the network side. See [`mesh`] and `links`.
     pub fn handle(
         &mut self,
         now: Millis,
         rng: &mut impl rand_core::RngCore,
         input: Input,
     ) -> Outputs {
-        let _ = rng;
         let mut out = Outputs::default();
         match input {
             Input::Opened {
@@ -524,7 +559,11 @@ impl Node {
                     self.close_session(now, peer, CloseReason::StreamEnded, &mut out);
                 }
             }
+            Input::Reachable { peer } => self.link_reachable(peer),
+            Input::Connected { peer } => self.link_connected(peer),
+            Input::Tick => self.link_tick(now, rng, &mut out),
         }
+        self.schedule_links(now, rng, &mut out);
         out
     }
 

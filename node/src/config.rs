@@ -76,9 +76,6 @@ pub struct NetLimits {
     /// Milliseconds `hearth up` waits at start for its listeners to report
     /// their addresses. Default 5000.
     pub listen_wait_ms: u64,
-    /// How often, in ms, the network looks for members to redial.
-    /// Default 250.
-    pub redial_tick_ms: u64,
     /// First redial delay after a failed or lost connection, in ms (also for
     /// reopening a sync stream). Default 1000.
     pub backoff_min_ms: u64,
@@ -91,6 +88,7 @@ pub struct NetLimits {
 impl Default for NetLimits {
     fn default() -> Self {
         let d = crate::net::Config::default();
+        let b = hearth_crdt::node::redial::Backoff::default();
         Self {
             max_connections: d.max_connections,
             max_connections_per_peer: d.max_connections_per_peer,
@@ -98,10 +96,9 @@ impl Default for NetLimits {
             memory_limit_mb: d.memory_limit_mb,
             idle_timeout_secs: d.idle_timeout.as_secs(),
             listen_wait_ms: d.listen_wait.as_millis() as u64,
-            redial_tick_ms: d.redial_tick.as_millis() as u64,
-            backoff_min_ms: d.backoff.min_ms,
-            backoff_max_ms: d.backoff.max_ms,
-            stable_connection_ms: d.backoff.stable_ms,
+            backoff_min_ms: b.min_ms,
+            backoff_max_ms: b.max_ms,
+            stable_connection_ms: b.stable_ms,
         }
     }
 }
@@ -116,13 +113,17 @@ impl NetLimits {
             memory_limit_mb: self.memory_limit_mb,
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
             listen_wait: std::time::Duration::from_millis(self.listen_wait_ms),
-            redial_tick: std::time::Duration::from_millis(self.redial_tick_ms),
-            backoff: hearth_crdt::node::redial::Backoff {
-                min_ms: self.backoff_min_ms,
-                max_ms: self.backoff_max_ms,
-                stable_ms: self.stable_connection_ms,
-            },
             ..crate::net::Config::default()
+        }
+    }
+
+    /// The redial policy these fields set; the node's core applies it
+    /// ([`EngineConfig::backoff`]).
+    pub fn backoff(&self) -> hearth_crdt::node::redial::Backoff {
+        hearth_crdt::node::redial::Backoff {
+            min_ms: self.backoff_min_ms,
+            max_ms: self.backoff_max_ms,
+            stable_ms: self.stable_connection_ms,
         }
     }
 }
@@ -183,6 +184,14 @@ pub struct EngineConfig {
     /// Frames queued for one peer before it counts as stalled and is
     /// disconnected (it resyncs when it reconnects). Default 256.
     pub peer_outbox: usize,
+    /// Dials the core may have waiting for the network; one more is dropped
+    /// with a warning (its member is tried again when its backoff is due).
+    /// Default 256.
+    pub dial_queue: usize,
+    /// The redial policy of the core, from the `[net]` backoff fields
+    /// (filled in by [`Config::load`]; not an `[engine]` key).
+    #[serde(skip)]
+    pub backoff: hearth_crdt::node::redial::Backoff,
 }
 
 impl EngineConfig {
@@ -205,6 +214,7 @@ impl EngineConfig {
             compact_after_chunks: self.compact_after_chunks,
             compact_min_bytes: self.compact_min_bytes,
             limits: self.sync_limits(),
+            backoff: self.backoff,
             ..hearth_crdt::node::Config::default()
         }
     }
@@ -222,6 +232,8 @@ impl Default for EngineConfig {
             max_frame_bytes: 16 * 1024 * 1024,
             max_inflated_bytes: 64 * 1024 * 1024,
             peer_outbox: 256,
+            dial_queue: 256,
+            backoff: hearth_crdt::node::redial::Backoff::default(),
         }
     }
 }
@@ -316,6 +328,7 @@ impl Config {
         };
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
+        config.engine.backoff = config.net.backoff();
         Ok(config)
     }
 
@@ -346,7 +359,7 @@ impl Config {
         let e = &self.engine;
         let n = &self.net;
         let p = &self.pairing;
-        let rules: [(bool, &'static str, &'static str); 18] = [
+        let rules: [(bool, &'static str, &'static str); 19] = [
             (
                 (1..=3600).contains(&self.api.pair_confirm_wait_secs),
                 "api.pair_confirm_wait_secs",
@@ -359,11 +372,10 @@ impl Config {
                 "between 1 and 3600 seconds",
             ),
             (
-                n.redial_tick_ms >= 10
-                    && n.backoff_min_ms >= 10
+                n.backoff_min_ms >= 10
                     && n.backoff_max_ms >= n.backoff_min_ms
                     && n.listen_wait_ms >= 100,
-                "net.redial_tick_ms, net.backoff_min_ms, net.backoff_max_ms and net.listen_wait_ms",
+                "net.backoff_min_ms, net.backoff_max_ms and net.listen_wait_ms",
                 "at least 10 ms (listen wait 100 ms), with backoff_max_ms at least backoff_min_ms",
             ),
             (n.max_connections >= 2, "net.max_connections", "at least 2"),
@@ -397,6 +409,11 @@ impl Config {
                 e.queue >= 1 && e.queue <= 1 << 20,
                 "engine.queue",
                 "between 1 and 1048576",
+            ),
+            (
+                e.dial_queue >= 1 && e.dial_queue <= 1 << 16,
+                "engine.dial_queue",
+                "between 1 and 65536",
             ),
             (
                 e.shards >= 1 && e.shards <= 1024,

@@ -14,7 +14,9 @@
 //!   writer task; a full outbox ends the session;
 //! - `Close`: drops the outbox, which ends the stream;
 //! - `MembersChanged`: published on a [`watch`] channel that the network's
-//!   admission gate follows.
+//!   admission gate follows;
+//! - `Dial` and `Timer`: handed to the mesh ([`Links`]), which dials and
+//!   brings the core its tick ([`Handle::link`]).
 //!
 //! So a write is answered only after its commit is durable, and a peer's
 //! frame is answered and forwarded only after what it changed is. If a
@@ -48,7 +50,7 @@ mod persist;
 
 pub use changes::Changes;
 pub use hearth_crdt::node::{BulkError, Change, IndexDef, Members, check_doctype};
-pub use mesh::Device;
+pub use mesh::{Device, Dial, LinkEvent, Links};
 
 /// Why an engine job failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,7 @@ enum Job {
 pub struct Handle {
     tx: mpsc::Sender<Job>,
     members: watch::Receiver<Members>,
+    links: std::sync::Arc<std::sync::Mutex<Option<Links>>>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -222,6 +225,12 @@ pub struct Engine {
     core: Node,
     config: EngineConfig,
     members: watch::Sender<Members>,
+    /// The dials the core asks for, to the network.
+    dials: mpsc::Sender<Dial>,
+    /// The one timer the core asks for.
+    timer: watch::Sender<Option<node::Millis>>,
+    /// The network's ends of `dials` and `timer`, until the handle takes them.
+    links: Option<Links>,
     /// The outbox of every open sync stream.
     outboxes: BTreeMap<SessionId, mpsc::Sender<Vec<u8>>>,
     next_session: u64,
@@ -295,11 +304,19 @@ impl Engine {
 
     fn assemble(store: Store, core: Node, config: EngineConfig) -> Self {
         let (members, _) = watch::channel(core.members());
+        let (dials, dial_rx) = mpsc::channel(config.dial_queue.max(1));
+        let (timer, timer_rx) = watch::channel(None);
         Engine {
             store,
             core,
             config,
             members,
+            dials,
+            timer,
+            links: Some(Links {
+                dials: dial_rx,
+                timer: timer_rx,
+            }),
             outboxes: BTreeMap::new(),
             next_session: 0,
         }
@@ -339,6 +356,7 @@ impl Engine {
         let (tx, mut rx) = mpsc::channel::<Job>(self.config.queue);
         let members = self.members.subscribe();
         let mut engine = self;
+        let links = std::sync::Arc::new(std::sync::Mutex::new(engine.links.take()));
         let thread = std::thread::Builder::new()
             .name("hearth-engine".into())
             .spawn(move || {
@@ -354,7 +372,7 @@ impl Engine {
             })
             .map_err(OpenError::Thread)?;
         Ok(Running {
-            handle: Handle { tx, members },
+            handle: Handle { tx, members, links },
             thread,
         })
     }
@@ -407,6 +425,15 @@ impl Engine {
                         }
                         other => tracing::info!(%peer, why = %other, "sync session closed"),
                     }
+                }
+                Output::Dial { peer, open_stream } => {
+                    let dial = Dial { peer, open_stream };
+                    if let Err(mpsc::error::TrySendError::Full(_)) = self.dials.try_send(dial) {
+                        tracing::warn!(%peer, "dial queue full; the member is tried when its backoff is next due");
+                    }
+                }
+                Output::Timer { at } => {
+                    self.timer.send_replace(Some(at));
                 }
                 Output::MembersChanged(after) => {
                     let before = self.members.borrow().clone();

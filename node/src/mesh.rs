@@ -2,18 +2,21 @@
 //! pairing ([`crate::pairing`]).
 //!
 //! ```text
-//!   net (libp2p swarm) ── Connected/Disconnected ──▶ mesh ── open /hearth/sync/1
-//!          ▲                                          │
-//!          │ admission (members, pairing open)        │ one reader + one writer task per stream
-//!          │                                          ▼
-//!   engine.members() watch ◀──── engine thread ◀── frames (bounded queue)
+//!   net (libp2p swarm) ── Connected / Routable ──▶ mesh ── LinkEvent ──▶ engine thread (core)
+//!          ▲                                       │  ▲                        │
+//!          │ admission, dial_member                │  └── Dial, Timer ─────────┘
+//!          │                                       │ open /hearth/sync/1: one reader + one writer task
+//!   engine.members() watch                         ▼
+//!                                     frames (bounded queue) ──▶ engine thread
 //! ```
 //!
-//! - **Who opens.** Between two members, the device with the smaller id opens
-//!   the one sync stream; the other accepts it. While they stay connected,
-//!   a stream that ends is reopened under the mesh's one redial policy
-//!   ([`hearth_crdt::node::redial`], with the network's backoff), so a
-//!   session that keeps failing cannot spin.
+//! - **Who dials, and when.** The core decides ([`hearth_crdt::node`]'s
+//!   links, under its one redial policy): the mesh tells it what the network
+//!   learnt (a member's new address, a connection) and brings it its timer's
+//!   tick; it carries out each dial the core asks for. Between two members,
+//!   the device with the smaller id opens the one sync stream; the other
+//!   only connects and accepts it. The mesh keeps no schedule of its own,
+//!   only which streams it is opening, so one dial opens one stream.
 //! - **Frames.** Each frame is length-prefixed and refused above
 //!   `engine.max_frame_bytes` before it is read into memory. The reader hands
 //!   frames to the engine through its bounded queue, so a fast peer waits for
@@ -23,10 +26,12 @@
 //!   goes into the network's admission gate; removed devices are
 //!   disconnected at once. A sync stream from a peer that is not a member is
 //!   dropped unread.
-//! - **Pairing.** `/hearth/pair/1` streams go to [`crate::pairing::Invitations`];
-//!   a confirmed joiner is added through the engine.
+//! - **Pairing.** `/hearth/pair/1` streams go to [`crate::pairing::Invitations`],
+//!   which drives the inviting flow the core holds; a confirmed joiner is
+//!   admitted by the core.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,9 +39,7 @@ use hearth_crypto::identity::DeviceId;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use hearth_crdt::node::redial::{Backoff, Redial};
-
-use crate::engine::{Handle, Members};
+use crate::engine::{Dial, Handle, LinkEvent, Links, Members};
 use crate::net::{self, Admission};
 
 /// The daemon's pairing driver: the core's inviting flow, reached through
@@ -54,7 +57,10 @@ pub struct Mesh {
     max_frame: usize,
     outbox: usize,
     mdns: bool,
-    backoff: Backoff,
+    /// Whether members without a known address can be looked up.
+    lookups: bool,
+    /// Sync streams being opened, until their session is open.
+    opening: Arc<Mutex<BTreeSet<DeviceId>>>,
     last_outcome: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -102,9 +108,16 @@ impl Mesh {
             max_frame,
             outbox,
             mdns,
-            backoff: net.backoff,
+            lookups: net.lookups,
+            opening: Arc::default(),
             last_outcome: Arc::default(),
         };
+        match mesh.engine.take_links() {
+            Some(links) => {
+                tokio::spawn(mesh.clone().follow_links(links));
+            }
+            None => tracing::error!("the engine's links are taken; nothing will be dialled"),
+        }
         tokio::spawn(mesh.clone().follow_members(members));
         tokio::spawn(mesh.clone().accept_sync());
         tokio::spawn(mesh.clone().accept_pairing());
@@ -182,9 +195,15 @@ impl Mesh {
                     .filter_map(peer_id)
                     .collect()
             };
-            self.admission.set_members(peers);
+            self.admission.set_members(peers.clone());
             if self.net.refresh_admission().await.is_err() {
                 return;
+            }
+            if self.lookups {
+                // Any member can be found by a lookup: each is worth a dial.
+                for device in peers.iter().filter_map(device_id) {
+                    let _ = self.engine.link(LinkEvent::Reachable(device)).await;
+                }
             }
             if members.changed().await.is_err() {
                 return;
@@ -196,10 +215,13 @@ impl Mesh {
         while let Some(event) = events.recv().await {
             match event {
                 net::Event::Connected { peer, member: true } => {
-                    if let Some(device) = device_id(&peer)
-                        && self.me < device
-                    {
-                        tokio::spawn(self.clone().dial_sync(peer, device));
+                    if let Some(device) = device_id(&peer) {
+                        let _ = self.engine.link(LinkEvent::Connected(device)).await;
+                    }
+                }
+                net::Event::Routable { peer } => {
+                    if let Some(device) = device_id(&peer) {
+                        let _ = self.engine.link(LinkEvent::Reachable(device)).await;
                     }
                 }
                 net::Event::Discovered { peer, address } => {
@@ -217,45 +239,79 @@ impl Mesh {
         }
     }
 
-    async fn is_connected(&self, peer: PeerId) -> bool {
-        self.net
-            .peers()
-            .await
-            .map(|peers| peers.iter().any(|p| p.id == peer && p.connected))
-            .unwrap_or(false)
+    /// Carries out the core's dials and brings it its timer's tick.
+    async fn follow_links(self, mut links: Links) {
+        let mut due: Option<tokio::time::Instant> = None;
+        loop {
+            let sleep = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Biased: dials first, so a burst of them is not held behind a tick.
+            tokio::select! {
+                biased;
+                dial = links.dials.recv() => match dial {
+                    Some(dial) => self.dial(dial).await,
+                    None => return,
+                },
+                changed = links.timer.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let at = *links.timer.borrow_and_update();
+                    due = at.map(|at| {
+                        let wait = at.saturating_sub(crate::engine::now_ms()).max(0) as u64;
+                        tokio::time::Instant::now() + Duration::from_millis(wait)
+                    });
+                }
+                () = sleep => {
+                    due = None;
+                    if self.engine.link(LinkEvent::Tick).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
-    /// Opens the sync stream to `peer` and reopens it with backoff while the
-    /// peer stays connected and a member.
-    async fn dial_sync(self, peer: PeerId, device: DeviceId) {
-        let mut redial = Redial::new(self.backoff);
-        let mut control = self.net.stream_control();
-        loop {
-            if !self.admission.is_member(&peer) {
-                return;
-            }
-            let now = crate::engine::now_ms();
-            if !redial.due(&device, now, &mut rand::rngs::OsRng) {
-                let wait = redial.next_at(&device).unwrap_or(now).saturating_sub(now);
-                tokio::time::sleep(Duration::from_millis(wait.max(1) as u64)).await;
-                if !self.is_connected(peer).await {
-                    return;
-                }
-                continue;
-            }
+    /// One dial the core asked for: connect and, on the side that opens it,
+    /// open the sync stream (at most one being opened per member).
+    async fn dial(&self, dial: Dial) {
+        let Some(peer) = peer_id(&dial.peer) else {
+            return;
+        };
+        let _ = self.net.dial_member(peer).await;
+        if !dial.open_stream {
+            return;
+        }
+        let fresh = self
+            .opening
+            .lock()
+            .map(|mut o| o.insert(dial.peer))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let mesh = self.clone();
+        tokio::spawn(async move {
+            let mut control = mesh.net.stream_control();
             match control.open_stream(peer, net::SYNC).await {
-                Ok(stream) => {
-                    redial.connected(&device, crate::engine::now_ms());
-                    self.clone().run_session(device, stream).await;
-                    redial.disconnected(&device, crate::engine::now_ms(), &mut rand::rngs::OsRng);
-                }
+                Ok(stream) => mesh.run_session(dial.peer, stream).await,
                 Err(e) => {
+                    mesh.opened(dial.peer);
                     tracing::debug!(%peer, error = %e, "cannot open a sync stream");
                 }
             }
-            if !self.is_connected(peer).await {
-                return;
-            }
+        });
+    }
+
+    /// The stream to `device` is open (or failed to): a later dial may open
+    /// another.
+    fn opened(&self, device: DeviceId) {
+        if let Ok(mut opening) = self.opening.lock() {
+            opening.remove(&device);
         }
     }
 
@@ -304,7 +360,9 @@ impl Mesh {
     /// Runs one sync session over `stream` until either side ends it.
     async fn run_session(self, device: DeviceId, stream: libp2p::Stream) {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.outbox);
-        let session = match self.engine.open_session(device, tx).await {
+        let opened = self.engine.open_session(device, tx).await;
+        self.opened(device);
+        let session = match opened {
             Ok(session) => session,
             Err(e) => {
                 tracing::info!(%device, error = %e, "sync session refused");

@@ -53,15 +53,15 @@
 //! # Reconnect
 //!
 //! The swarm task keeps an address book (bounded) fed by mDNS, identify,
-//! Kademlia and [`Handle::add_address`]. Every member that is not connected
-//! and has known addresses is redialled by the mesh's one redial policy,
-//! [`hearth_crdt::node::redial`]: exponential backoff with jitter from
-//! [`Config::backoff`] (1 s doubling to 60 s by default), reset once a
-//! connection has lasted its `stable_ms` (a peer that accepts the handshake
-//! and then drops us does not reset it). A member with no known
-//! address is looked up in Kademlia on the same schedule when bootstrap peers
-//! are configured. Connections close after [`Config::idle_timeout`] without an
-//! open stream, so the sync layer keeps one stream per member open.
+//! Kademlia and [`Handle::add_address`], and reports each new address of a
+//! member ([`Event::Routable`]). It decides nothing about when to dial: the
+//! node's core does ([`hearth_crdt::node`]'s links, under the one redial
+//! policy of [`hearth_crdt::node::redial`]), and [`Handle::dial_member`]
+//! carries out one attempt: a dial with the known addresses, or a Kademlia
+//! lookup when none is known and bootstrap peers are configured
+//! ([`Net::lookups`]). Connections close after [`Config::idle_timeout`]
+//! without an open stream, so the sync layer keeps one stream per member
+//! open.
 
 mod admission;
 pub mod frame;
@@ -72,7 +72,6 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use hearth_crdt::node::redial::{Backoff, Redial};
 use hearth_crypto::identity::DeviceKey;
 use libp2p::core::transport::{ListenerId, PortUse};
 use libp2p::core::{Endpoint, Multiaddr};
@@ -88,7 +87,7 @@ use libp2p::{
     mdns, memory_connection_limits, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 pub use admission::{Admission, Standing};
 pub use frame::{read_frame, write_frame};
@@ -150,12 +149,6 @@ pub struct Config {
     /// Longest wait at start for the listeners to report their addresses.
     /// Default: 5 s.
     pub listen_wait: Duration,
-    /// How often the swarm task looks for members to redial. Default: 250 ms.
-    pub redial_tick: Duration,
-    /// The redial backoff of member connections (first delay, longest
-    /// delay, how long a connection must last to reset it). Default: 1 s,
-    /// 60 s, 10 s.
-    pub backoff: Backoff,
 }
 
 impl Default for Config {
@@ -181,8 +174,6 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             event_queue: 256,
             listen_wait: Duration::from_secs(5),
-            redial_tick: Duration::from_millis(250),
-            backoff: Backoff::default(),
         }
     }
 }
@@ -278,6 +269,12 @@ pub enum Event {
         /// Its address.
         address: Multiaddr,
     },
+    /// The address book learnt a new address of the member `peer` (from any
+    /// source): it can be dialled.
+    Routable {
+        /// The member.
+        peer: PeerId,
+    },
 }
 
 /// What the network knows about one peer.
@@ -298,9 +295,10 @@ pub struct Net {
     pub handle: Handle,
     /// Connection events, in order.
     pub events: mpsc::Receiver<Event>,
-    /// The redial backoff the network runs with ([`Config::backoff`]); the
-    /// mesh reopens sync streams under the same one.
-    pub backoff: Backoff,
+    /// Whether a member with no known address can still be found (by a
+    /// Kademlia lookup through the bootstrap peers), so every member is
+    /// worth a dial.
+    pub lookups: bool,
 }
 
 /// A cloneable handle on the swarm task.
@@ -323,6 +321,7 @@ enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    DialMember(PeerId),
     AddAddress(PeerId, Multiaddr, oneshot::Sender<()>),
     RefreshAdmission(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -352,6 +351,17 @@ impl Handle {
         self.request(|reply| Command::Dial(addr, reply)).await?
     }
 
+    /// Makes one attempt to connect to the member `peer`, as the node's core
+    /// asked: a dial with its known addresses, or a lookup when none is
+    /// known. Nothing happens when it is connected, being dialled, or has
+    /// no way to be found. Does not wait for the attempt.
+    pub async fn dial_member(&self, peer: PeerId) -> Result<(), Error> {
+        self.commands
+            .send(Command::DialMember(peer))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
     /// Records an address for `peer`, for reconnection and stream opening.
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), Error> {
         self.request(|reply| Command::AddAddress(peer, addr, reply))
@@ -359,8 +369,7 @@ impl Handle {
     }
 
     /// Applies a change of the shared [`Admission`]: closes the connections of
-    /// peers that are no longer admitted and dials members that are not
-    /// connected and have known addresses.
+    /// peers that are no longer admitted.
     pub async fn refresh_admission(&self) -> Result<(), Error> {
         self.request(Command::RefreshAdmission).await
     }
@@ -580,7 +589,6 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
         pending.insert(id, addr.clone());
     }
 
-    let backoff = config.backoff;
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(config.event_queue.max(1));
     let mut driver = Driver {
@@ -590,9 +598,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
         events: events_tx,
         listen_addrs: Vec::new(),
         book: AddressBook::default(),
-        redial: Redial::new(backoff),
         listen_wait: config.listen_wait,
-        redial_tick: config.redial_tick,
         kad_lookups: !bootstrap.is_empty(),
         relay_service: config.relay_service,
     };
@@ -611,6 +617,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
             tracing::warn!(%circuit, %error, "cannot listen through relay");
         }
     }
+    let lookups = driver.kad_lookups;
     tokio::spawn(driver.run());
 
     Ok(Net {
@@ -620,7 +627,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
             local,
         },
         events,
-        backoff,
+        lookups,
     })
 }
 
@@ -704,10 +711,7 @@ struct Driver {
     events: mpsc::Sender<Event>,
     listen_addrs: Vec<Multiaddr>,
     book: AddressBook,
-    /// When each member is dialled next (the mesh's one redial policy).
-    redial: Redial<PeerId>,
     listen_wait: Duration,
-    redial_tick: Duration,
     kad_lookups: bool,
     /// Whether this node relays for others; its own listen addresses are
     /// then announced as external, which relay reservations carry.
@@ -764,10 +768,8 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut redial = tokio::time::interval(self.redial_tick);
-        redial.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // Biased: commands (Shutdown) and the tick first; peers can keep swarm events always ready.
+            // Biased: commands (Shutdown) first; peers can keep swarm events always ready.
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -780,7 +782,6 @@ impl Driver {
                     // Every handle is gone: nobody can use the network any more.
                     None => return,
                 },
-                _ = redial.tick() => self.redial_members(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
             }
         }
@@ -797,13 +798,9 @@ impl Driver {
             Command::Dial(addr, reply) => {
                 let _ = reply.send(self.dial(addr));
             }
+            Command::DialMember(peer) => self.dial_member(peer),
             Command::AddAddress(peer, addr, reply) => {
-                // A new address of a member that is away: try it now rather
-                // than at the end of a backoff started when none was known.
-                if self.learn(peer, addr) && !self.swarm.is_connected(&peer) {
-                    self.redial.forget(&peer);
-                    self.redial_members();
-                }
+                self.learn(peer, addr);
                 let _ = reply.send(());
             }
             Command::RefreshAdmission(reply) => {
@@ -865,6 +862,9 @@ impl Driver {
         let new = self.book.insert(peer, addr.clone(), preferred);
         if new {
             self.swarm.add_peer_address(peer, addr);
+            if self.admission.is_member(&peer) {
+                self.emit(Event::Routable { peer });
+            }
         }
         new
     }
@@ -879,43 +879,32 @@ impl Driver {
         for peer in refused {
             tracing::info!(%peer, "closing connections of a peer that is no longer admitted");
             let _ = self.swarm.disconnect_peer_id(peer);
-            self.redial.forget(&peer);
         }
-        // Members added since the last check are dialled at the next tick.
-        let members = self.admission.members();
-        self.redial.retain(|peer| members.contains(peer));
-        self.redial_members();
     }
 
-    fn redial_members(&mut self) {
-        let now = crate::engine::now_ms();
-        let local = *self.swarm.local_peer_id();
-        let members = self.admission.members();
-        for peer in members {
-            if peer == local || self.swarm.is_connected(&peer) {
-                continue;
-            }
-            let addrs = self.book.get(&peer).to_vec();
-            if addrs.is_empty() && !self.kad_lookups {
-                // Nothing to try yet; no backoff until an address is known.
-                continue;
-            }
-            if !self.redial.due(&peer, now, &mut rand::rngs::OsRng) {
-                continue;
-            }
-            if addrs.is_empty() {
+    /// One attempt on a member, as the core asked (see [`Handle::dial_member`]).
+    fn dial_member(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id()
+            || !self.admission.is_member(&peer)
+            || self.swarm.is_connected(&peer)
+        {
+            return;
+        }
+        let addrs = self.book.get(&peer).to_vec();
+        if addrs.is_empty() {
+            if self.kad_lookups {
                 self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-                continue;
             }
-            tracing::debug!(%peer, "redialling member");
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            match self.swarm.dial(opts) {
-                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
-                Err(error) => tracing::debug!(%peer, %error, "redial did not start"),
-            }
+            return;
+        }
+        tracing::debug!(%peer, "dialling member");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(error) => tracing::debug!(%peer, %error, "dial did not start"),
         }
     }
 
@@ -968,7 +957,6 @@ impl Driver {
                     self.learn(peer_id, endpoint.get_remote_address().clone());
                 }
                 if num_established == NonZeroU32::MIN {
-                    self.redial.connected(&peer_id, crate::engine::now_ms());
                     let member = self.admission.is_member(&peer_id);
                     tracing::info!(peer = %peer_id, member, "connected");
                     self.emit(Event::Connected {
@@ -982,7 +970,6 @@ impl Driver {
                 num_established: 0,
                 ..
             } => {
-                self.on_last_connection_closed(peer_id);
                 tracing::info!(peer = %peer_id, "disconnected");
                 self.emit(Event::Disconnected { peer: peer_id });
             }
@@ -991,22 +978,11 @@ impl Driver {
         }
     }
 
-    /// Schedules the redial of a peer whose last connection closed (see
-    /// [`hearth_crdt::node::redial`]).
-    fn on_last_connection_closed(&mut self, peer: PeerId) {
-        self.redial
-            .disconnected(&peer, crate::engine::now_ms(), &mut rand::rngs::OsRng);
-    }
-
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, address) in found {
                     if self.learn(peer, address.clone()) {
-                        if self.admission.is_member(&peer) {
-                            // A member just appeared on the LAN: try it now.
-                            self.redial.forget(&peer);
-                        }
                         self.emit(Event::Discovered { peer, address });
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use automerge::ChangeHash;
 use hearth_crdt::collection::{self, PutMode, ShardIndex};
-use hearth_crdt::node::redial::{Backoff, Redial};
+use hearth_crdt::node::redial::Backoff;
 use hearth_crdt::node::{self as core, CloseReason, Input, Output, Outputs, SessionId, Write};
 use hearth_crdt::sync::{Frame, Limits};
 use hearth_crypto::identity::{DeviceId, DeviceKey};
@@ -194,6 +194,8 @@ struct Node {
     member: bool,
     /// The join (index into `Scenario::joins`) that brings this device in.
     joiner_of: Option<u32>,
+    /// The timer its core asked for last, until it fires.
+    timer: Option<i64>,
     links: Vec<u32>,
     outbox: u64,
     /// Per record: the newest generation seen and the hops it took.
@@ -299,6 +301,11 @@ enum Kind {
     PairConfirm {
         join: u32,
         attempt: u32,
+    },
+    /// A core's timer fires (`at` in core time, to tell stale ones apart).
+    Tick {
+        node: u32,
+        at: i64,
     },
 }
 
@@ -406,9 +413,9 @@ pub struct World {
     scenario: Scenario,
     /// The rules of every device's core.
     core: core::Config,
-    /// When each link is dialled again: the node's redial policy.
-    redial: Redial<u32>,
     rng: StdRng,
+    /// Timer events in `queue` (the rest is protocol and fault activity).
+    ticks_pending: u64,
     now: Time,
     seq: u64,
     queue: BinaryHeap<Event>,
@@ -455,6 +462,13 @@ impl World {
     pub fn with_core(scenario: &Scenario, seed: u64, base: core::Config) -> Result<Self, Error> {
         let config = core::Config {
             shards: scenario.workload.shards,
+            // The node's own redial policy, over the scenario's bounds. A
+            // link that stayed up for the longest delay counts as a success.
+            backoff: Backoff {
+                min_ms: scenario.network.backoff_base_ms.round() as u64,
+                max_ms: scenario.network.backoff_max_ms.round() as u64,
+                stable_ms: scenario.network.backoff_max_ms.round() as u64,
+            },
             ..base
         };
         let mut rng = StdRng::seed_from_u64(seed);
@@ -496,6 +510,7 @@ impl World {
                     removed: i as u32 >= per - removals,
                     member: true,
                     joiner_of: None,
+                    timer: None,
                     links: Vec::new(),
                     outbox: 0,
                     seen: BTreeMap::new(),
@@ -512,14 +527,8 @@ impl World {
         let mut world = World {
             scenario: scenario.clone(),
             core: config,
-            redial: Redial::new(Backoff {
-                min_ms: scenario.network.backoff_base_ms.round() as u64,
-                max_ms: scenario.network.backoff_max_ms.round() as u64,
-                // A link that stayed up for the longest delay counts as a
-                // success, as it did before the policy moved to the core.
-                stable_ms: scenario.network.backoff_max_ms.round() as u64,
-            }),
             rng,
+            ticks_pending: 0,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -548,6 +557,9 @@ impl World {
     }
 
     fn push(&mut self, delay: Time, kind: Kind) {
+        if matches!(kind, Kind::Tick { .. }) {
+            self.ticks_pending += 1;
+        }
         self.seq += 1;
         self.queue.push(Event {
             at: self.now + delay,
@@ -615,6 +627,18 @@ impl World {
                 quiesced = false;
                 break;
             }
+            if matches!(ev.kind, Kind::Tick { .. }) {
+                self.ticks_pending -= 1;
+                // Only timers are left after the heal, and none can connect
+                // anything (what is down stays unreachable): the world is at
+                // rest, though cores keep backing off towards the unreachable.
+                if self.healed
+                    && self.queue.len() as u64 == self.ticks_pending
+                    && !self.any_link_can_connect()
+                {
+                    break;
+                }
+            }
             self.now = ev.at;
             self.counters.events += 1;
             self.dispatch(ev.kind);
@@ -652,7 +676,30 @@ impl World {
                 frame,
             } => self.pair_deliver(join, attempt, dir, frame),
             Kind::PairConfirm { join, attempt } => self.pair_confirm(join, attempt),
+            Kind::Tick { node, at } => self.tick(node, at),
         }
+    }
+
+    /// A core's timer fired: it dials what is due. A device that is down
+    /// misses it; waking up tells its core again (see [`World::wake`]).
+    fn tick(&mut self, me: u32, at: i64) {
+        let node = &mut self.nodes[me as usize];
+        if node.timer != Some(at) {
+            return;
+        }
+        node.timer = None;
+        if !node.online || node.crashed {
+            return;
+        }
+        let now = self.core_now();
+        let out = self.nodes[me as usize]
+            .core
+            .handle(now, &mut self.rng, Input::Tick);
+        self.perform(me, None, out);
+    }
+
+    fn any_link_can_connect(&self) -> bool {
+        (0..self.conns.len() as u32).any(|c| !self.conns[c as usize].up && self.reachable(c))
     }
 
     fn faulty(&self) -> bool {
@@ -695,13 +742,26 @@ impl World {
         self.push(delay, Kind::Connect { conn: c });
     }
 
+    /// `node` came up, or the network around it changed: its core hears
+    /// that every device it links to may be reachable (as a daemon hears of
+    /// a new address), and dials at once what has no session.
     fn wake(&mut self, node: u32) {
-        let links = self.nodes[node as usize].links.clone();
+        let n = &self.nodes[node as usize];
+        if !n.online || n.crashed {
+            return;
+        }
+        let links = n.links.clone();
         for c in links {
-            if self.reachable(c) {
-                let d = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
-                self.schedule_connect(c, d);
-            }
+            let [a, b] = self.conns[c as usize].ends;
+            let other = if a == node { b } else { a };
+            let peer = self.nodes[other as usize].id;
+            let now = self.core_now();
+            let out = self.nodes[node as usize].core.handle(
+                now,
+                &mut self.rng,
+                Input::Reachable { peer },
+            );
+            self.perform(node, None, out);
         }
     }
 
@@ -721,8 +781,6 @@ impl World {
         conn.up = true;
         conn.last_arrival = [self.now; 2];
         self.counters.connections += 1;
-        let now = self.core_now();
-        self.redial.connected(&c, now);
         for side in 0..2 {
             let [me, peer] = {
                 let e = self.conns[c as usize].ends;
@@ -822,13 +880,7 @@ impl World {
                     .handle(now, &mut self.rng, Input::Closed { session });
             self.perform(me, None, out);
         }
-        // The node's own redial policy, over this link.
-        let now = self.core_now();
-        let next = self.redial.disconnected(&c, now, &mut self.rng);
-        if self.reachable(c) {
-            let d = (next.saturating_sub(now).max(0) as Time) * 1_000;
-            self.schedule_connect(c, d.max(1));
-        }
+        // Each core schedules its own next attempt (Output::Timer).
     }
 
     fn close_all(&mut self, node: u32) {
@@ -1063,8 +1115,33 @@ impl World {
                     self.close(c);
                 }
                 Output::MembersChanged(_) => self.admit_joiners(me),
+                Output::Dial { peer, .. } => {
+                    // One connection carries the session here, whichever
+                    // side opens the stream; a dial that cannot get through
+                    // is simply lost, as on a real network.
+                    if let Some(c) = self.link_to(me, peer)
+                        && self.reachable(c)
+                    {
+                        let d = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
+                        self.schedule_connect(c, d);
+                    }
+                }
+                Output::Timer { at } => {
+                    self.nodes[me as usize].timer = Some(at);
+                    let when = (at.max(0) as Time) * 1_000;
+                    self.push(when.saturating_sub(self.now), Kind::Tick { node: me, at });
+                }
             }
         }
+    }
+
+    /// The link between `me` and the device `peer`, if the topology has one.
+    fn link_to(&self, me: u32, peer: DeviceId) -> Option<u32> {
+        self.nodes[me as usize].links.iter().copied().find(|&c| {
+            let [a, b] = self.conns[c as usize].ends;
+            let other = if a == me { b } else { a };
+            self.nodes[other as usize].id == peer
+        })
     }
 
     fn ensure_fsync(&mut self, me: u32) {
@@ -1316,6 +1393,7 @@ impl World {
             }
         }
         node.core = fresh;
+        node.timer = None;
         node.crashed = false;
         self.wake(me);
         let rate = self.scenario.faults.crashes_per_device_per_hour;

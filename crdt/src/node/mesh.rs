@@ -174,6 +174,7 @@ impl Node {
         }
         let mut s = Session::new(peer, states, self.config.limits);
         let hello = s.start(&self.replica(now));
+        self.links.opened(peer, now);
         if let Some(old) = self.sessions.insert(
             peer,
             Peer {
@@ -208,6 +209,7 @@ impl Node {
         out: &mut Outputs,
     ) {
         if let Some(p) = self.sessions.remove(&peer) {
+            self.links.ended(peer, now);
             out.persist(Batch {
                 writes: vec![Write::PeerSeen { peer, at_ms: now }],
             });
@@ -383,6 +385,7 @@ impl Node {
             for removed in before.devices.difference(&after.devices) {
                 self.close_session(now, *removed, CloseReason::NotAMember, out);
             }
+            self.links.retain(|d| after.devices.contains(d));
             out.push(Output::MembersChanged(after));
         }
         self.each_session(now, except, out, |session, replica| {

@@ -5,7 +5,9 @@
 //! to forward to, who may stay) is the core's ([`hearth_crdt::node::mesh`]).
 //! Here a stream becomes a [`SessionId`] with a bounded outbox, its frames
 //! become core inputs, and the member set the core publishes reaches the
-//! network layer through [`Handle::members`].
+//! network layer through [`Handle::members`]. The core's dials and timer
+//! go out as [`Links`]; what the network learns of a member comes back in
+//! as a [`LinkEvent`].
 
 use hearth_crdt::node::{self, Input, Node, Outputs};
 use hearth_crypto::identity::DeviceId;
@@ -14,6 +16,37 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Engine, Error, Handle, Members, SessionId, now_ms};
 use crate::store::{Table, keys};
+
+/// A dial the core asked for ([`hearth_crdt::node::Output::Dial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    /// The member.
+    pub peer: DeviceId,
+    /// Whether this side opens the sync stream (else it only connects).
+    pub open_stream: bool,
+}
+
+/// What the core asks of the network: its dials, and the instant it wants
+/// its next [`Input::Tick`] (core time, ms). Taken once, by the mesh
+/// ([`Handle::take_links`]).
+#[derive(Debug)]
+pub struct Links {
+    /// Dials, in order; bounded by `[engine] dial_queue`.
+    pub dials: mpsc::Receiver<Dial>,
+    /// The one timer: a newer value replaces the older.
+    pub timer: watch::Receiver<Option<node::Millis>>,
+}
+
+/// What the network tells the core about links ([`Handle::link`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A way to this member is known now (a new address).
+    Reachable(DeviceId),
+    /// The transport connected to this member.
+    Connected(DeviceId),
+    /// The core's timer fired.
+    Tick,
+}
 
 /// One device of the account, for `hearth devices`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -223,6 +256,23 @@ impl Handle {
     /// The account's member set, updated on every change.
     pub fn members(&self) -> watch::Receiver<Members> {
         self.members.clone()
+    }
+
+    /// The core's dials and timer, for the one mesh that carries them out;
+    /// `None` once taken.
+    pub fn take_links(&self) -> Option<Links> {
+        self.links.lock().ok().and_then(|mut l| l.take())
+    }
+
+    /// Tells the core what the network learnt about a link, or that its
+    /// timer fired.
+    pub async fn link(&self, event: LinkEvent) -> Result<(), Error> {
+        let input = match event {
+            LinkEvent::Reachable(peer) => Input::Reachable { peer },
+            LinkEvent::Connected(peer) => Input::Connected { peer },
+            LinkEvent::Tick => Input::Tick,
+        };
+        self.submit(move |e| e.session_input(input)).await
     }
 }
 

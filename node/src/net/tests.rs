@@ -231,17 +231,22 @@ async fn with_pairing_open_a_stranger_connects_but_only_as_pending_joiner() {
 }
 
 #[tokio::test]
-async fn removing_a_member_disconnects_it_and_readding_reconnects() {
-    let (mut a, admission_a, pa, _b, _, pb) = connected_pair(TCP).await;
+async fn removing_a_member_disconnects_it_and_a_dial_reconnects_it_once_readmitted() {
+    let (mut a, admission_a, pa, b, _, pb) = connected_pair(TCP).await;
     admission_a.set_members([pa]);
     a.handle.refresh_admission().await.unwrap();
     expect_event(&mut a, Event::Disconnected { peer: pb }).await;
-    // b still counts a as a member and redials after 1 s; a refuses it.
-    expect_no_connection(&mut a, pb, Duration::from_millis(1600)).await;
+    // b still counts a as a member and dials it; a's gate refuses it.
+    b.handle.dial_member(pa).await.unwrap();
+    expect_no_connection(&mut a, pb, Duration::from_millis(600)).await;
+    // A dial a's core would not ask for (b is no member) does nothing.
+    a.handle.dial_member(pb).await.unwrap();
+    expect_no_connection(&mut a, pb, Duration::from_millis(300)).await;
 
-    // Re-admitted, the member is dialled again from its known address.
+    // Re-admitted, the member is dialled from its known address.
     admission_a.set_members([pa, pb]);
     a.handle.refresh_admission().await.unwrap();
+    a.handle.dial_member(pb).await.unwrap();
     expect_event(
         &mut a,
         Event::Connected {
@@ -253,31 +258,18 @@ async fn removing_a_member_disconnects_it_and_readding_reconnects() {
 }
 
 #[tokio::test]
-async fn a_dropped_member_is_redialled_with_backoff() {
-    let (mut a, admission_a, pa, mut b, _, pb) = connected_pair(TCP).await;
-    admission_a.set_members([pa]);
-    a.handle.refresh_admission().await.unwrap();
-    expect_event(&mut a, Event::Disconnected { peer: pb }).await;
-    expect_event(&mut b, Event::Disconnected { peer: pa }).await;
-    // Re-admitted without a refresh: the redial loops (first retry after 1 s)
-    // bring the connection back on their own.
-    admission_a.set_members([pa, pb]);
-    expect_event(
-        &mut a,
-        Event::Connected {
-            peer: pb,
-            member: true,
-        },
-    )
-    .await;
-    expect_event(
-        &mut b,
-        Event::Connected {
-            peer: pa,
-            member: true,
-        },
-    )
-    .await;
+async fn a_new_address_of_a_member_is_reported_once_and_a_strangers_never() {
+    let (ka, kb, kc) = (new_key(), new_key(), new_key());
+    let (pa, pb, pc) = (peer_id(&ka), peer_id(&kb), peer_id(&kc));
+    let mut a = start(&ka, TCP, &Admission::new([pa, pb])).await;
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{pb}").parse().unwrap();
+    a.handle.add_address(pb, addr.clone()).await.unwrap();
+    expect_event(&mut a, Event::Routable { peer: pb }).await;
+    a.handle.add_address(pb, addr).await.unwrap();
+    let stranger: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{pc}").parse().unwrap();
+    a.handle.add_address(pc, stranger).await.unwrap();
+    let more = timeout(Duration::from_millis(300), a.events.recv()).await;
+    assert!(more.is_err(), "unexpected {more:?}");
 }
 
 #[tokio::test]

@@ -127,6 +127,7 @@ pub(super) fn add_joiners(
             removed: false,
             member: false,
             joiner_of: Some(j as u32),
+            timer: None,
             links: Vec::new(),
             outbox: 0,
             seen: BTreeMap::new(),
@@ -575,6 +576,7 @@ impl World {
         let key = hearth_crypto::identity::DeviceKey::from_bytes(&n.core.key().to_bytes());
         let name = n.core.name().to_owned();
         n.core = core::Node::new(key, &name, Arc::clone(&log), config);
+        n.timer = None;
         n.durable.log = Some(log);
         n.member = true;
         let st = &mut self.joins[j as usize];
@@ -585,7 +587,7 @@ impl World {
     }
 
     /// After `me`'s log changed: links to joined devices it now admits may
-    /// connect.
+    /// connect; its core hears they are reachable.
     pub(super) fn admit_joiners(&mut self, me: u32) {
         if self.joins.is_empty() {
             return;
@@ -598,8 +600,14 @@ impl World {
                 && !self.conns[c as usize].up
                 && self.reachable(c)
             {
-                let d = sample(&mut self.rng, self.scenario.network.connect_ms, US_PER_MS);
-                self.schedule_connect(c, d);
+                let peer = self.nodes[other as usize].id;
+                let now = self.core_now();
+                let out = self.nodes[me as usize].core.handle(
+                    now,
+                    &mut self.rng,
+                    core::Input::Reachable { peer },
+                );
+                self.perform(me, None, out);
             }
         }
     }
