@@ -10,9 +10,10 @@
 //! [`Outputs`], an ordered list of [`Output`]s.
 //!
 //! ```text
-//!   commands (put, delete, add_device, …) ─┐
-//!   Input::Opened / Frame / Closed ────────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close, MembersChanged, …]
-//!   now, rng ──────────────────────────────┘
+//!   commands (put, delete, invite, admit, …) ────────┐
+//!   Input::Opened / Frame / Closed ──────────────────┤
+//!   Input::Reachable / Connected / Tick ─────────────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close,
+//!   now, rng ────────────────────────────────────────┘                    MembersChanged, Dial, Timer]
 //! ```
 //!
 //! - [`data`]: the data commands and their rules: doctype names, record ids,
@@ -41,6 +42,13 @@
 //! call's outputs, calls [`Node::reload`] with what the store holds for the
 //! collections named in the batch, and closes every session
 //! ([`Node::close_all`]): peers resync from what is durable.
+//!
+//! [`Output::Dial`] and [`Output::Timer`] need no barrier of their own: the
+//! driver carries out a dial when it can (one that fails needs no report;
+//! the node tries again when its backoff is due) and delivers
+//! [`Input::Tick`] at or after the latest timer. It tells the node what its
+//! network learnt: [`Input::Reachable`] for a new address of a device,
+//! [`Input::Connected`] for a connection either side made.
 //!
 //! Sessions are numbered by the driver ([`SessionId`]), so a frame or close
 //! from a replaced stream never reaches its successor. A driver that cannot

@@ -14,10 +14,13 @@
 //!   queue through a cloneable [`engine::Handle`].
 //! - [`api`]: the loopback HTTP API (cozy-stack's data routes plus `/_hearth/…`).
 //! - [`daemon`]: `hearth up`, lock, API server, network, clean shutdown on SIGINT/SIGTERM.
-//! - [`net`]: the libp2p swarm (transports, discovery, relay, the admission gate).
+//! - [`net`]: the libp2p swarm (transports, discovery, relay, the admission
+//!   gate); it carries out the dials the core asks for.
 //! - [`mesh`]: the glue between the network and the engine: one sync stream per
-//!   member device, its frames carried to the core and back.
-//! - [`pairing`]: `/hearth/pair/1` over a stream, the inviting side's invitation.
+//!   member device, its frames carried to the core and back, the core's dials
+//!   and timer carried out, what the network learns of members carried in.
+//! - [`pairing`]: `/hearth/pair/1` over a stream: the frames of the inviting
+//!   flow the core holds, and the joining side.
 //! - [`qr`]: tickets drawn as QR codes (terminal, PNG) and read back.
 //! - [`client`]: how CLI commands reach the data, through the daemon or in-process.
 //! - [`import`]: records out of JSON Lines, JSON and CSV, streamed in batches (CLI and API).

@@ -9,8 +9,10 @@
 //!     │                  └─► mesh ──► net (libp2p: TCP+Noise+Yamux, QUIC, mDNS, Kademlia,
 //!     │                        │           relay, DCUtR, AutoNAT; admission gate: account
 //!     │                        │           devices only, joiners only while pairing)
+//!     │                        ├─ the core's Dial / Timer out, addresses and connections in
 //!     │                        ├─ /hearth/sync/1 ─ one stream per device, capped frames
-//!     │                        └─ /hearth/pair/1 ─ pairing::Invitations (crypto::pairing)
+//!     │                        └─ /hearth/pair/1 ─ pairing::Invitations: frames of the
+//!     │                                            core's inviting flow (crypto::pairing)
 //!     ├─ join ──► pairing::join over a short-lived net, then a new store
 //!     └─ put/get/find/… ──► client::Backend ── daemon running? ── yes ─► HTTP to api
 //!                                              └─ no ─► in-process engine
@@ -18,11 +20,12 @@
 //!             engine (one thread, bounded queue, Handle + oneshot replies): IO only
 //!                │  calls the core with now + rng, performs its outputs in order:
 //!                │  Persist(batch) → one durable redb commit, then Send / Close /
-//!                │  MembersChanged (watch → net's admission gate)
+//!                │  MembersChanged (watch → net's admission gate) / Dial / Timer (→ mesh)
 //!                ▼
 //!             hearth_crdt::node (the pure core; hearth-sim drives the same one)
 //!                │  data rules, changes feed, one sync::Session per device,
-//!                │  forwarding, membership (hearth_crypto::membership)
+//!                │  forwarding, membership (hearth_crypto::membership), the
+//!                │  pairing invitation's flow, whom to dial and when (redial)
 //!                │  over hearth_crdt::collection (Automerge shards, _id/_rev)
 //!                │  and hearth_crdt::query (Mango find, aggregates, indexes)
 //!                ▼
