@@ -295,6 +295,21 @@ impl Backend {
         ))
     }
 
+    /// The account's devices.
+    pub fn devices(&self) -> Result<Vec<crate::engine::Device>> {
+        Ok(serde_json::from_value(self.get_json("/_hearth/devices")?)?)
+    }
+
+    /// Removes a device from the account for good.
+    pub fn remove_device(&self, id: &str) -> Result<()> {
+        self.call_json(
+            Method::DELETE,
+            &format!("/_hearth/devices/{}", encode(id)),
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         Ok(serde_json::from_value(

@@ -10,14 +10,14 @@ use hearth_crypto::identity::{DeviceId, DeviceKey};
 use hearth_crypto::membership;
 use hearth_crypto::ticket::Invitation;
 use libp2p::Multiaddr;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{emit, emit_json};
 use crate::cli::{DevicesAction, Global, PairAction};
 use crate::client::Backend;
 use crate::config::Config;
 use crate::daemon::DaemonLock;
-use crate::engine::{Device, Engine, now_ms};
+use crate::engine::{Engine, now_ms};
 use crate::home::Home;
 use crate::store::Unlock;
 use crate::{net, pairing, qr};
@@ -167,25 +167,15 @@ pub(super) fn devices(
     action: Option<DevicesAction>,
 ) -> Result<()> {
     if let Some(DevicesAction::Remove { id }) = action {
-        let device: DeviceId = id
+        let _: DeviceId = id
             .parse()
             .map_err(|e| anyhow!("bad device id {id:?}: {e}"))?;
-        match backend {
-            Backend::Local { engine, runtime } => {
-                runtime.block_on(engine.handle.remove_device(device))?
-            }
-            Backend::Remote(r) => {
-                r.send("DELETE", &format!("/_hearth/devices/{id}"), &Value::Null)?;
-            }
-        }
+        backend.remove_device(&id)?;
         return emit(&format!(
             "removed {id}: every device of the account refuses it from now on"
         ));
     }
-    let devices: Vec<Device> = match backend {
-        Backend::Local { engine, runtime } => runtime.block_on(engine.handle.devices())?,
-        Backend::Remote(r) => serde_json::from_value(r.get("/_hearth/devices")?)?,
-    };
+    let devices = backend.devices()?;
     if global.json {
         return emit_json(&serde_json::to_value(&devices)?);
     }
