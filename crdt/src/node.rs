@@ -38,6 +38,12 @@
 //! redb transaction and then carries on; the simulator holds what follows a
 //! batch until its virtual disk syncs.
 //!
+//! There is no "storage completed" input: the barrier stands in for it. The
+//! node never needs to hear that a batch landed, because nothing it decides
+//! depends on that; only what the driver does next does. A driver with
+//! asynchronous storage (the simulator's disk) holds the outputs after a
+//! batch until it syncs, which is the same order.
+//!
 //! If a batch cannot be made durable, the driver stops performing that
 //! call's outputs, calls [`Node::reload`] with what the store holds for the
 //! collections named in the batch, and closes every session
