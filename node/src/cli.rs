@@ -120,7 +120,8 @@ pub enum Command {
         /// Read the ticket from a QR code image instead.
         #[arg(long, value_name = "FILE.png")]
         qr: Option<PathBuf>,
-        /// A name for this device, shown to the others. Default: the host name.
+        /// A name for this device, shown to the others. Default: the name
+        /// `hearth init --name` gave this home, else the host name.
         #[arg(long)]
         name: Option<String>,
     },

@@ -483,7 +483,9 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Off on a node with no bootstrap peers that relays for nobody: there
+    /// is no DHT for it to join or serve.
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     relay_server: Toggle<relay::Behaviour>,
     relay_client: relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
@@ -520,17 +522,21 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
     } else {
         None
     };
-    let mut kad_config = kad::Config::new(KAD);
-    if bootstrap.is_empty() {
-        // Without bootstrap peers there is no DHT to join; periodic
-        // bootstraps would only warn that no peer is known.
-        kad_config.set_periodic_bootstrap_interval(None);
-    }
-    let mut kad =
-        kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
+    // Without bootstrap peers there is no DHT to join, and Kademlia would
+    // only warn at every start that it knows no peer. A relay keeps it, as
+    // the node others bootstrap from.
+    let mut kad = (!bootstrap.is_empty() || config.relay_service).then(|| {
+        let mut kad_config = kad::Config::new(KAD);
+        if bootstrap.is_empty() {
+            kad_config.set_periodic_bootstrap_interval(None);
+        }
+        kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config)
+    });
     let mut autonat = autonat::Behaviour::new(local, autonat::Config::default());
     for (peer, addr) in &bootstrap {
-        kad.add_address(peer, addr.clone());
+        if let Some(kad) = kad.as_mut() {
+            kad.add_address(peer, addr.clone());
+        }
         autonat.add_server(*peer, Some(addr.clone()));
     }
     let streams = libp2p_stream::Behaviour::new();
@@ -566,7 +572,7 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
             identify,
             ping: ping::Behaviour::default(),
             mdns: Toggle::from(mdns),
-            kad,
+            kad: Toggle::from(kad),
             relay_server: Toggle::from(relay_server),
             relay_client,
             dcutr: dcutr::Behaviour::new(local),
@@ -608,7 +614,9 @@ pub async fn spawn(key: &DeviceKey, config: Config, admission: Admission) -> Res
     }
     if driver.kad_lookups {
         // Only fails without known peers, which the check above rules out.
-        let _ = driver.swarm.behaviour_mut().kad.bootstrap();
+        if let Some(kad) = driver.swarm.behaviour_mut().kad.as_mut() {
+            let _ = kad.bootstrap();
+        }
     }
     for (peer, addr) in relays {
         driver.book.insert(peer, addr.clone(), true);
@@ -893,7 +901,9 @@ impl Driver {
         let addrs = self.book.get(&peer).to_vec();
         if addrs.is_empty() {
             if self.kad_lookups {
-                self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.get_closest_peers(peer);
+                }
             }
             return;
         }
@@ -997,7 +1007,9 @@ impl Driver {
                 for addr in info.listen_addrs {
                     self.learn(peer_id, addr.clone());
                     if speaks_kad {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                            kad.add_address(&peer_id, addr);
+                        }
                     }
                 }
             }

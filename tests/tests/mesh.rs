@@ -135,6 +135,11 @@ impl Joining {
 
 /// Pairs `joiner` into `inviter`'s account through the QR PNG.
 fn pair(inviter: &Device, joiner: &Device) {
+    pair_naming(inviter, joiner, &["--name", "joiner"]);
+}
+
+/// [`pair`], with `name` as the joiner's naming flags (none: its default).
+fn pair_naming(inviter: &Device, joiner: &Device, name: &[&str]) {
     let png = inviter.home.path().join("invite.png");
     let run = inviter.home.run(&["pair", "--qr", png.to_str().unwrap()]);
     let ticket = run.ok().lines().next().unwrap().to_string();
@@ -142,7 +147,9 @@ fn pair(inviter: &Device, joiner: &Device) {
         ticket.starts_with("hearth1"),
         "first line is the ticket: {ticket}"
     );
-    let joining = start_join(joiner, &["--qr", png.to_str().unwrap(), "--name", "joiner"]);
+    let mut args = vec!["--qr", png.to_str().unwrap()];
+    args.extend_from_slice(name);
+    let joining = start_join(joiner, &args);
     inviter.home.run(&["pair", "confirm", &joining.code]).ok();
     let (ok, err) = joining.finish();
     assert!(ok, "hearth join failed: {err}");
@@ -361,6 +368,24 @@ fn pairing_refuses_expired_replayed_and_wrongly_confirmed_invitations() {
     assert!(run.err().contains("already used"), "{}", run.err());
 }
 
+/// Warnings mean something is wrong: a healthy start of a lone device (no
+/// bootstrap peer, the usual case) logs none, not even after Kademlia would
+/// have tried to bootstrap.
+#[test]
+fn a_healthy_start_logs_no_warning() {
+    let a = Device::new("laptop");
+    let daemon = a.up();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, stderr) = daemon.stop().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warnings.is_empty(), "a healthy start warned: {warnings:#?}");
+    assert!(stderr.contains("listening"), "the log is captured: {stderr}");
+}
+
 #[test]
 fn status_lists_concrete_dialable_addresses() {
     let a = Device::new("laptop");
@@ -437,8 +462,19 @@ fn an_initialised_home_without_data_can_join_and_keeps_its_identity() {
     // B was set up on its own first, but holds no data yet.
     let b = Device::new("desktop");
     let b_id = b.id();
-    pair(&a, &b);
+    pair_naming(&a, &b, &[]);
     assert_eq!(b.id(), b_id, "joining keeps the device's identity");
+    let devices = a.home.run(&["devices", "--json"]).json();
+    let names: Vec<&str> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"desktop"),
+        "joining without --name keeps the name `init` gave: {names:?}"
+    );
     let status = b.home.run(&["status", "--json"]).json();
     let status_a = a.home.run(&["status", "--json"]).json();
     assert_eq!(status["account_id"], status_a["account_id"]);

@@ -234,6 +234,7 @@ pub(super) fn join(
     let _lock = DaemonLock::acquire(home)?;
     // An initialised home may join only while it holds nothing of its own.
     let mut existing = None;
+    let mut existing_name = None;
     let key = if home.is_initialised() {
         let engine = Engine::open(home, unlock()?, config.engine.clone())?;
         engine.check_may_join().with_context(|| {
@@ -243,12 +244,16 @@ pub(super) fn join(
             )
         })?;
         let key = DeviceKey::from_bytes(&engine.device_key().to_bytes());
+        existing_name = Some(engine.status().device_name);
         existing = Some(engine);
         key
     } else {
         DeviceKey::generate(&mut rand::rngs::OsRng)
     };
-    let name = name.unwrap_or_else(crate::default_device_name);
+    // An initialised home keeps the name `hearth init --name` gave it.
+    let name = name
+        .or(existing_name)
+        .unwrap_or_else(crate::default_device_name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
