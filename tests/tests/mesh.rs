@@ -383,7 +383,10 @@ fn a_healthy_start_logs_no_warning() {
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .collect();
     assert!(warnings.is_empty(), "a healthy start warned: {warnings:#?}");
-    assert!(stderr.contains("listening"), "the log is captured: {stderr}");
+    assert!(
+        stderr.contains("listening"),
+        "the log is captured: {stderr}"
+    );
 }
 
 #[test]

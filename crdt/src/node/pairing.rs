@@ -706,6 +706,73 @@ mod tests {
         assert!(matches!(e, Error::NoAddress));
     }
 
+    /// Runs one attempt of `joiner_id` through to its admission and returns
+    /// the admission's outputs.
+    fn pair_once(n: &mut Node, joiner_id: DeviceId) -> crate::node::Outputs {
+        use hearth_crypto::pairing::{Joiner, JoinerEvent};
+        let addr = vec!["/ip4/127.0.0.1/tcp/4001".to_string()];
+        let inv = n
+            .invite(0, &mut rand_core::OsRng, 60, addr)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let inviter = n.id();
+        let (mut joiner, hello) = Joiner::start(inv, joiner_id, 0, &mut rand_core::OsRng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (generation, challenge) = n
+            .inviting()
+            .hello(
+                1,
+                &mut rand_core::OsRng,
+                joiner_id,
+                &hello.encode(),
+                "phone".into(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let JoinerEvent::ShowCode { reply, code } = joiner
+            .handle(inviter, challenge)
+            .unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!("no code shown");
+        };
+        n.inviting()
+            .proof(
+                2,
+                &mut rand_core::OsRng,
+                generation,
+                joiner_id,
+                &reply.encode(),
+            )
+            .unwrap_or_else(|(e, _)| panic!("{e}"));
+        n.inviting()
+            .confirm(3, &code.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (welcome, out) = n
+            .admit(4, generation, joiner_id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let welcome = welcome.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            joiner.handle(inviter, welcome),
+            Ok(JoinerEvent::Welcomed { .. })
+        ));
+        out
+    }
+
+    /// A joiner whose welcome was lost after it was admitted pairs again
+    /// with a fresh invitation and is welcomed, with nothing to persist.
+    #[test]
+    fn a_joiner_admitted_before_is_welcomed_again() {
+        let mut n = node();
+        let joiner_id = DeviceKey::from_bytes(&[6; 32]).id();
+        let first = pair_once(&mut n, joiner_id);
+        assert!(matches!(
+            first.items.first(),
+            Some(crate::node::Output::Persist(_))
+        ));
+        let entries = n.log().entries().len();
+        let again = pair_once(&mut n, joiner_id);
+        assert!(again.items.is_empty(), "nothing changes: {:?}", again.items);
+        assert_eq!(n.log().entries().len(), entries);
+    }
+
     /// The whole flow against the joiner's state machine: a wrong code burns
     /// the invitation and tells the waiting joiner; a fresh invitation and
     /// the right code end in a welcome and [`Outcome::Joined`].
