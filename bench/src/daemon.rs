@@ -273,6 +273,7 @@ pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr, listen: &[String]) -
                 mdns: false,
                 ..hearth_node::net::Config::default()
             },
+            keep_ports: false,
         },
     ))
 }

@@ -81,6 +81,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             relay,
             via_relay,
         } => {
+            let keep_ports = listen.is_empty();
             let net = mesh::net_config(
                 config.net.net_config(),
                 &listen,
@@ -97,7 +98,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &home,
                 || unlock(&global),
                 config,
-                daemon::Options { api, name, net },
+                daemon::Options {
+                    api,
+                    name,
+                    net,
+                    keep_ports,
+                },
             ))
         }
         Command::Join { ticket, qr, name } => {

@@ -87,6 +87,10 @@ pub struct Options {
     pub name: Option<String>,
     /// The network.
     pub net: crate::net::Config,
+    /// Whether `net`'s listen addresses are the defaults (no `--listen`):
+    /// the ports bound are then kept in `<home>/listen.addrs` and reused
+    /// at the next start ([`Home::listen_path`]).
+    pub keep_ports: bool,
 }
 
 /// Runs the node until SIGINT or SIGTERM.
@@ -130,7 +134,11 @@ pub async fn run(
     let key = hearth_crypto::identity::DeviceKey::from_bytes(&engine.device_key().to_bytes());
     let known = engine.known_addresses()?;
     let engine = engine.spawn()?;
-    let mesh = start_mesh(&engine.handle, &key, options.net, &config, known).await?;
+    let listen = ListenPorts {
+        home,
+        keep: options.keep_ports,
+    };
+    let mesh = start_mesh(&engine.handle, &key, options.net, listen, &config, known).await?;
     let token = ensure_token(home)?;
     let listener = tokio::net::TcpListener::bind(options.api)
         .await
@@ -182,6 +190,7 @@ async fn start_mesh(
     engine: &crate::engine::Handle,
     key: &hearth_crypto::identity::DeviceKey,
     net_config: crate::net::Config,
+    ports: ListenPorts<'_>,
     config: &Config,
     known: Vec<(hearth_crypto::identity::DeviceId, Vec<String>)>,
 ) -> Result<crate::mesh::Mesh> {
@@ -195,9 +204,7 @@ async fn start_mesh(
             .filter_map(peer_id),
     );
     let mdns = net_config.mdns;
-    let net = crate::net::spawn(key, net_config, admission.clone())
-        .await
-        .context("cannot start the network")?;
+    let net = ports.spawn(key, net_config, &admission).await?;
     for addr in net.handle.listen_addrs().await.unwrap_or_default() {
         tracing::info!(%addr, "listening");
     }
@@ -225,6 +232,107 @@ async fn start_mesh(
     ))
 }
 
+/// Keeping a device's ports across restarts: with the default listen
+/// addresses (port 0, the OS picks), the first start records the ports it
+/// got and later starts ask for the same ones, so devices that saw it at
+/// an address find it there again. A remembered port that is taken now is
+/// given up for a new one, with a warning.
+struct ListenPorts<'h> {
+    home: &'h Home,
+    keep: bool,
+}
+
+impl ListenPorts<'_> {
+    async fn spawn(
+        &self,
+        key: &hearth_crypto::identity::DeviceKey,
+        mut net_config: crate::net::Config,
+        admission: &crate::net::Admission,
+    ) -> Result<crate::net::Net> {
+        let asked = net_config.listen.clone();
+        if self.keep
+            && let Some(remembered) = self.remembered()
+        {
+            let mut tried = net_config.clone();
+            tried.listen = remembered;
+            match crate::net::spawn(key, tried, admission.clone()).await {
+                Ok(net) => return Ok(net),
+                Err(
+                    e @ (crate::net::Error::Listen { .. } | crate::net::Error::Listener { .. }),
+                ) => {
+                    tracing::warn!(error = %e, "the ports this device used before are taken; listening on new ones");
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("cannot start the network")),
+            }
+        }
+        net_config.listen = asked.clone();
+        let net = crate::net::spawn(key, net_config, admission.clone())
+            .await
+            .context("cannot start the network")?;
+        if self.keep {
+            let bound = net.handle.listen_addrs().await.unwrap_or_default();
+            self.remember(&concrete_ports(&asked, &bound));
+        }
+        Ok(net)
+    }
+
+    fn remembered(&self) -> Option<Vec<libp2p::Multiaddr>> {
+        let text = std::fs::read_to_string(self.home.listen_path()).ok()?;
+        let addrs: Vec<libp2p::Multiaddr> = text
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect();
+        (!addrs.is_empty()).then_some(addrs)
+    }
+
+    fn remember(&self, addrs: &[libp2p::Multiaddr]) {
+        let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+        let path = self.home.listen_path();
+        if let Err(e) =
+            crate::home::write_atomic(&path, text.as_bytes(), crate::home::PUBLIC_FILE_MODE)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the listen ports; the next start picks new ones");
+        }
+    }
+}
+
+/// `asked` with each port 0 replaced by the port the same transport got in
+/// `bound` (TCP's for a TCP address, QUIC's for a QUIC one).
+fn concrete_ports(
+    asked: &[libp2p::Multiaddr],
+    bound: &[libp2p::Multiaddr],
+) -> Vec<libp2p::Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let is_quic = |a: &libp2p::Multiaddr| a.iter().any(|p| p == Protocol::QuicV1);
+    let port = |a: &libp2p::Multiaddr| {
+        a.iter().find_map(|p| match p {
+            Protocol::Tcp(port) | Protocol::Udp(port) => Some(port),
+            _ => None,
+        })
+    };
+    asked
+        .iter()
+        .filter_map(|addr| {
+            if port(addr) != Some(0) {
+                return Some(addr.clone());
+            }
+            let got = bound
+                .iter()
+                .filter(|b| is_quic(b) == is_quic(addr))
+                .find_map(port)?;
+            Some(
+                addr.iter()
+                    .map(|p| match p {
+                        Protocol::Tcp(0) => Protocol::Tcp(got),
+                        Protocol::Udp(0) => Protocol::Udp(got),
+                        other => other,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -239,5 +347,37 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concrete_ports;
+
+    #[test]
+    fn port_zero_takes_the_bound_port_of_its_own_transport() {
+        let asked: Vec<libp2p::Multiaddr> = vec![
+            "/ip4/0.0.0.0/tcp/0".parse().unwrap(),
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap(),
+            "/ip4/127.0.0.1/tcp/7465".parse().unwrap(),
+        ];
+        let bound: Vec<libp2p::Multiaddr> = vec![
+            "/ip4/127.0.0.1/udp/5000/quic-v1/p2p/12D3KooWSLsod1vcdqJhRZujHA37dhjxAPEpxqAfuatqZVe4MFsQ"
+                .parse()
+                .unwrap(),
+            "/ip4/127.0.0.1/tcp/4000".parse().unwrap(),
+        ];
+        let kept: Vec<String> = concrete_ports(&asked, &bound)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "/ip4/0.0.0.0/tcp/4000",
+                "/ip4/0.0.0.0/udp/5000/quic-v1",
+                "/ip4/127.0.0.1/tcp/7465"
+            ]
+        );
     }
 }

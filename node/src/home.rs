@@ -172,6 +172,14 @@ impl Home {
         self.root.join("api.addr")
     }
 
+    /// `<home>/listen.addrs`: the network addresses `hearth up` bound last
+    /// time with its default listen addresses, one multiaddr a line, so the
+    /// device keeps its ports across restarts and other devices find it
+    /// where they last saw it.
+    pub fn listen_path(&self) -> PathBuf {
+        self.root.join("listen.addrs")
+    }
+
     /// `<home>/api-token`: the bearer token of the HTTP API, mode 0600.
     pub fn api_token_path(&self) -> PathBuf {
         self.root.join("api-token")

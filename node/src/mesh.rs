@@ -219,19 +219,15 @@ impl Mesh {
                         let _ = self.engine.link(LinkEvent::Connected(device)).await;
                     }
                 }
-                net::Event::Routable { peer } => {
+                net::Event::Routable { peer, address } => {
                     if let Some(device) = device_id(&peer) {
-                        let _ = self.engine.link(LinkEvent::Reachable(device)).await;
-                    }
-                }
-                net::Event::Discovered { peer, address } => {
-                    if self.admission.is_member(&peer)
-                        && let Some(device) = device_id(&peer)
-                    {
+                        // Kept for the next start, whatever taught it (a
+                        // peer's identify, a dial, a lookup, the LAN).
                         let _ = self
                             .engine
                             .remember_address(device, address.to_string())
                             .await;
+                        let _ = self.engine.link(LinkEvent::Reachable(device)).await;
                     }
                 }
                 _ => {}

@@ -270,10 +270,12 @@ pub enum Event {
         address: Multiaddr,
     },
     /// The address book learnt a new address of the member `peer` (from any
-    /// source): it can be dialled.
+    /// source): it can be dialled there.
     Routable {
         /// The member.
         peer: PeerId,
+        /// The new address.
+        address: Multiaddr,
     },
 }
 
@@ -869,9 +871,12 @@ impl Driver {
         );
         let new = self.book.insert(peer, addr.clone(), preferred);
         if new {
-            self.swarm.add_peer_address(peer, addr);
+            self.swarm.add_peer_address(peer, addr.clone());
             if self.admission.is_member(&peer) {
-                self.emit(Event::Routable { peer });
+                self.emit(Event::Routable {
+                    peer,
+                    address: addr,
+                });
             }
         }
         new

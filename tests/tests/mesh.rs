@@ -389,6 +389,70 @@ fn a_healthy_start_logs_no_warning() {
     );
 }
 
+/// Without mDNS, a pair reconnects after either device restarts: each keeps
+/// the ports it got at its first start, and each remembers every address it
+/// learnt of the other (not only the one in the ticket).
+#[test]
+fn a_pair_reconnects_after_either_restarts_without_mdns() {
+    let a = Device::new("laptop");
+    let da = a.home.up_with(&["--no-mdns"]).unwrap();
+    let b = Device::fresh();
+    pair(&a, &b);
+    let db = b.home.up_with(&["--no-mdns"]).unwrap();
+    a.home
+        .run(&["put", "notes", r#"{"n":1}"#, "--id", "r1"])
+        .ok();
+    b.wait_for("notes", "r1", |v| v.is_some());
+    let ports = std::fs::read_to_string(a.home.path().join("listen.addrs")).unwrap();
+    assert!(
+        ports.contains("/tcp/") && !ports.contains("/tcp/0\n"),
+        "{ports}"
+    );
+
+    da.stop().unwrap();
+    let da = a.home.up_with(&["--no-mdns"]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(a.home.path().join("listen.addrs")).unwrap(),
+        ports,
+        "the same ports again"
+    );
+    a.home
+        .run(&["put", "notes", r#"{"n":2}"#, "--id", "r2"])
+        .ok();
+    b.wait_for("notes", "r2", |v| v.is_some());
+
+    db.stop().unwrap();
+    let _db = b.home.up_with(&["--no-mdns"]).unwrap();
+    b.home
+        .run(&["put", "notes", r#"{"n":3}"#, "--id", "r3"])
+        .ok();
+    a.wait_for("notes", "r3", |v| v.is_some());
+    drop(da);
+}
+
+/// A port remembered from the last start that another program holds now is
+/// given up for a new one, with a warning, rather than failing the start.
+#[test]
+fn a_remembered_port_taken_since_is_replaced_with_a_warning() {
+    let a = Device::new("laptop");
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        a.home.path().join("listen.addrs"),
+        format!("/ip4/0.0.0.0/tcp/{port}\n"),
+    )
+    .unwrap();
+    let daemon = a.home.up_with(&["--no-mdns"]).unwrap();
+    let ports = std::fs::read_to_string(a.home.path().join("listen.addrs")).unwrap();
+    assert!(!ports.contains(&format!("/tcp/{port}\n")), "{ports}");
+    let (code, stderr) = daemon.stop().unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("ports this device used before are taken"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn status_lists_concrete_dialable_addresses() {
     let a = Device::new("laptop");

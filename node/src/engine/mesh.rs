@@ -66,7 +66,7 @@ pub struct Device {
 }
 
 /// Most addresses remembered per peer device (eight).
-const MAX_REMEMBERED_ADDRS: usize = 8;
+const MAX_REMEMBERED_ADDRS: usize = 16;
 
 impl Engine {
     fn devices(&self) -> Result<Vec<Device>, Error> {
@@ -143,7 +143,7 @@ impl Engine {
     }
 
     /// Remembers an address where `peer` (a member) was reached, so the next
-    /// start can dial it. Keeps the newest eight.
+    /// start can dial it. Keeps the newest sixteen.
     pub fn remember_address(&mut self, peer: DeviceId, address: String) -> Result<(), Error> {
         let key = keys::peer_addrs_key(&peer);
         let mut addrs: Vec<String> = self
@@ -152,10 +152,10 @@ impl Engine {
             .get(Table::Peers, &key)?
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        if addrs.first() == Some(&address) {
+        if addrs.contains(&address) {
+            // Known already: no commit (every start re-learns them all).
             return Ok(());
         }
-        addrs.retain(|a| *a != address);
         addrs.insert(0, address);
         addrs.truncate(MAX_REMEMBERED_ADDRS);
         let mut txn = self.store.write()?;

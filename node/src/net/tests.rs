@@ -264,7 +264,14 @@ async fn a_new_address_of_a_member_is_reported_once_and_a_strangers_never() {
     let mut a = start(&ka, TCP, &Admission::new([pa, pb])).await;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{pb}").parse().unwrap();
     a.handle.add_address(pb, addr.clone()).await.unwrap();
-    expect_event(&mut a, Event::Routable { peer: pb }).await;
+    expect_event(
+        &mut a,
+        Event::Routable {
+            peer: pb,
+            address: addr.clone(),
+        },
+    )
+    .await;
     a.handle.add_address(pb, addr).await.unwrap();
     let stranger: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{pc}").parse().unwrap();
     a.handle.add_address(pc, stranger).await.unwrap();
