@@ -905,10 +905,10 @@ impl Driver {
         }
         let addrs = self.book.get(&peer).to_vec();
         if addrs.is_empty() {
-            if self.kad_lookups {
-                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                    kad.get_closest_peers(peer);
-                }
+            if self.kad_lookups
+                && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+            {
+                kad.get_closest_peers(peer);
             }
             return;
         }
@@ -1011,10 +1011,8 @@ impl Driver {
                 let speaks_kad = info.protocols.contains(&KAD);
                 for addr in info.listen_addrs {
                     self.learn(peer_id, addr.clone());
-                    if speaks_kad {
-                        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                            kad.add_address(&peer_id, addr);
-                        }
+                    if speaks_kad && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer_id, addr);
                     }
                 }
             }
