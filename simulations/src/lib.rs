@@ -3,15 +3,17 @@
 //! A simulated device runs **the node's own core**: one
 //! [`hearth_crdt::node::Node`] per device, the very state machine the
 //! daemon's engine drives (data rules, one sync session per peer,
-//! forwarding, membership, persist before answer). The simulator is only
-//! its driver: it feeds the core connection events and frames with the
-//! virtual time and the seeded RNG, and performs the outputs in order, each
-//! `Persist` batch on a virtual disk whose fsync releases what waited on it.
+//! forwarding, membership, persist before answer, the inviting flow, whom
+//! to dial and when). The simulator is only its driver: it feeds the core
+//! connection events, frames and timer ticks with the virtual time and the
+//! seeded RNG, and performs the outputs in order, each `Persist` batch on a
+//! virtual disk whose fsync releases what waited on it, each `Dial` as a
+//! connection attempt on the link, each `Timer` as a tick event.
 //! So a scenario and a seed give a byte-identical report, and a bug in the
 //! core's ordering is a bug the checkers see (see the durable-sends check
-//! and its planted-bug test). Pairing's handshake runs `hearth_crypto`'s
-//! `Inviter` and `Joiner`; the admission of the new device is the core's
-//! `add_device`.
+//! and its planted-bug test). Pairing runs the inviter core's own flow
+//! (`Node::invite`, `Node::inviting`, `Node::admit`) against
+//! `hearth_crypto`'s `Joiner`.
 //!
 //! # The model in one minute
 //!
@@ -39,8 +41,12 @@
 //!   previous frame), because `Session` is a stream protocol; **loss,
 //!   duplication and reordering are the transport's problem** and surface
 //!   the way TCP or QUIC surface them, as a broken connection: when a fault
-//!   hits a frame, the frame is gone, both sessions close, and the link
-//!   reconnects after an exponential backoff with jitter. At most
+//!   hits a frame, the frame is gone, both sessions close, and each end's
+//!   core dials again under its redial policy (exponential backoff with
+//!   jitter, `network.backoff_*`). A device that comes up, or a partition
+//!   that ends, tells the cores of its links that their peers may be
+//!   reachable again (`Input::Reachable`), as a daemon hears of a new
+//!   address; they dial at once. At most
 //!   `bounds.window_frames` frames are in flight per direction; the rest
 //!   wait in the sender's outbox.
 //! - **Faults.** Partitions (a random fraction of devices cut off from the
@@ -51,12 +57,14 @@
 //!   connections from a removed device are refused by admission, as the
 //!   node's transport gate does). At `duration_s` the **heal** starts: writes
 //!   and faults stop, partitions end, every device comes online; the run
-//!   ends when the event queue drains (**quiescence**), or fails the
-//!   quiescence check at `max_quiescence_s`.
+//!   ends when the event queue drains (**quiescence**) — or holds only
+//!   timer ticks while no link that is down could connect (cores keep
+//!   backing off towards the unreachable) — or fails the quiescence check
+//!   at `max_quiescence_s`.
 //! - **Pairing.** A `[[joins]]` entry brings a new device into an account
-//!   at a given time through the node's own handshake
-//!   ([`hearth_crypto::pairing`]'s `Inviter` and `Joiner`, with the message
-//!   flow of `node/src/pairing.rs`): the inviter opens an
+//!   at a given time through the node's own handshake (the inviter core's
+//!   flow and [`hearth_crypto::pairing`]'s `Joiner`, with the message flow
+//!   of `node/src/pairing.rs`): the inviter's core opens an
 //!   [`Invitation`](hearth_crypto::ticket::Invitation) (seeded RNG, expiry in
 //!   virtual time), the ticket is encoded and decoded as a person copying it
 //!   would, and the joiner dials the inviter over a pairing connection whose
@@ -65,13 +73,13 @@
 //!   `human_delay_ms` the person types the code the joiner shows on the
 //!   inviter — or, in `wrong_code_probability` of attempts (and the first
 //!   `wrong_codes_first`), a wrong one, which burns the invitation and
-//!   refuses the joiner. On the right code the inviter appends the device
-//!   with `Log::add_device`, persists the log, offers it to its sessions, and
-//!   after the fsync sends `Welcome` with the encoded log; the joiner adopts
+//!   refuses the joiner. On the right code the inviter's core admits the
+//!   device (`Node::admit`: the log entry, persisted and offered to its
+//!   sessions), and after the fsync the `Welcome` with the encoded log goes; the joiner adopts
 //!   it and from then on dials its links (every device of the account, or the
 //!   inviter and `degree − 1` others) and syncs like any member. Its links
 //!   connect only once the other end's log admits it (the admission gate);
-//!   each membership change re-dials them. A transport fault on a pairing
+//!   each membership change tells the cores they are reachable. A transport fault on a pairing
 //!   frame, either device going down or a partition between them ends the
 //!   attempt; the joiner retries with a fresh invitation after
 //!   `retry_delay_ms`. A joined device counts in the convergence and
