@@ -61,7 +61,6 @@ pub struct Mesh {
     lookups: bool,
     /// Sync streams being opened, until their session is open.
     opening: Arc<Mutex<BTreeSet<DeviceId>>>,
-    last_outcome: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -110,7 +109,6 @@ impl Mesh {
             mdns,
             lookups: net.lookups,
             opening: Arc::default(),
-            last_outcome: Arc::default(),
         };
         match mesh.engine.take_links() {
             Some(links) => {
@@ -146,9 +144,6 @@ impl Mesh {
         let expires_at_ms = invitation.expires_at_ms();
         self.invitations.opened();
         self.admission.set_pairing(true);
-        if let Ok(mut last) = self.last_outcome.lock() {
-            *last = None;
-        }
         let mesh = self.clone();
         tokio::spawn(async move {
             let outcome = mesh.invitations.wait().await;
@@ -159,9 +154,6 @@ impl Mesh {
                         tracing::info!(device = %j.device, name = %j.name, "a new device joined the account")
                     }
                     _ => tracing::info!(outcome = %text, "invitation closed"),
-                }
-                if let Ok(mut last) = mesh.last_outcome.lock() {
-                    *last = Some(text);
                 }
             }
             // Until the ticket expires, a device replaying it is still let in
@@ -175,9 +167,9 @@ impl Mesh {
         });
     }
 
-    /// How the last invitation ended, once it has.
-    pub fn last_outcome(&self) -> Option<String> {
-        self.last_outcome.lock().ok().and_then(|l| l.clone())
+    /// How the last invitation ended, once it has (the core keeps it).
+    pub async fn last_outcome(&self) -> Option<String> {
+        self.invitations.last_outcome().await.as_ref().map(describe)
     }
 
     /// The pairing invitations of this node.

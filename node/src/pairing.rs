@@ -282,6 +282,15 @@ impl<C: Core> Invitations<C> {
             .flatten()
     }
 
+    /// How the last invitation ended, once it has; `None` while one is open,
+    /// when none was ever opened, or when the core is gone.
+    pub async fn last_outcome(&self) -> Option<Outcome> {
+        self.ask(|flow, now, _| flow.last_outcome(now))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The person typed `code` on this device. The right code releases the
     /// waiting session to admit the device; a wrong one burns the invitation
     /// and the waiting device is told. Text that is not 6 digits is refused
@@ -902,6 +911,11 @@ mod tests {
         assert_eq!(
             f.invitations.wait().await,
             Some(Outcome::Refused(Refusal::WrongCode))
+        );
+        assert_eq!(
+            f.invitations.last_outcome().await,
+            Some(Outcome::Refused(Refusal::WrongCode)),
+            "the core keeps how it ended, for `hearth pair status`"
         );
 
         // Burnt: the right code and a new attempt are both refused.

@@ -401,6 +401,13 @@ impl Inviting {
         })
     }
 
+    /// How the last invitation ended, once it has (until a new one opens).
+    pub fn last_outcome(&mut self, now_ms: u64) -> Option<Outcome> {
+        let current = self.current.as_mut()?;
+        current.settle(now_ms);
+        current.outcome.clone()
+    }
+
     /// The generation of the invitation open now, if any.
     pub fn generation(&self) -> Option<u64> {
         self.current.as_ref().map(|c| c.generation)

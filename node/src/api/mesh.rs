@@ -123,7 +123,7 @@ pub(super) async fn pair_status(State(state): State<AppState>) -> ApiResult {
             "code_needed": p.code_needed,
             "expires_at_ms": p.expires_at_ms,
         }),
-        None => json!({ "open": false, "outcome": mesh.last_outcome() }),
+        None => json!({ "open": false, "outcome": mesh.last_outcome().await }),
     };
     Ok(Json(body).into_response())
 }
