@@ -44,6 +44,14 @@
 //! device ids, derive a 6-digit check code, and the inviter sends nothing
 //! secret until the person confirms that code.
 //!
+//! **A shared collection has an access list.** [`acl::Acl`] is a signed DAG
+//! like the membership log, written only by the owner account's devices:
+//! grants of `read` or `write` to other accounts, level changes and
+//! revocations. Every replica computes the same [`acl::AclState`] from the
+//! same entries; a revocation wins over a concurrent grant. (The sharing
+//! protocol that carries it between accounts is not built yet; this is the
+//! rule every replica will enforce.)
+//!
 //! # Example
 //!
 //! ```
@@ -80,6 +88,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod acl;
 pub mod identity;
 pub mod membership;
 pub mod pairing;
