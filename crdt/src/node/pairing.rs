@@ -654,13 +654,6 @@ impl Inviting {
         current.attempt = None;
         true
     }
-
-    /// The joiner and outcome of the open invitation, for debugging.
-    pub fn describe(&self) -> Option<(u64, Option<DeviceId>, Option<Outcome>)> {
-        self.current
-            .as_ref()
-            .map(|c| (c.generation, c.inviter.joiner(), c.outcome.clone()))
-    }
 }
 
 fn bounded(frame: &[u8]) -> Result<&[u8], SessionError> {
