@@ -127,6 +127,7 @@ impl Node {
             engine_config.max_frame_bytes,
             engine_config.peer_outbox,
             false,
+            &hearth_node::config::ContactsConfig::default(),
         );
         Ok(Self {
             running,

@@ -129,6 +129,7 @@ use crate::query::{self, Indexes};
 use crate::sync;
 
 pub mod catalog;
+pub mod contacts;
 pub mod data;
 mod links;
 pub mod mesh;
@@ -136,6 +137,7 @@ pub mod pairing;
 pub mod redial;
 
 pub use catalog::{Catalog, IndexDef};
+pub use contacts::{Contact, ContactError};
 pub use data::{BulkError, Change, check_doctype};
 pub use mesh::{CloseReason, Members};
 
@@ -166,6 +168,8 @@ pub struct Config {
     pub limits: sync::Limits,
     /// When members are dialled again (`[net]` backoff fields).
     pub backoff: redial::Backoff,
+    /// Bounds on contacts and their requests (`[contacts]`).
+    pub contacts: contacts::Limits,
     /// Test builds only: a deliberately wrong order of outputs, to prove
     /// that the simulator's checkers catch it.
     #[cfg(feature = "planted-bugs")]
@@ -190,6 +194,7 @@ impl Default for Config {
             compact_min_bytes: 64 * 1024,
             limits: sync::Limits::default(),
             backoff: redial::Backoff::default(),
+            contacts: contacts::Limits::default(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -269,6 +274,15 @@ pub enum Error {
     /// A step of the inviting flow failed.
     #[error(transparent)]
     Pairing(#[from] pairing::SessionError),
+    /// A contact operation failed.
+    #[error(transparent)]
+    Contact(#[from] ContactError),
+    /// The collection is the node's own (`hearth.*`): read-only to users
+    /// and apps.
+    #[error(
+        "{0} is kept by hearth itself and cannot be written directly; use the hearth commands that manage it"
+    )]
+    Reserved(String),
     /// A stored collection does not load.
     #[error("collection {collection} does not load: {reason}")]
     Damaged {
@@ -352,6 +366,17 @@ pub enum Output {
         peer: DeviceId,
         /// Whether this side opens the stream.
         open_stream: bool,
+    },
+    /// Send one `/hearth/share/1` request to `peer` (a contact's device),
+    /// dialling it at `addrs` if need be, and bring back its answer with
+    /// [`Node::share_reply`] (or `None` when it could not be delivered).
+    Deliver {
+        /// The device.
+        peer: DeviceId,
+        /// Where its account's card says it listens.
+        addrs: Vec<String>,
+        /// The request.
+        frame: Vec<u8>,
     },
     /// Deliver [`Input::Tick`] at or after `at`; replaces any earlier timer.
     Timer {
@@ -478,6 +503,7 @@ pub struct Node {
     published: Members,
     inviting: pairing::Inviting,
     links: links::Links,
+    contacts: contacts::Contacts,
     config: Config,
 }
 
@@ -496,6 +522,7 @@ impl Node {
             published,
             inviting: pairing::Inviting::default(),
             links: links::Links::new(config.backoff),
+            contacts: contacts::Contacts::default(),
             config,
         }
     }
@@ -532,6 +559,9 @@ impl Node {
                 meta,
             },
         );
+        if name == contacts::COLLECTION {
+            self.refresh_contacts(0, &mut Outputs::default());
+        }
         Ok(())
     }
 
@@ -575,7 +605,10 @@ impl Node {
             }
             Input::Reachable { peer } => self.link_reachable(peer),
             Input::Connected { peer } => self.link_connected(peer),
-            Input::Tick => self.link_tick(now, rng, &mut out),
+            Input::Tick => {
+                self.link_tick(now, rng, &mut out);
+                self.contacts_tick(now, &mut out);
+            }
         }
         self.schedule_links(now, rng, &mut out);
         out

@@ -44,6 +44,17 @@
 //! device ids, derive a 6-digit check code, and the inviter sends nothing
 //! secret until the person confirms that code.
 //!
+//! **Two people become contacts by exchanging cards.** [`card::Card`] is what
+//! one person gives another, as a `hearthc1…` text or QR code framed like a
+//! ticket: the account's name for itself, its membership log (which proves the
+//! account id, since the id is the hash of the log's genesis), and where its
+//! devices can be dialled, all signed by one of its member devices. Decoding
+//! re-verifies the whole log and the signature, so a card altered on the way
+//! fails to read. It holds no secret, so anyone may see it; but anyone can
+//! also make a card for an account of their own, so what ties a card to a
+//! person is how it arrived (a code scanned in person, a message from someone
+//! known), as with any public key.
+//!
 //! **A shared collection has an access list.** [`acl::Acl`] is a signed DAG
 //! like the membership log, written only by the owner account's devices:
 //! grants of `read` or `write` to other accounts, level changes and
@@ -89,6 +100,8 @@
 //! ```
 
 pub mod acl;
+pub mod armor;
+pub mod card;
 pub mod identity;
 pub mod membership;
 pub mod pairing;

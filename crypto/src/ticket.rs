@@ -26,6 +26,9 @@
 //!   It catches a typo or a cut-off copy with a clear message before anything
 //!   is dialled; it is not a security measure (the secret is).
 //!
+//! The framing (prefix, base32, checksum) is [`armor`], shared
+//! with the [contact card](crate::card).
+//!
 //! Input is bounded ([`MAX_TICKET_LEN`]) before any decoding, and addresses are
 //! bounded in count and length, so every ticket [`Invitation::encode`] produces
 //! is one [`Invitation::decode`] accepts.
@@ -34,8 +37,11 @@ use std::fmt;
 
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
+use crate::armor;
+#[cfg(test)]
+use crate::armor::{CHECKSUM_LEN, checksum};
 use crate::identity::{self, DeviceId};
 use crate::membership::AccountId;
 
@@ -57,8 +63,6 @@ pub const MAX_ADDR_LEN: usize = 128;
 
 /// Length of the invitation secret, in bytes (128 bits).
 pub const SECRET_LEN: usize = 16;
-
-const CHECKSUM_LEN: usize = 4;
 
 /// Why an invitation could not be built or a ticket could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +207,24 @@ impl Invitation {
 
     /// The ticket text: `hearth1` and lowercase base32.
     pub fn encode(&self) -> String {
+        armor::encode(PREFIX, &self.content())
+    }
+
+    /// The ticket in upper case, for a QR code in alphanumeric mode.
+    /// [`Invitation::decode`] reads it back.
+    pub fn qr_payload(&self) -> String {
+        armor::encode_upper(PREFIX, &self.content())
+    }
+
+    /// Reads a ticket in either case, ignoring surrounding whitespace.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        let content = armor::decode(text, PREFIX, MAX_TICKET_LEN).map_err(from_armor)?;
+        let content = Zeroizing::new(content);
+        Self::from_content(&content)
+    }
+
+    /// Version byte and postcard body, wiped on drop.
+    fn content(&self) -> Zeroizing<Vec<u8>> {
         let mut body = Body {
             account: *self.account.as_bytes(),
             inviter: *self.inviter.as_bytes(),
@@ -210,53 +232,14 @@ impl Invitation {
             secret: self.secret,
             expires_at_ms: self.expires_at_ms,
         };
-        let mut bytes = postcard::to_extend(&body, vec![VERSION])
+        let bytes = postcard::to_extend(&body, vec![VERSION])
             .expect("the ticket body always encodes into a Vec");
         body.secret.zeroize();
-        bytes.extend_from_slice(&checksum(&bytes));
-        let text = data_encoding::BASE32_NOPAD.encode(&bytes);
-        bytes.zeroize();
-        format!("{PREFIX}{}", text.to_ascii_lowercase())
+        Zeroizing::new(bytes)
     }
 
-    /// The ticket in upper case, for a QR code in alphanumeric mode.
-    /// [`Invitation::decode`] reads it back.
-    pub fn qr_payload(&self) -> String {
-        self.encode().to_ascii_uppercase()
-    }
-
-    /// Reads a ticket in either case, ignoring surrounding whitespace.
-    pub fn decode(text: &str) -> Result<Self, Error> {
-        let text = text.trim();
-        if text.len() > MAX_TICKET_LEN {
-            return Err(Error::TooLong {
-                len: text.len(),
-                max: MAX_TICKET_LEN,
-            });
-        }
-        let rest = text
-            .get(..PREFIX.len())
-            .filter(|head| head.eq_ignore_ascii_case(PREFIX))
-            .and_then(|_| text.get(PREFIX.len()..))
-            .ok_or(Error::Prefix)?;
-        let mut bytes = data_encoding::BASE32_NOPAD_NOCASE
-            .decode(rest.as_bytes())
-            .map_err(Error::Base32)?;
-        let result = Self::from_checked_bytes(&bytes);
-        bytes.zeroize();
-        result
-    }
-
-    fn from_checked_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let split = bytes
-            .len()
-            .checked_sub(CHECKSUM_LEN)
-            .filter(|&n| n > 0)
-            .ok_or(Error::Truncated)?;
-        let (content, sum) = bytes.split_at(split);
-        if checksum(content) != sum {
-            return Err(Error::Checksum);
-        }
+    /// Reads the content [`armor::decode`] returned: version, then body.
+    fn from_content(content: &[u8]) -> Result<Self, Error> {
         let (&version, body) = content.split_first().ok_or(Error::Truncated)?;
         if version != VERSION {
             return Err(Error::Version(version));
@@ -299,6 +282,17 @@ impl fmt::Debug for Invitation {
     }
 }
 
+/// The ticket error for a framing error, with the ticket's own message.
+fn from_armor(e: armor::Error) -> Error {
+    match e {
+        armor::Error::TooLong { len, max } => Error::TooLong { len, max },
+        armor::Error::Prefix { .. } => Error::Prefix,
+        armor::Error::Base32(e) => Error::Base32(e),
+        armor::Error::Truncated => Error::Truncated,
+        armor::Error::Checksum => Error::Checksum,
+    }
+}
+
 fn check_addrs(addrs: &[String]) -> Result<(), Error> {
     if addrs.len() > MAX_ADDRS {
         return Err(Error::TooManyAddrs {
@@ -313,13 +307,6 @@ fn check_addrs(addrs: &[String]) -> Result<(), Error> {
         }),
         None => Ok(()),
     }
-}
-
-fn checksum(content: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let hash = blake3::hash(content);
-    let mut out = [0u8; CHECKSUM_LEN];
-    out.copy_from_slice(&hash.as_bytes()[..CHECKSUM_LEN]);
-    out
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ impl AppState {
     }
 }
 
+mod contacts;
 mod mesh;
 
 /// The one error type of every handler.
@@ -174,7 +175,14 @@ fn node_error(e: &node::Error) -> Response {
             &d,
         ),
         E::TooLarge { .. } => error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d),
-        E::RemoveSelf | E::NotEmpty | E::Membership(_) => {
+        E::Contact(node::ContactError::Unknown(_)) => {
+            error_body(StatusCode::NOT_FOUND, "not_found", "missing", &d)
+        }
+        E::Reserved(_) => error_body(StatusCode::FORBIDDEN, "forbidden", &d, &d),
+        E::RemoveSelf
+        | E::NotEmpty
+        | E::Membership(_)
+        | E::Contact(node::ContactError::NameTaken(_) | node::ContactError::Full(_)) => {
             error_body(StatusCode::CONFLICT, "conflict", &d, &d)
         }
         E::BadDoctype(_)
@@ -183,6 +191,7 @@ fn node_error(e: &node::Error) -> Response {
         | E::IndexExists { .. }
         | E::TooManyIndexes { .. }
         | E::Invite(_)
+        | E::Contact(_)
         | E::Pairing(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
         E::Damaged { .. } => {
             tracing::error!(error = %e, "internal error");
@@ -221,6 +230,13 @@ pub fn router(state: AppState) -> Router {
             post(mesh::pair_open).get(mesh::pair_status),
         )
         .route("/_hearth/pair/confirm", post(mesh::pair_confirm))
+        .route("/_hearth/contacts", get(contacts::list).post(contacts::add))
+        .route("/_hearth/contacts/card", get(contacts::card))
+        .route(
+            "/_hearth/contacts/{who}",
+            get(contacts::show).delete(contacts::remove),
+        )
+        .route("/_hearth/contacts/{who}/accept", post(contacts::accept))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import_records))
         .route("/_hearth/export/{doctype}", get(export));

@@ -23,6 +23,68 @@ pub struct Config {
     pub net: NetLimits,
     /// Time-outs of pairing a device.
     pub pairing: PairingConfig,
+    /// Contacts and their requests.
+    pub contacts: ContactsConfig,
+}
+
+/// Contacts and the requests of other accounts (`[contacts]`). Every
+/// request a peer can make is bounded here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContactsConfig {
+    /// Let any peer connect to send a contact request (`/hearth/share/1`
+    /// only, nothing else). Off: only the devices of accounts already added
+    /// here can reach this node, so a card must be added on both sides.
+    /// Default true.
+    pub accept_requests: bool,
+    /// Pending requests kept from accounts nobody here added; more are
+    /// refused. Default 32.
+    pub max_pending: usize,
+    /// Contacts in all, pending ones included. Default 1000.
+    pub max_contacts: usize,
+    /// Requests one device may send per minute; more are refused.
+    /// Default 10.
+    pub requests_per_minute: u32,
+    /// Largest `/hearth/share/1` message, in bytes, refused before it is
+    /// read. Default 16384.
+    pub max_message_bytes: usize,
+    /// Seconds before a card that could not be delivered is tried again.
+    /// Default 30.
+    pub retry_secs: u64,
+    /// Seconds one request-and-reply exchange may take. Default 10.
+    pub exchange_timeout_secs: u64,
+    /// Cards waiting for the network to carry them; one more is retried
+    /// later. Default 256.
+    pub deliver_queue: usize,
+}
+
+impl Default for ContactsConfig {
+    fn default() -> Self {
+        let d = hearth_crdt::node::contacts::Limits::default();
+        Self {
+            accept_requests: true,
+            max_pending: d.max_pending,
+            max_contacts: d.max_contacts,
+            requests_per_minute: d.requests_per_minute,
+            max_message_bytes: d.max_message_bytes,
+            retry_secs: (d.retry_ms / 1000) as u64,
+            exchange_timeout_secs: 10,
+            deliver_queue: 256,
+        }
+    }
+}
+
+impl ContactsConfig {
+    /// The core's bounds.
+    pub fn limits(&self) -> hearth_crdt::node::contacts::Limits {
+        hearth_crdt::node::contacts::Limits {
+            max_pending: self.max_pending,
+            max_contacts: self.max_contacts,
+            requests_per_minute: self.requests_per_minute,
+            max_message_bytes: self.max_message_bytes,
+            retry_ms: (self.retry_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64,
+        }
+    }
 }
 
 /// Time-outs of pairing a device (`[pairing]`).
@@ -192,6 +254,13 @@ pub struct EngineConfig {
     /// (filled in by [`Config::load`]; not an `[engine]` key).
     #[serde(skip)]
     pub backoff: hearth_crdt::node::redial::Backoff,
+    /// The core's contact bounds, from `[contacts]` (filled in by
+    /// [`Config::load`]; not an `[engine]` key).
+    #[serde(skip)]
+    pub contacts: hearth_crdt::node::contacts::Limits,
+    /// `[contacts] deliver_queue` (filled in by [`Config::load`]).
+    #[serde(skip)]
+    pub deliver_queue: usize,
 }
 
 impl EngineConfig {
@@ -215,6 +284,7 @@ impl EngineConfig {
             compact_min_bytes: self.compact_min_bytes,
             limits: self.sync_limits(),
             backoff: self.backoff,
+            contacts: self.contacts,
             ..hearth_crdt::node::Config::default()
         }
     }
@@ -234,6 +304,8 @@ impl Default for EngineConfig {
             peer_outbox: 256,
             dial_queue: 256,
             backoff: hearth_crdt::node::redial::Backoff::default(),
+            contacts: hearth_crdt::node::contacts::Limits::default(),
+            deliver_queue: 256,
         }
     }
 }
@@ -329,6 +401,8 @@ impl Config {
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
         config.engine.backoff = config.net.backoff();
+        config.engine.contacts = config.contacts.limits();
+        config.engine.deliver_queue = config.contacts.deliver_queue;
         Ok(config)
     }
 
@@ -359,7 +433,23 @@ impl Config {
         let e = &self.engine;
         let n = &self.net;
         let p = &self.pairing;
-        let rules: [(bool, &'static str, &'static str); 19] = [
+        let c = &self.contacts;
+        let rules: [(bool, &'static str, &'static str); 21] = [
+            (
+                c.max_contacts >= 1
+                    && c.max_pending <= c.max_contacts
+                    && c.requests_per_minute >= 1
+                    && c.deliver_queue >= 1,
+                "contacts.max_contacts, contacts.max_pending, contacts.requests_per_minute and contacts.deliver_queue",
+                "at least 1, with max_pending at most max_contacts",
+            ),
+            (
+                (1024..=1 << 20).contains(&c.max_message_bytes)
+                    && (1..=86_400).contains(&c.retry_secs)
+                    && (1..=3600).contains(&c.exchange_timeout_secs),
+                "contacts.max_message_bytes, contacts.retry_secs and contacts.exchange_timeout_secs",
+                "1024 to 1048576 bytes, 1 to 86400 s and 1 to 3600 s",
+            ),
             (
                 (1..=3600).contains(&self.api.pair_confirm_wait_secs),
                 "api.pair_confirm_wait_secs",

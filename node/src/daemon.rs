@@ -208,6 +208,20 @@ async fn start_mesh(
     for addr in net.handle.listen_addrs().await.unwrap_or_default() {
         tracing::info!(%addr, "listening");
     }
+    // The card this account hands out names where its devices listen: this
+    // one's addresses now, the others' as last remembered.
+    let mut card_addrs = vec![(
+        members.me,
+        net.handle
+            .listen_addrs()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+    )];
+    card_addrs.extend(known.iter().cloned());
+    engine.set_card_addrs(card_addrs).await?;
     for (device, addrs) in known {
         let Some(peer) = peer_id(&device) else {
             continue;
@@ -229,6 +243,7 @@ async fn start_mesh(
         config.engine.max_frame_bytes,
         config.engine.peer_outbox,
         mdns,
+        &config.contacts,
     ))
 }
 

@@ -45,10 +45,12 @@ use crate::home::Home;
 use crate::store::{self, Store, Unlock, keys};
 
 mod changes;
+mod contacts;
 mod mesh;
 mod persist;
 
 pub use changes::Changes;
+pub use contacts::{ContactDevice, ContactInfo, Delivery};
 pub use hearth_crdt::node::{BulkError, Change, IndexDef, Members, check_doctype};
 pub use mesh::{Device, Dial, LinkEvent, Links};
 
@@ -227,6 +229,8 @@ pub struct Engine {
     members: watch::Sender<Members>,
     /// The dials the core asks for, to the network.
     dials: mpsc::Sender<Dial>,
+    /// The card exchanges the core asks for, to the network.
+    deliveries: mpsc::Sender<Delivery>,
     /// The one timer the core asks for.
     timer: watch::Sender<Option<node::Millis>>,
     /// The network's ends of `dials` and `timer`, until the handle takes them.
@@ -305,6 +309,7 @@ impl Engine {
     fn assemble(store: Store, core: Node, config: EngineConfig) -> Self {
         let (members, _) = watch::channel(core.members());
         let (dials, dial_rx) = mpsc::channel(config.dial_queue.max(1));
+        let (deliveries, delivery_rx) = mpsc::channel(config.deliver_queue.max(1));
         let (timer, timer_rx) = watch::channel(None);
         Engine {
             store,
@@ -312,9 +317,11 @@ impl Engine {
             config,
             members,
             dials,
+            deliveries,
             timer,
             links: Some(Links {
                 dials: dial_rx,
+                deliveries: delivery_rx,
                 timer: timer_rx,
             }),
             outboxes: BTreeMap::new(),
@@ -430,6 +437,14 @@ impl Engine {
                     let dial = Dial { peer, open_stream };
                     if let Err(mpsc::error::TrySendError::Full(_)) = self.dials.try_send(dial) {
                         tracing::warn!(%peer, "dial queue full; the member is tried when its backoff is next due");
+                    }
+                }
+                Output::Deliver { peer, addrs, frame } => {
+                    let delivery = Delivery { peer, addrs, frame };
+                    if self.deliveries.try_send(delivery).is_err() {
+                        tracing::warn!(%peer, "delivery queue full; the card is sent again later");
+                        let (_, more) = self.core.share_reply(now_ms(), peer, None);
+                        queue.extend(more.items);
                     }
                 }
                 Output::Timer { at } => {

@@ -49,6 +49,8 @@ pub type Invitations = crate::pairing::Invitations<Handle>;
 /// What the mesh tasks share.
 #[derive(Clone)]
 pub struct Mesh {
+    /// `[contacts]`: who may ask, and the bounds of one exchange.
+    contacts: Arc<crate::config::ContactsConfig>,
     engine: Handle,
     net: net::Handle,
     admission: Admission,
@@ -94,11 +96,14 @@ impl Mesh {
         max_frame: usize,
         outbox: usize,
         mdns: bool,
+        contacts: &crate::config::ContactsConfig,
     ) -> Mesh {
         let members = engine.members();
         let me = members.borrow().me;
         let invitations = Arc::new(Invitations::new(engine.clone(), pairing));
+        admission.set_requests(contacts.accept_requests);
         let mesh = Mesh {
+            contacts: Arc::new(contacts.clone()),
             engine,
             net: net.handle.clone(),
             admission,
@@ -119,6 +124,7 @@ impl Mesh {
         tokio::spawn(mesh.clone().follow_members(members));
         tokio::spawn(mesh.clone().accept_sync());
         tokio::spawn(mesh.clone().accept_pairing());
+        tokio::spawn(mesh.clone().accept_share());
         tokio::spawn(mesh.clone().follow_events(net.events));
         mesh
     }
@@ -179,15 +185,19 @@ impl Mesh {
 
     async fn follow_members(self, mut members: tokio::sync::watch::Receiver<Members>) {
         loop {
-            let peers: Vec<PeerId> = {
+            let (peers, contacts): (Vec<PeerId>, Vec<PeerId>) = {
                 let m = members.borrow_and_update();
-                m.devices
-                    .iter()
-                    .filter(|d| **d != m.me)
-                    .filter_map(peer_id)
-                    .collect()
+                (
+                    m.devices
+                        .iter()
+                        .filter(|d| **d != m.me)
+                        .filter_map(peer_id)
+                        .collect(),
+                    m.contacts.iter().filter_map(peer_id).collect(),
+                )
             };
             self.admission.set_members(peers.clone());
+            self.admission.set_contacts(contacts);
             if self.net.refresh_admission().await.is_err() {
                 return;
             }
@@ -242,6 +252,12 @@ impl Mesh {
                 biased;
                 dial = links.dials.recv() => match dial {
                     Some(dial) => self.dial(dial).await,
+                    None => return,
+                },
+                delivery = links.deliveries.recv() => match delivery {
+                    Some(delivery) => {
+                        tokio::spawn(self.clone().deliver(delivery));
+                    }
                     None => return,
                 },
                 changed = links.timer.changed() => {
@@ -343,6 +359,90 @@ impl Mesh {
                 }
             });
         }
+    }
+
+    /// Serves `/hearth/share/1`: one request frame in, the core's reply
+    /// out (after what it changed is durable), within the exchange time-out.
+    async fn accept_share(self) {
+        let mut control = self.net.stream_control();
+        let mut incoming = match control.accept(net::SHARE) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept share streams");
+                return;
+            }
+        };
+        while let Some((peer, stream)) = incoming.next().await {
+            let Some(device) =
+                device_id(&peer).filter(|_| self.admission.may_use(&peer, &net::SHARE))
+            else {
+                tracing::debug!(%peer, "refused a share stream from a peer that may not use it");
+                continue;
+            };
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                let limit = Duration::from_secs(mesh.contacts.exchange_timeout_secs);
+                match tokio::time::timeout(limit, mesh.answer_share(device, stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "share exchange failed"),
+                    Err(_) => tracing::info!(%peer, "share exchange timed out"),
+                }
+            });
+        }
+    }
+
+    async fn answer_share(
+        &self,
+        device: DeviceId,
+        mut stream: libp2p::Stream,
+    ) -> anyhow::Result<()> {
+        let max = self.contacts.max_message_bytes;
+        let Some(frame) = net::read_frame(&mut stream, max).await? else {
+            return Ok(());
+        };
+        let reply = self.engine.share_request(device, frame).await?;
+        net::write_frame(&mut stream, &reply).await?;
+        futures::AsyncWriteExt::close(&mut stream).await?;
+        Ok(())
+    }
+
+    /// Carries one card to a contact's device and brings its answer back
+    /// to the core (`None` when it could not be delivered).
+    async fn deliver(self, delivery: crate::engine::Delivery) {
+        let limit = Duration::from_secs(self.contacts.exchange_timeout_secs);
+        let peer = delivery.peer;
+        let reply = match tokio::time::timeout(limit, self.exchange(&delivery)).await {
+            Ok(Ok(reply)) => Some(reply),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "cannot deliver our card");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "delivering our card timed out");
+                None
+            }
+        };
+        let _ = self.engine.share_reply(peer, reply).await;
+    }
+
+    async fn exchange(&self, delivery: &crate::engine::Delivery) -> anyhow::Result<Vec<u8>> {
+        let peer = peer_id(&delivery.peer).ok_or_else(|| anyhow::anyhow!("not a peer id"))?;
+        for addr in &delivery.addrs {
+            if let Ok(addr) = addr.parse::<libp2p::Multiaddr>() {
+                self.net.add_address(peer, addr).await?;
+            }
+        }
+        let mut stream = self
+            .net
+            .stream_control()
+            .open_stream(peer, net::SHARE)
+            .await?;
+        net::write_frame(&mut stream, &delivery.frame).await?;
+        let reply = net::read_frame(&mut stream, self.contacts.max_message_bytes)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without a reply"))?;
+        let _ = futures::AsyncWriteExt::close(&mut stream).await;
+        Ok(reply)
     }
 
     /// Runs one sync session over `stream` until either side ends it.

@@ -100,6 +100,10 @@ pub use frame::{read_frame, write_frame};
 pub const SYNC: StreamProtocol = StreamProtocol::new("/hearth/sync/1");
 /// The pairing handshake, the only protocol open to pending joiners.
 pub const PAIR: StreamProtocol = StreamProtocol::new("/hearth/pair/1");
+/// Contact requests (and, later, share offers): one request frame and one
+/// reply frame per stream, open to contacts' devices and, while requests
+/// are accepted, to any peer ([`Standing::Requester`]).
+pub const SHARE: StreamProtocol = StreamProtocol::new("/hearth/share/1");
 /// Our Kademlia protocol name, which keeps Hearth's DHT apart from IPFS's.
 pub const KAD: StreamProtocol = StreamProtocol::new("/hearth/kad/1");
 /// The identify protocol version Hearth nodes announce.

@@ -177,6 +177,7 @@ impl Node {
             config.max_frame_bytes,
             config.peer_outbox,
             false,
+            &hearth_node::config::ContactsConfig::default(),
         );
         Node {
             _dir: dir,

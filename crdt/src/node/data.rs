@@ -78,6 +78,13 @@ pub fn check_doctype(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Whether a collection is the node's own (`hearth.*`, such as
+/// [`super::contacts::COLLECTION`]): users and apps may read it, only the
+/// node's own commands write it.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("hearth.")
+}
+
 /// A fresh record id: 32 lowercase hex characters, like cozy-stack's.
 pub fn new_id(rng: &mut impl rand_core::RngCore) -> String {
     let mut bytes = [0u8; 16];
@@ -126,6 +133,18 @@ impl Node {
     /// first write.
     fn collection_mut(&mut self, name: &str, now: Millis) -> Result<&mut Loaded, Error> {
         check_doctype(name)?;
+        if is_reserved(name) {
+            return Err(Error::Reserved(name.to_owned()));
+        }
+        self.ensure_collection(name, now)
+    }
+
+    /// The collection, created on first write, reserved ones included.
+    pub(super) fn ensure_collection(
+        &mut self,
+        name: &str,
+        now: Millis,
+    ) -> Result<&mut Loaded, Error> {
         if !self.collections.contains_key(name) {
             let shards = self.config.shards;
             let data = Collection::new(name, shards, self.actor())?;

@@ -49,6 +49,15 @@ impl Links {
         }
     }
 
+    /// Asks for a tick at `at` for something outside the links (a card to
+    /// deliver again), unless an earlier one is pending.
+    pub(super) fn wake_at(&mut self, at: Millis, now: Millis, out: &mut Outputs) {
+        if self.timer.is_none_or(|t| at < t || t <= now) {
+            self.timer = Some(at);
+            out.push(Output::Timer { at });
+        }
+    }
+
     /// A session with `peer` opened at `now`.
     pub(super) fn opened(&mut self, peer: DeviceId, now: Millis) {
         self.routable.insert(peer);
@@ -147,6 +156,7 @@ impl Node {
             .iter()
             .filter(|peer| !self.sessions.contains_key(peer))
             .map(|peer| self.links.redial.next_at(peer).unwrap_or(now))
+            .chain(self.contacts.due())
             .min();
         // A timer already due counts as spent: the driver may have dropped
         // its tick (the device was down), so a new one is asked for.

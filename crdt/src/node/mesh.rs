@@ -35,6 +35,9 @@ pub struct Members {
     pub me: DeviceId,
     /// Every member device, this one included.
     pub devices: BTreeSet<DeviceId>,
+    /// The devices of every contact account (added by us or asking to be),
+    /// which may use `/hearth/share/1`.
+    pub contacts: BTreeSet<DeviceId>,
 }
 
 impl Members {
@@ -43,6 +46,7 @@ impl Members {
         Members {
             me,
             devices: log.members().into_iter().map(|m| m.device).collect(),
+            contacts: BTreeSet::new(),
         }
     }
 }
@@ -139,9 +143,16 @@ impl Node {
         }
     }
 
-    /// The member set now.
+    /// The member set now, with the devices of contacts.
     pub fn members(&self) -> Members {
-        Members::of(self.key.id(), &self.log)
+        let mut members = Members::of(self.key.id(), &self.log);
+        members.contacts = self
+            .contacts()
+            .values()
+            .flat_map(super::Contact::devices)
+            .filter(|d| !members.devices.contains(d))
+            .collect();
+        members
     }
 
     /// The peers with an open session.
@@ -282,6 +293,7 @@ impl Node {
         for (name, written) in fx.merged {
             merged.entry(name).or_default().extend(written);
         }
+        let contacts_touched = touched.iter().any(|n| n == super::contacts::COLLECTION);
         for name in &touched {
             let written = merged.remove(name).unwrap_or_default();
             self.stage(name, &written, &mut batch);
@@ -301,6 +313,10 @@ impl Node {
         }
         out.persist(batch);
         self.send(session, fx.send, out);
+        if contacts_touched {
+            // Another device of the account changed a contact.
+            self.refresh_contacts(now, out);
+        }
         self.after_merge(
             now,
             peer,
@@ -379,18 +395,31 @@ impl Node {
     /// driver hears of the new member set, and every other session (but
     /// `except`'s, whose peer sent it) gets the log.
     fn publish_members(&mut self, now: Millis, except: Option<DeviceId>, out: &mut Outputs) {
-        let after = self.members();
-        let before = std::mem::replace(&mut self.published, after.clone());
+        let before = self.published.devices.clone();
+        self.publish_admission(now, out);
+        let after = self.published.devices.clone();
         if before != after {
-            for removed in before.devices.difference(&after.devices) {
-                self.close_session(now, *removed, CloseReason::NotAMember, out);
-            }
-            self.links.retain(|d| after.devices.contains(d));
-            out.push(Output::MembersChanged(after));
+            // Every contact must learn of our new member set.
+            self.contacts_owe_card(now, out);
         }
         self.each_session(now, except, out, |session, replica| {
             session.local_membership_change(replica)
         });
+    }
+
+    /// Tells the driver who to admit when that changed; sessions of devices
+    /// that left the account close.
+    pub(super) fn publish_admission(&mut self, now: Millis, out: &mut Outputs) {
+        let after = self.members();
+        if self.published == after {
+            return;
+        }
+        let before = std::mem::replace(&mut self.published, after.clone());
+        for removed in before.devices.difference(&after.devices) {
+            self.close_session(now, *removed, CloseReason::NotAMember, out);
+        }
+        self.links.retain(|d| after.devices.contains(d));
+        out.push(Output::MembersChanged(after));
     }
 
     /// Appends a log entry made by `change`, persists the log and acts on it.

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{ApiError, ApiResult, AppState};
 use crate::mesh::Mesh;
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad json: {e}")))
 }
 

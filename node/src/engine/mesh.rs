@@ -33,6 +33,8 @@ pub struct Dial {
 pub struct Links {
     /// Dials, in order; bounded by `[engine] dial_queue`.
     pub dials: mpsc::Receiver<Dial>,
+    /// Card exchanges, in order; bounded by `[contacts] deliver_queue`.
+    pub deliveries: mpsc::Receiver<super::Delivery>,
     /// The one timer: a newer value replaces the older.
     pub timer: watch::Receiver<Option<node::Millis>>,
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use libp2p::{PeerId, StreamProtocol};
 
-use super::PAIR;
+use super::{PAIR, SHARE};
 
 /// Why a peer is allowed to hold a connection to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,13 @@ pub enum Standing {
     /// Any peer while pairing is open: it may only run the pairing handshake
     /// ([`PAIR`]) and becomes a member only when the membership log says so.
     PendingJoiner,
+    /// A device of a contact account (one we added, or one asking to be
+    /// added): it may use [`SHARE`].
+    Contact,
+    /// Any other peer while contact requests are open
+    /// (`[contacts] accept_requests`): it may only send a contact request on
+    /// [`SHARE`], which the core bounds and rate-limits.
+    Requester,
 }
 
 /// The shared admission state: members, infrastructure peers and the pairing
@@ -37,8 +44,10 @@ pub struct Admission {
 #[derive(Debug, Default)]
 struct State {
     members: HashSet<PeerId>,
+    contacts: HashSet<PeerId>,
     infrastructure: HashSet<PeerId>,
     pairing: bool,
+    requests: bool,
 }
 
 impl Admission {
@@ -58,6 +67,21 @@ impl Admission {
     /// connections until [`Handle::refresh_admission`](super::Handle::refresh_admission) runs.
     pub fn set_members(&self, members: impl IntoIterator<Item = PeerId>) {
         self.write().members = members.into_iter().collect();
+    }
+
+    /// Replaces the devices of contact accounts.
+    pub fn set_contacts(&self, contacts: impl IntoIterator<Item = PeerId>) {
+        self.write().contacts = contacts.into_iter().collect();
+    }
+
+    /// Whether any peer may connect to send a contact request.
+    pub fn set_requests(&self, open: bool) {
+        self.write().requests = open;
+    }
+
+    /// Whether `peer` is a device of a contact.
+    pub fn is_contact(&self, peer: &PeerId) -> bool {
+        self.read().contacts.contains(peer)
     }
 
     /// Opens or closes the pairing window. While open, any peer is admitted as
@@ -89,8 +113,12 @@ impl Admission {
             Some(Standing::Member)
         } else if state.infrastructure.contains(peer) {
             Some(Standing::Infrastructure)
+        } else if state.contacts.contains(peer) {
+            Some(Standing::Contact)
         } else if state.pairing {
             Some(Standing::PendingJoiner)
+        } else if state.requests {
+            Some(Standing::Requester)
         } else {
             None
         }
@@ -98,11 +126,15 @@ impl Admission {
 
     /// The check every acceptor of a Hearth stream runs before reading a byte:
     /// members may use every Hearth protocol, pending joiners only [`PAIR`],
-    /// infrastructure peers and strangers none.
+    /// contacts and requesters only [`SHARE`], infrastructure peers and
+    /// strangers none.
     pub fn may_use(&self, peer: &PeerId, protocol: &StreamProtocol) -> bool {
         match self.standing(peer) {
             Some(Standing::Member) => true,
-            Some(Standing::PendingJoiner) => *protocol == PAIR,
+            Some(Standing::PendingJoiner) => {
+                *protocol == PAIR || (*protocol == SHARE && self.read().requests)
+            }
+            Some(Standing::Contact | Standing::Requester) => *protocol == SHARE,
             Some(Standing::Infrastructure) | None => false,
         }
     }
@@ -127,7 +159,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::SYNC;
+    use crate::net::{SHARE, SYNC};
 
     #[test]
     fn standing_follows_members_infrastructure_and_pairing() {
@@ -150,6 +182,18 @@ mod tests {
         assert!(admission.may_use(&member, &SYNC));
 
         admission.set_pairing(false);
+        assert_eq!(admission.standing(&stranger), None);
+        admission.set_requests(true);
+        assert_eq!(admission.standing(&stranger), Some(Standing::Requester));
+        assert!(admission.may_use(&stranger, &SHARE));
+        assert!(!admission.may_use(&stranger, &SYNC));
+        admission.set_requests(false);
+        admission.set_contacts([stranger]);
+        assert_eq!(admission.standing(&stranger), Some(Standing::Contact));
+        assert!(admission.may_use(&stranger, &SHARE));
+        assert!(!admission.may_use(&stranger, &SYNC));
+        assert!(!admission.may_use(&stranger, &PAIR));
+        admission.set_contacts([]);
         admission.set_members([stranger]);
         assert!(admission.is_member(&stranger));
         assert!(!admission.is_member(&member));
