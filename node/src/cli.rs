@@ -132,6 +132,19 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DevicesAction>,
     },
+    /// This account's contact card, and adding, accepting and removing
+    /// contacts. Two accounts are contacts once each added the other's
+    /// card: `hearth contact card --qr me.png` on one side, `hearth contact
+    /// add --qr me.png --name alice` on the other, which also sends this
+    /// account's card back as a request for `hearth contact accept`.
+    Contact {
+        /// What to do.
+        #[command(subcommand)]
+        action: ContactAction,
+    },
+    /// List contacts: name, account id, state (established, or pending
+    /// with its direction), and their devices with whether each is online.
+    Contacts,
     /// Show this device, its account and its data.
     Status,
     /// Write a record. JSON comes from the argument or stdin. Prints the
@@ -240,6 +253,49 @@ pub enum PairAction {
     Confirm {
         /// The 6-digit code.
         code: String,
+    },
+}
+
+/// `hearth contact …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ContactAction {
+    /// Print this account's contact card (first line of stdout, `hearthc1…`)
+    /// and draw it as a QR code. It holds no secret: it names the account,
+    /// proves it with the account's signed membership log, and says where
+    /// its devices listen (run it while `hearth up` runs, so it knows).
+    Card {
+        /// Also write the QR code as a PNG image to FILE.
+        #[arg(long, value_name = "FILE.png")]
+        qr: Option<PathBuf>,
+    },
+    /// Verify a contact card and add its account as a contact named NAME;
+    /// this account's card is sent to it as a request. Adding the card of
+    /// an account that sent a request accepts it.
+    Add {
+        /// The card (`hearthc1…`).
+        #[arg(required_unless_present = "qr", conflicts_with = "qr")]
+        card: Option<String>,
+        /// Read the card from a QR code image instead.
+        #[arg(long, value_name = "FILE.png")]
+        qr: Option<PathBuf>,
+        /// Your name for this contact (1-64 characters).
+        #[arg(long)]
+        name: String,
+    },
+    /// Accept a pending request (from `hearth contacts`) as a contact named
+    /// NAME.
+    Accept {
+        /// The request: the name its card gives, or its account id.
+        who: String,
+        /// Your name for this contact.
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a contact (or decline a request): its devices are refused
+    /// from then on.
+    Remove {
+        /// The contact's name or account id.
+        who: String,
     },
 }
 

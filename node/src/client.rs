@@ -310,6 +310,39 @@ impl Backend {
         Ok(())
     }
 
+    /// This account's contact card: `{card, qr, account_id, name, addrs}`.
+    pub fn contact_card(&self) -> Result<Value> {
+        self.get_json("/_hearth/contacts/card")
+    }
+
+    /// Every contact.
+    pub fn contacts(&self) -> Result<Vec<crate::engine::ContactInfo>> {
+        Ok(serde_json::from_value(self.get_json("/_hearth/contacts")?)?)
+    }
+
+    /// Adds a contact from its card.
+    pub fn add_contact(&self, card: &str, name: &str) -> Result<crate::engine::ContactInfo> {
+        let body = json!({ "card": card, "name": name });
+        Ok(serde_json::from_value(
+            self.post_json("/_hearth/contacts", &body)?,
+        )?)
+    }
+
+    /// Accepts the pending request of `who`.
+    pub fn accept_contact(&self, who: &str, name: &str) -> Result<crate::engine::ContactInfo> {
+        let path = format!("/_hearth/contacts/{}/accept", encode(who));
+        Ok(serde_json::from_value(
+            self.post_json(&path, &json!({ "name": name }))?,
+        )?)
+    }
+
+    /// Removes the contact `who`.
+    pub fn remove_contact(&self, who: &str) -> Result<crate::engine::ContactInfo> {
+        let path = format!("/_hearth/contacts/{}", encode(who));
+        let reply = self.call_json(Method::DELETE, &path, None)?;
+        Ok(serde_json::from_value(reply["removed"].clone())?)
+    }
+
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         Ok(serde_json::from_value(

@@ -17,6 +17,7 @@ use crate::home::Home;
 use crate::store::Unlock;
 use crate::{daemon, import};
 
+mod contacts;
 mod mesh;
 
 /// Runs one parsed command line.
@@ -344,6 +345,8 @@ fn data_command(
         }
         Command::Pair { action, qr, ttl } => mesh::pair(backend, global, action, qr, ttl)?,
         Command::Devices { action } => mesh::devices(backend, global, action)?,
+        Command::Contact { action } => contacts::contact(backend, global, action)?,
+        Command::Contacts => contacts::list(backend, global)?,
         Command::Init { .. } | Command::Up { .. } | Command::Join { .. } => {
             bail!("internal: {command:?} is not a data command")
         }

@@ -7,13 +7,16 @@
 //!
 //! The binary is found next to the test executable (`target/<profile>/hearth`,
 //! which `cargo test --workspace` builds because `hearth-node` has integration
-//! tests), or at `$HEARTH_BIN`.
+//! tests), or at `$HEARTH_BIN`. [`device`] adds devices with fixed ports
+//! and pairing through the QR PNG.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod device;
 use serde_json::Value;
 
 /// Path of the `hearth` binary under test.
