@@ -596,4 +596,44 @@ mod tests {
             "bad config: engine.shards must be between 1 and 1024"
         );
     }
+
+    #[test]
+    fn the_readme_shows_every_default() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        let shown: Config = toml::from_str(block).unwrap();
+        assert_eq!(
+            shown,
+            Config::default(),
+            "README's hearth.toml differs from the defaults"
+        );
+    }
+
+    #[test]
+    fn contact_limits_reach_the_core_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(&path, "[contacts]\nmax_pending = 3\nretry_secs = 5\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        let limits = config.engine.node_config().contacts;
+        assert_eq!((limits.max_pending, limits.retry_ms), (3, 5000));
+        let mut c = Config::default();
+        c.contacts.max_pending = c.contacts.max_contacts + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("contacts.max_pending")
+        );
+        let mut c = Config::default();
+        c.contacts.max_message_bytes = 1023;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("contacts.max_message_bytes")
+        );
+    }
 }
