@@ -347,7 +347,10 @@ impl Mesh {
             }
         };
         while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) = device_id(&peer) else {
+            let Some(device) =
+                device_id(&peer).filter(|_| self.admission.may_use(&peer, &net::PAIR))
+            else {
+                tracing::debug!(%peer, "refused a pairing stream: no invitation is open");
                 continue;
             };
             let mesh = self.clone();

@@ -23,10 +23,12 @@ use automerge::{ActorId, Automerge, ChangeHash, ROOT};
 use futures::io::WriteHalf;
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use hearth_crdt::collection::{PutMode, shard_of};
+use hearth_crdt::node::contacts::{Reply, Request};
 use hearth_crdt::sync::{FRAME_VERSION, Frame, Hello, Limits, log_digest};
+use hearth_crypto::card::Card;
 use hearth_crypto::identity::DeviceKey;
 use hearth_crypto::membership::Log;
-use hearth_node::config::EngineConfig;
+use hearth_node::config::{ContactsConfig, EngineConfig};
 use hearth_node::engine::{Engine, Handle, Running};
 use hearth_node::home::Home;
 use hearth_node::mesh::{self as node_mesh, Mesh};
@@ -141,7 +143,12 @@ struct Node {
 impl Node {
     /// Spawns `engine` and starts its network and mesh the way
     /// `daemon::start_mesh` does, recording the network events on the way.
-    async fn start(dir: tempfile::TempDir, engine: Engine, config: &EngineConfig) -> Node {
+    async fn start(
+        dir: tempfile::TempDir,
+        engine: Engine,
+        config: &EngineConfig,
+        contacts: &ContactsConfig,
+    ) -> Node {
         let key = DeviceKey::from_bytes(&engine.device_key().to_bytes());
         let running = engine.spawn().unwrap();
         let handle = running.handle.clone();
@@ -177,7 +184,7 @@ impl Node {
             config.max_frame_bytes,
             config.peer_outbox,
             false,
-            &hearth_node::config::ContactsConfig::default(),
+            contacts,
         );
         Node {
             _dir: dir,
@@ -217,8 +224,17 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(&ContactsConfig::default()).await
+}
+
+/// [`fixture`], with T taking contact requests as `contacts` says.
+async fn fixture_with(contacts: &ContactsConfig) -> Fixture {
     capture_logs();
-    let config = EngineConfig::default();
+    // As `Config::load` does: the core's contact bounds come from `[contacts]`.
+    let config = EngineConfig {
+        contacts: contacts.limits(),
+        ..EngineConfig::default()
+    };
     let t_dir = tempfile::tempdir().unwrap();
     let t_engine = Engine::init(
         &home_in(&t_dir),
@@ -248,7 +264,7 @@ async fn fixture() -> Fixture {
         .unwrap();
     let t_engine = Engine::open(&home_in(&t_dir), Unlock::KeyFile, config.clone()).unwrap();
     assert_eq!(t_engine.device_key().id(), t_key.id());
-    let t = Node::start(t_dir, t_engine, &config).await;
+    let t = Node::start(t_dir, t_engine, &config, contacts).await;
 
     let g_dir = tempfile::tempdir().unwrap();
     let g_engine = Engine::init_joined(
@@ -260,7 +276,7 @@ async fn fixture() -> Fixture {
         config.clone(),
     )
     .unwrap();
-    let g = Node::start(g_dir, g_engine, &config).await;
+    let g = Node::start(g_dir, g_engine, &config, &ContactsConfig::default()).await;
     g.mesh.net().dial(t.addr.clone()).await.unwrap();
 
     let fx = Fixture {
@@ -521,7 +537,12 @@ fn reset_peak_rss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_is_never_connected_and_cannot_open_a_sync_stream() {
     let _shared = MEMORY.read().await;
-    let fx = fixture().await;
+    // With contact requests closed, a stranger is refused at the gate.
+    let closed = ContactsConfig {
+        accept_requests: false,
+        ..ContactsConfig::default()
+    };
+    let fx = fixture_with(&closed).await;
     let stranger = new_key();
     let s_peer = peer_id(&stranger);
     let net = net::spawn(&stranger, net_config(), Admission::new([fx.t.peer]))
@@ -553,6 +574,136 @@ async fn a_stranger_is_never_connected_and_cannot_open_a_sync_stream() {
     assert!(!devices.iter().any(|d| d.id == s_peer.to_string()));
     fx.assert_serving("a stranger's dial").await;
     let _ = net.handle.shutdown().await;
+    fx.stop().await;
+}
+
+/// One `/hearth/share/1` exchange from `net` to `t`: the reply, or `None`
+/// when T closed the stream without one.
+async fn share_exchange(net: &Net, t: PeerId, frame: &[u8]) -> Option<Reply> {
+    let mut control = net.handle.stream_control();
+    let mut stream = timeout(WAIT, control.open_stream(t, net::SHARE))
+        .await
+        .expect("opening a share stream timed out")
+        .ok()?;
+    net::write_frame(&mut stream, frame).await.ok()?;
+    let reply = timeout(WAIT, net::read_frame(&mut stream, 1 << 20))
+        .await
+        .expect("T neither answered nor closed the share stream")
+        .ok()??;
+    Some(Reply::decode(&reply, 1 << 20).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_reaches_only_the_share_protocol_and_its_requests_are_bounded() {
+    let _shared = MEMORY.read().await;
+    let contacts = ContactsConfig {
+        requests_per_minute: 4,
+        max_pending: 1,
+        ..ContactsConfig::default()
+    };
+    let fx = fixture_with(&contacts).await;
+    let stranger = new_key();
+    let net = net::spawn(&stranger, net_config(), Admission::new([fx.t.peer]))
+        .await
+        .unwrap();
+    net.handle.dial(fx.t.addr.clone()).await.unwrap();
+
+    // A sync stream from it is dropped unread, and so is a pairing stream.
+    let mut control = net.handle.stream_control();
+    if let Ok(Ok(stream)) = timeout(WAIT, control.open_stream(fx.t.peer, net::SYNC)).await {
+        let (mut reader, _w) = stream.split();
+        let read = timeout(WAIT, net::read_frame(&mut reader, 1 << 20)).await;
+        assert!(
+            !matches!(read, Ok(Ok(Some(_)))),
+            "T sent a requester a sync frame"
+        );
+    }
+    expect_logged(&["refused a sync stream", &stranger.id().to_string()]).await;
+
+    let own = Log::genesis(&stranger, "stranger", 0);
+    let card = Card::new(&stranger, "stranger", own, Vec::new()).unwrap();
+    let request = Request::Card {
+        card: card.to_bytes(),
+    }
+    .encode();
+
+    // A card of another account, sent by this device: refused.
+    let other = new_key();
+    let forged = Card::new(
+        &other,
+        "other",
+        Log::genesis(&other, "other", 0),
+        Vec::new(),
+    )
+    .unwrap();
+    let forged = Request::Card {
+        card: forged.to_bytes(),
+    }
+    .encode();
+    let reply = share_exchange(&net, fx.t.peer, &forged).await;
+    assert!(
+        matches!(&reply, Some(Reply::Refused { reason }) if reason.contains("not a member")),
+        "{reply:?}"
+    );
+    expect_logged(&["refused a contact request", "not a member"]).await;
+
+    // Its own card: kept as a pending request; again, still one request.
+    for _ in 0..3 {
+        let reply = share_exchange(&net, fx.t.peer, &request).await;
+        assert_eq!(reply, Some(Reply::Pending));
+    }
+    // The fifth request in the minute is one over the limit.
+    let reply = share_exchange(&net, fx.t.peer, &request).await;
+    assert!(
+        matches!(&reply, Some(Reply::Refused { reason }) if reason.contains("too many")),
+        "{reply:?}"
+    );
+    let listed = fx.t.handle.contacts().await.unwrap();
+    assert_eq!(listed.len(), 1, "one pending request: {listed:?}");
+    assert_eq!(listed[0].account_id, card.account().to_string());
+
+    // A message one byte over the size limit gets no answer.
+    let big = vec![1u8; contacts.max_message_bytes + 1];
+    let reply = share_exchange(&net, fx.t.peer, &big).await;
+    assert_eq!(reply, None, "T answered an oversized message");
+    expect_logged(&["share exchange failed"]).await;
+
+    fx.assert_serving("a requester's streams").await;
+    let _ = net.handle.shutdown().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_requests_are_capped_at_their_limit() {
+    let _shared = MEMORY.read().await;
+    let contacts = ContactsConfig {
+        max_pending: 2,
+        ..ContactsConfig::default()
+    };
+    let fx = fixture_with(&contacts).await;
+    let mut replies = Vec::new();
+    for n in 0..3 {
+        let key = new_key();
+        let net = net::spawn(&key, net_config(), Admission::new([fx.t.peer]))
+            .await
+            .unwrap();
+        net.handle.dial(fx.t.addr.clone()).await.unwrap();
+        let name = format!("asker-{n}");
+        let card = Card::new(&key, &name, Log::genesis(&key, &name, 0), Vec::new()).unwrap();
+        let request = Request::Card {
+            card: card.to_bytes(),
+        }
+        .encode();
+        replies.push(share_exchange(&net, fx.t.peer, &request).await);
+        let _ = net.handle.shutdown().await;
+    }
+    assert_eq!(replies[..2], [Some(Reply::Pending), Some(Reply::Pending)]);
+    assert!(
+        matches!(&replies[2], Some(Reply::Refused { reason }) if reason.contains("unanswered")),
+        "{replies:?}"
+    );
+    assert_eq!(fx.t.handle.contacts().await.unwrap().len(), 2);
+    fx.assert_serving("a flood of requests").await;
     fx.stop().await;
 }
 

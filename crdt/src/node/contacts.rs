@@ -117,6 +117,20 @@ pub enum Reply {
     },
 }
 
+impl Request {
+    /// The wire form: a version byte, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+impl Reply {
+    /// Reads a reply of at most `max` bytes.
+    pub fn decode(bytes: &[u8], max: usize) -> Result<Reply, String> {
+        decode(bytes, max)
+    }
+}
+
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_extend(message, vec![WIRE_VERSION]).unwrap_or_default()
 }
