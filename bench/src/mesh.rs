@@ -123,11 +123,11 @@ impl Node {
             running.handle.clone(),
             network,
             admission,
-            hearth_node::pairing::Timeouts::default(),
-            engine_config.max_frame_bytes,
-            engine_config.peer_outbox,
-            false,
-            &hearth_node::config::ContactsConfig::default(),
+            hearth_node::mesh::Settings {
+                max_frame: engine_config.max_frame_bytes,
+                outbox: engine_config.peer_outbox,
+                ..hearth_node::mesh::Settings::default()
+            },
         );
         Ok(Self {
             running,

@@ -19,9 +19,9 @@
 //! - [`node`]: the whole node as one sans-IO state machine over the above:
 //!   the data commands and their rules, one sync session per peer,
 //!   forwarding, membership changes, the pairing invitation and its flow,
-//!   whom to dial and when, and the persist-then-answer order, as ordered
-//!   outputs (`Persist`, `Send`, `Close`, `MembersChanged`, `Dial`,
-//!   `Timer`). The daemon's engine drives it over redb and libp2p;
+//!   whom to dial and when, contacts and their card exchange, and the
+//!   persist-then-answer order, as ordered outputs (`Persist`, `Send`,
+//!   `Close`, `MembersChanged`, `Dial`, `Timer`, `Deliver`). The daemon's engine drives it over redb and libp2p;
 //!   `hearth-sim` drives the very same code over a virtual disk and network.
 //!
 //! Where a new capability goes: its rules and protocol state in a module of

@@ -12,8 +12,10 @@
 //! ```text
 //!   commands (put, delete, invite, admit, …) ────────┐
 //!   Input::Opened / Frame / Closed ──────────────────┤
-//!   Input::Reachable / Connected / Tick ─────────────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close,
-//!   now, rng ────────────────────────────────────────┘                    MembersChanged, Dial, Timer]
+//!   Input::Reachable / Connected / Tick ─────────────┤
+//!   share_request / share_reply (contact cards) ─────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close,
+//!   now, rng ────────────────────────────────────────┘                    MembersChanged, Dial, Timer,
+//!                                                                         Deliver]
 //! ```
 //!
 //! - [`data`]: the data commands and their rules: doctype names, record ids,
@@ -26,6 +28,12 @@
 //! - [`redial`]: the one redial and backoff policy of the mesh; the node
 //!   applies it to its members (`links`): whom to dial, and when
 //!   ([`Output::Dial`], [`Output::Timer`], [`Input::Tick`]).
+//! - [`contacts`]: other accounts added from their contact cards, the
+//!   request-and-acceptance exchange over `/hearth/share/1`
+//!   ([`Output::Deliver`], [`Node::share_request`], [`Node::share_reply`]),
+//!   kept in the reserved collection `hearth.contacts` so every device of
+//!   the account knows them; their devices go to the driver's admission
+//!   gate with the members ([`Members::contacts`]).
 //! - [`catalog`]: the per-collection entry a store keeps beside the chunks.
 //!
 //! # What the driver must do
@@ -54,7 +62,11 @@
 //! the node tries again when its backoff is due) and delivers
 //! [`Input::Tick`] at or after the latest timer. It tells the node what its
 //! network learnt: [`Input::Reachable`] for a new address of a device,
-//! [`Input::Connected`] for a connection either side made.
+//! [`Input::Connected`] for a connection either side made. An
+//! [`Output::Deliver`] is one request to a contact's device; its reply (or
+//! its failure) goes back through [`Node::share_reply`], and a request that
+//! arrives is answered with what [`Node::share_request`] returns, after its
+//! batch.
 //!
 //! Sessions are numbered by the driver ([`SessionId`]), so a frame or close
 //! from a replaced stream never reaches its successor. A driver that cannot

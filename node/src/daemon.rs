@@ -239,11 +239,7 @@ async fn start_mesh(
         engine.clone(),
         net,
         admission,
-        config.pairing.timeouts(),
-        config.engine.max_frame_bytes,
-        config.engine.peer_outbox,
-        mdns,
-        &config.contacts,
+        crate::mesh::Settings::of(config, mdns),
     ))
 }
 

@@ -18,7 +18,8 @@
 //!   gate); it carries out the dials the core asks for.
 //! - [`mesh`]: the glue between the network and the engine: one sync stream per
 //!   member device, its frames carried to the core and back, the core's dials
-//!   and timer carried out, what the network learns of members carried in.
+//!   and timer carried out, what the network learns of members carried in,
+//!   and `/hearth/share/1` exchanges (contact cards) both ways.
 //! - [`pairing`]: `/hearth/pair/1` over a stream: the frames of the inviting
 //!   flow the core holds, and the joining side.
 //! - [`qr`]: tickets drawn as QR codes (terminal, PNG) and read back.

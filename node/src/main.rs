@@ -8,11 +8,14 @@
 //!     ├─ up ──► daemon ──┬─► api (axum, loopback, bearer token, cozy data routes, /_hearth/*)
 //!     │                  └─► mesh ──► net (libp2p: TCP+Noise+Yamux, QUIC, mDNS, Kademlia,
 //!     │                        │           relay, DCUtR, AutoNAT; admission gate: account
-//!     │                        │           devices only, joiners only while pairing)
+//!     │                        │           devices, joiners only while pairing, contacts'
+//!     │                        │           devices and requesters for /hearth/share/1 only)
 //!     │                        ├─ the core's Dial / Timer out, addresses and connections in
 //!     │                        ├─ /hearth/sync/1 ─ one stream per device, capped frames
-//!     │                        └─ /hearth/pair/1 ─ pairing::Invitations: frames of the
-//!     │                                            core's inviting flow (crypto::pairing)
+//!     │                        ├─ /hearth/pair/1 ─ pairing::Invitations: frames of the
+//!     │                        │                   core's inviting flow (crypto::pairing)
+//!     │                        └─ /hearth/share/1 ─ one request, one reply: contact cards
+//!     │                                            (crypto::card) the core asks to Deliver
 //!     ├─ join ──► pairing::join over a short-lived net, then a new store
 //!     └─ put/get/find/… ──► client::Backend ── daemon running? ── yes ─► HTTP to api
 //!                                              └─ no ─► in-process engine
@@ -20,12 +23,14 @@
 //!             engine (one thread, bounded queue, Handle + oneshot replies): IO only
 //!                │  calls the core with now + rng, performs its outputs in order:
 //!                │  Persist(batch) → one durable redb commit, then Send / Close /
-//!                │  MembersChanged (watch → net's admission gate) / Dial / Timer (→ mesh)
+//!                │  MembersChanged (watch → net's admission gate) / Dial / Timer /
+//!                │  Deliver (→ mesh)
 //!                ▼
 //!             hearth_crdt::node (the pure core; hearth-sim drives the same one)
 //!                │  data rules, changes feed, one sync::Session per device,
 //!                │  forwarding, membership (hearth_crypto::membership), the
-//!                │  pairing invitation's flow, whom to dial and when (redial)
+//!                │  pairing invitation's flow, whom to dial and when (redial),
+//!                │  contacts (kept in the reserved hearth.contacts collection)
 //!                │  over hearth_crdt::collection (Automerge shards, _id/_rev)
 //!                │  and hearth_crdt::query (Mango find, aggregates, indexes)
 //!                ▼

@@ -46,6 +46,34 @@ use crate::net::{self, Admission};
 /// the engine.
 pub type Invitations = crate::pairing::Invitations<Handle>;
 
+/// How the mesh runs: from `[pairing]`, `[engine]`, `[contacts]` and `up`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Time-outs of the pairing handshake.
+    pub pairing: crate::pairing::Timeouts,
+    /// Largest sync frame read (`[engine] max_frame_bytes`).
+    pub max_frame: usize,
+    /// Frames queued per session (`[engine] peer_outbox`).
+    pub outbox: usize,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// Contact requests and their bounds.
+    pub contacts: crate::config::ContactsConfig,
+}
+
+impl Settings {
+    /// The settings of `config`, with mDNS as `up` was told.
+    pub fn of(config: &crate::config::Config, mdns: bool) -> Settings {
+        Settings {
+            pairing: config.pairing.timeouts(),
+            max_frame: config.engine.max_frame_bytes,
+            outbox: config.engine.peer_outbox,
+            mdns,
+            contacts: config.contacts.clone(),
+        }
+    }
+}
+
 /// What the mesh tasks share.
 #[derive(Clone)]
 pub struct Mesh {
@@ -88,22 +116,20 @@ impl Mesh {
     /// Wires the engine, the network and pairing together and starts the
     /// tasks that keep them in step. Runs until the network's event stream
     /// ends.
-    pub fn start(
-        engine: Handle,
-        net: net::Net,
-        admission: Admission,
-        pairing: crate::pairing::Timeouts,
-        max_frame: usize,
-        outbox: usize,
-        mdns: bool,
-        contacts: &crate::config::ContactsConfig,
-    ) -> Mesh {
+    pub fn start(engine: Handle, net: net::Net, admission: Admission, settings: Settings) -> Mesh {
+        let Settings {
+            pairing,
+            max_frame,
+            outbox,
+            mdns,
+            contacts,
+        } = settings;
         let members = engine.members();
         let me = members.borrow().me;
         let invitations = Arc::new(Invitations::new(engine.clone(), pairing));
         admission.set_requests(contacts.accept_requests);
         let mesh = Mesh {
-            contacts: Arc::new(contacts.clone()),
+            contacts: Arc::new(contacts),
             engine,
             net: net.handle.clone(),
             admission,

@@ -180,11 +180,12 @@ impl Node {
             handle.clone(),
             net,
             admission,
-            hearth_node::pairing::Timeouts::default(),
-            config.max_frame_bytes,
-            config.peer_outbox,
-            false,
-            contacts,
+            hearth_node::mesh::Settings {
+                max_frame: config.max_frame_bytes,
+                outbox: config.peer_outbox,
+                contacts: contacts.clone(),
+                ..hearth_node::mesh::Settings::default()
+            },
         );
         Node {
             _dir: dir,

@@ -1115,6 +1115,14 @@ impl World {
                     self.close(c);
                 }
                 Output::MembersChanged(_) => self.admit_joiners(me),
+                Output::Deliver { peer, .. } => {
+                    // The simulated world is one account with no contacts
+                    // yet: a card has nowhere to go and comes back
+                    // undelivered, as a dial to nobody would.
+                    let now = self.core_now();
+                    let (_, more) = self.nodes[me as usize].core.share_reply(now, peer, None);
+                    self.perform(me, None, more);
+                }
                 Output::Dial { peer, .. } => {
                     // One connection carries the session here, whichever
                     // side opens the stream; a dial that cannot get through
