@@ -270,3 +270,28 @@ fn contacts_reload_from_their_collection() {
     assert_eq!(c.account, bob.log().account_id());
     assert!(reopened.members().contacts.contains(&bob.id()));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever a peer sends, the node answers (a refusal) without storing
+    /// anything, and stays able to take a real request afterwards.
+    #[test]
+    fn any_bytes_from_a_peer_are_refused_without_a_trace(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        replies in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+    ) {
+        let mut bob = account(2, "bob", Config::default());
+        let alice = account(1, "alice", Config::default());
+        let (reply, _, out) = bob.share_request(0, alice.id(), &bytes);
+        let is_refused = matches!(reply, Reply::Refused { .. });
+        proptest::prop_assert!(is_refused);
+        proptest::prop_assert!(out.items.is_empty());
+        // A reply nobody asked for changes nothing either.
+        let (_, out) = bob.share_reply(0, alice.id(), Some(&replies));
+        proptest::prop_assert!(out.items.is_empty());
+        let frame = encode(&Request::Card { card: alice.card().unwrap().to_bytes() });
+        let (reply, _, _) = bob.share_request(1, alice.id(), &frame);
+        proptest::prop_assert_eq!(reply, Reply::Pending);
+    }
+}
