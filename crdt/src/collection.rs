@@ -337,6 +337,16 @@ pub enum DecodeError {
         /// The shard it hashes to.
         belongs_to: ShardIndex,
     },
+    /// A peer's changes would leave a record larger than the record limit.
+    #[error("the changes would make record {id:?} {size} bytes, over the limit of {limit} bytes")]
+    RecordTooLarge {
+        /// The record id.
+        id: String,
+        /// Its size as JSON after the merge.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Persisted changes depend on changes that are not there.
     #[error("{count} changes depend on history that is missing")]
     MissingDeps {
@@ -820,9 +830,11 @@ impl Collection {
     /// the changes touched, and reports those whose view changed. On error the
     /// shard and the view are unchanged. Changes whose dependencies have not
     /// arrived wait inside Automerge and take effect with a later merge.
-    /// Compressed parts may inflate to at most [`MAX_INFLATED_BYTES`].
+    /// Compressed parts may inflate to at most [`MAX_INFLATED_BYTES`]; record
+    /// sizes are not bounded here ([`Collection::sync_receive`], the path a
+    /// peer's changes take, bounds them).
     pub fn merge_shard(&mut self, shard: ShardIndex, bytes: &[u8]) -> Result<Vec<Written>, Error> {
-        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES)
+        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES, usize::MAX)
     }
 
     fn merge_bounded(
@@ -830,6 +842,7 @@ impl Collection {
         shard: ShardIndex,
         bytes: &[u8],
         max_inflated: usize,
+        max_record: usize,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         if bytes.len() > MAX_MERGE_BYTES {
@@ -839,7 +852,19 @@ impl Collection {
         let touched = self.shards[index]
             .merge(bytes, max_inflated, |doc, id| {
                 view::check_placement(doc, id, shard, count)?;
-                Ok(view::read_one(doc, id, shard, count))
+                let record = view::read_one(doc, id, shard, count);
+                // The same bound as a local write, on what the merge leaves.
+                if let Some(value) = &record {
+                    let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+                    if size > max_record {
+                        return Err(DecodeError::RecordTooLarge {
+                            id: id.to_owned(),
+                            size,
+                            limit: max_record,
+                        });
+                    }
+                }
+                Ok(record)
             })
             .map_err(|source| Error::Merge { shard, source })?;
         let mut out = Vec::new();
@@ -925,6 +950,7 @@ impl Collection {
         state: &mut sync::State,
         mut message: sync::Message,
         max_inflated: usize,
+        max_record: usize,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         // Automerge trusts a filter's parameters: each probe costs memory and
@@ -943,7 +969,7 @@ impl Collection {
         let had_changes = !message.changes.is_empty();
         let written = if had_changes {
             let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
-            self.merge_bounded(shard, &bytes, max_inflated)?
+            self.merge_bounded(shard, &bytes, max_inflated, max_record)?
         } else {
             Vec::new()
         };

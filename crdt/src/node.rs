@@ -522,7 +522,9 @@ pub struct Node {
 impl Node {
     /// A node with no collections, for the device `key` named `name` in the
     /// account of `log`. Load stored collections with [`Node::load`].
-    pub fn new(key: DeviceKey, name: &str, log: impl Into<Arc<Log>>, config: Config) -> Node {
+    pub fn new(key: DeviceKey, name: &str, log: impl Into<Arc<Log>>, mut config: Config) -> Node {
+        // One record limit for local writes and peers' merges alike.
+        config.limits.max_record = config.max_record_bytes;
         let log = log.into();
         let published = Members::of(key.id(), &log);
         Node {

@@ -144,6 +144,9 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Default [`Limits::max_inflated`]: 64 MiB.
 pub const DEFAULT_MAX_INFLATED: usize = 64 * 1024 * 1024;
 
+/// Default [`Limits::max_record`]: 1 MiB, the node's default record limit.
+pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
+
 /// Size bounds a session enforces on what a peer sends, and on what it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -152,6 +155,10 @@ pub struct Limits {
     pub max_frame: usize,
     /// Most bytes the compressed parts of one sync message may inflate to.
     pub max_inflated: usize,
+    /// Largest record, in bytes of JSON, a peer's changes may leave behind;
+    /// a message that would make one larger is refused whole, as a local
+    /// write over the limit is.
+    pub max_record: usize,
 }
 
 impl Default for Limits {
@@ -159,6 +166,7 @@ impl Default for Limits {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
             max_inflated: DEFAULT_MAX_INFLATED,
+            max_record: DEFAULT_MAX_RECORD,
         }
     }
 }
@@ -882,7 +890,13 @@ impl Session {
         let key = (name.clone(), shard);
         let state = self.states.entry(key.clone()).or_default();
         let written = coll
-            .sync_receive(shard, state, message, self.limits.max_inflated)
+            .sync_receive(
+                shard,
+                state,
+                message,
+                self.limits.max_inflated,
+                self.limits.max_record,
+            )
             .map_err(coll_err)?;
         if coll.shard_heads(shard).map_err(coll_err)? != before {
             fx.changed.push(key.clone());

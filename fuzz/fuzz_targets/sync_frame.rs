@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_frame: 1 << 20,
         max_inflated: 4 << 20,
+        ..Limits::default()
     };
     if let Ok(frame) = Frame::decode(data, &limits) {
         // What decodes encodes again.

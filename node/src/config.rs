@@ -269,6 +269,7 @@ impl EngineConfig {
         hearth_crdt::sync::Limits {
             max_frame: self.max_frame_bytes,
             max_inflated: self.max_inflated_bytes,
+            max_record: self.max_record_bytes,
         }
     }
 

@@ -852,3 +852,62 @@ proptest! {
         }
     }
 }
+
+/// Syncs `a` into `b`, whose session has `limits`, until nothing moves;
+/// the first error `b`'s session returns, if any.
+fn pump(a: &mut MemoryReplica, b: &mut MemoryReplica, limits: Limits) -> Result<(), Error> {
+    let mut at_a = Session::new(key(2).id(), [], Limits::default());
+    let mut at_b = Session::new(key(1).id(), [], limits);
+    let mut to_b: VecDeque<Vec<u8>> = at_a.start(a).unwrap().into();
+    let mut to_a: VecDeque<Vec<u8>> = at_b.start(b).unwrap().into();
+    while !to_a.is_empty() || !to_b.is_empty() {
+        while let Some(frame) = to_b.pop_front() {
+            to_a.extend(at_b.receive(b, &frame)?.send);
+        }
+        while let Some(frame) = to_a.pop_front() {
+            to_b.extend(at_a.receive(a, &frame).unwrap().send);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_peers_record_over_the_record_limit_is_refused_at_limit_plus_one() {
+    let log = log_of(2);
+    let mut a = replica(1, log.clone());
+    a.create_collection("notes", 1).unwrap();
+    a.collection_mut("notes")
+        .unwrap()
+        .put(
+            "big",
+            json!({ "text": "x".repeat(2000) }),
+            PutMode::Create,
+            0,
+        )
+        .unwrap();
+    let size = serde_json::to_vec(a.collection("notes").unwrap().get("big").unwrap())
+        .unwrap()
+        .len();
+
+    // One byte under what the record needs: refused whole, nothing merged.
+    let mut b = replica(2, log.clone());
+    let small = Limits {
+        max_record: size - 1,
+        ..Limits::default()
+    };
+    let err = pump(&mut a, &mut b, small).unwrap_err();
+    assert!(
+        matches!(&err, Error::Collection { source: collection::Error::Merge { source: DecodeError::RecordTooLarge { id, limit, .. }, .. }, .. } if id == "big" && *limit == size - 1),
+        "{err}"
+    );
+    assert!(b.collection("notes").and_then(|c| c.get("big")).is_none());
+
+    // At the limit exactly, it syncs.
+    let mut b = replica(2, log);
+    let exact = Limits {
+        max_record: size,
+        ..Limits::default()
+    };
+    pump(&mut a, &mut b, exact).unwrap();
+    assert!(b.collection("notes").unwrap().get("big").is_some());
+}
