@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = notes.put("n1", json!({"title": "kept"}), PutMode::Create, 0);
     let mut state = State::new();
-    let _ = notes.sync_receive(0, &mut state, message, 4 << 20);
+    let _ = notes.sync_receive(0, &mut state, message, 4 << 20, 1 << 20);
     // The view still answers whatever happened.
     let _ = notes.records().len();
 });
