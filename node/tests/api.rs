@@ -602,3 +602,55 @@ async fn an_import_body_over_the_limit_is_refused_and_one_at_it_is_read() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn every_page_is_capped_at_max_page_and_one_key_more_is_refused() {
+    let mut config = Config::default();
+    config.api.max_page = 3;
+    let fx = fixture_with(config);
+    let docs: Vec<Value> = (0..5)
+        .map(|n| json!({ "_id": format!("r{n}"), "n": n }))
+        .collect();
+    let (status, _) = fx
+        .call(
+            "POST",
+            "/data/notes/_bulk_docs",
+            Some(json!({ "docs": docs })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (_, all) = fx.call("GET", "/data/notes/_all_docs?limit=10", None).await;
+    assert_eq!(all["rows"].as_array().unwrap().len(), 3, "{all}");
+    let (_, unasked) = fx.call("GET", "/data/notes/_all_docs", None).await;
+    assert_eq!(unasked["rows"].as_array().unwrap().len(), 3, "{unasked}");
+    let (_, found) = fx
+        .call(
+            "POST",
+            "/data/notes/_find",
+            Some(json!({ "selector": { "n": { "$gte": 0 } }, "limit": 10 })),
+        )
+        .await;
+    assert_eq!(found["docs"].as_array().unwrap().len(), 3, "{found}");
+    let (_, changes) = fx.call("GET", "/data/notes/_changes?limit=10", None).await;
+    assert_eq!(changes["results"].as_array().unwrap().len(), 3, "{changes}");
+
+    // Keys: the limit itself is served, one more is refused with its reason.
+    let keys = |n: usize| json!({ "keys": (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>() });
+    let (status, rows) = fx
+        .call("POST", "/data/notes/_all_docs", Some(keys(3)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 3);
+    let (status, refused) = fx
+        .call("POST", "/data/notes/_all_docs", Some(keys(4)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 keys"),
+        "{refused}"
+    );
+}

@@ -230,11 +230,16 @@ async fn fixture() -> Fixture {
 
 /// [`fixture`], with T taking contact requests as `contacts` says.
 async fn fixture_with(contacts: &ContactsConfig) -> Fixture {
+    fixture_tuned(contacts, EngineConfig::default()).await
+}
+
+/// [`fixture_with`], with T's and G's engines tuned as `config` says.
+async fn fixture_tuned(contacts: &ContactsConfig, config: EngineConfig) -> Fixture {
     capture_logs();
     // As `Config::load` does: the core's contact bounds come from `[contacts]`.
     let config = EngineConfig {
         contacts: contacts.limits(),
-        ..EngineConfig::default()
+        ..config
     };
     let t_dir = tempfile::tempdir().unwrap();
     let t_engine = Engine::init(
@@ -705,6 +710,58 @@ async fn the_pending_requests_are_capped_at_their_limit() {
     );
     assert_eq!(fx.t.handle.contacts().await.unwrap().len(), 2);
     fx.assert_serving("a flood of requests").await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_is_dropped_as_stalled_and_the_others_keep_syncing() {
+    let _shared = MEMORY.read().await;
+    let outbox = 8;
+    let config = EngineConfig {
+        peer_outbox: outbox,
+        ..EngineConfig::default()
+    };
+    let fx = fixture_tuned(&ContactsConfig::default(), config).await;
+    // A record of about 64 KiB in every shard of T.
+    let text = "x".repeat(64 * 1024);
+    let mut ids = std::collections::BTreeMap::new();
+    for n in 0.. {
+        let id = format!("big-{n}");
+        ids.entry(shard_of(&id, SHARDS)).or_insert(id);
+        if ids.len() == usize::from(SHARDS) {
+            break;
+        }
+    }
+    for id in ids.values() {
+        fx.t.handle
+            .put(
+                NOTES,
+                Some(id.clone()),
+                json!({ "text": text }),
+                PutMode::Upsert,
+            )
+            .await
+            .unwrap();
+    }
+    let net = fx.hostile().await;
+    let mut control = net.handle.stream_control();
+    let stream = timeout(WAIT, control.open_stream(fx.t.peer, net::SYNC))
+        .await
+        .unwrap()
+        .unwrap();
+    // H greets, asks for every shard, and never reads: T's answers (a
+    // shard each) fill the stream's window, then the outbox.
+    let (_reader, mut writer) = stream.split();
+    net::write_frame(&mut writer, &fx.hello()).await.unwrap();
+    for shard in ids.keys() {
+        net::write_frame(&mut writer, &sync_frame(*shard, empty_message()))
+            .await
+            .unwrap();
+    }
+    expect_logged(&["ending a sync session", "its outbox is full"]).await;
+    fx.assert_serving("a member that never reads").await;
+    drop(writer);
+    let _ = net.handle.shutdown().await;
     fx.stop().await;
 }
 
