@@ -234,7 +234,9 @@ pub struct EngineConfig {
     pub compact_min_bytes: u64,
     /// Records written per durable commit by `hearth import`. Default 5000.
     pub import_batch: usize,
-    /// Largest single record, in bytes of JSON. Default 1 MiB.
+    /// Largest single record, in bytes of JSON, whether a local write or a
+    /// peer's changes make it (a peer's message that would exceed it is
+    /// refused whole). Default 1 MiB.
     pub max_record_bytes: usize,
     /// Largest sync frame a peer may send, checked before it is decoded.
     /// Default 16 MiB.
