@@ -715,7 +715,10 @@ async fn the_pending_requests_are_capped_at_their_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_never_reads_is_dropped_as_stalled_and_the_others_keep_syncing() {
-    let _shared = MEMORY.read().await;
+    // Alone, like the memory test: run beside the others it made their
+    // fixtures miss their 10 s waits now and then, for a cause not found yet
+    // (no CPU spin: the test alone takes 0.38 s of CPU); alone it never failed.
+    let _alone = MEMORY.write().await;
     let outbox = 8;
     let config = EngineConfig {
         peer_outbox: outbox,
