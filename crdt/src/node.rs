@@ -574,7 +574,13 @@ impl Node {
             },
         );
         if name == contacts::COLLECTION {
-            self.refresh_contacts(0, &mut Outputs::default());
+            let ids: Vec<String> = self.collections[name]
+                .data
+                .records()
+                .keys()
+                .cloned()
+                .collect();
+            self.refresh_contacts(0, ids.iter().map(String::as_str), &mut Outputs::default());
         }
         Ok(())
     }

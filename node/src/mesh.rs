@@ -345,46 +345,51 @@ impl Mesh {
         }
     }
 
-    async fn accept_sync(self) {
+    /// The streams of `protocol` that peers open, each from a device that
+    /// may use it ([`Admission::may_use`]); any other is dropped unread.
+    fn incoming(
+        &self,
+        protocol: libp2p::StreamProtocol,
+        what: &'static str,
+    ) -> Option<impl futures::Stream<Item = (DeviceId, libp2p::Stream)> + use<>> {
         let mut control = self.net.stream_control();
-        let mut incoming = match control.accept(net::SYNC) {
+        let incoming = match control.accept(protocol.clone()) {
             Ok(incoming) => incoming,
             Err(e) => {
-                tracing::error!(error = %e, "cannot accept sync streams");
-                return;
+                tracing::error!(error = %e, "cannot accept {what} streams");
+                return None;
             }
         };
-        while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) = device_id(&peer).filter(|_| self.admission.is_member(&peer)) else {
-                tracing::warn!(%peer, "refused a sync stream from a device outside the account");
-                continue;
-            };
+        let admission = self.admission.clone();
+        Some(incoming.filter_map(move |(peer, stream)| {
+            let admitted = device_id(&peer).filter(|_| admission.may_use(&peer, &protocol));
+            if admitted.is_none() {
+                tracing::info!(%peer, "refused a {what} stream from a peer that may not use it");
+            }
+            std::future::ready(admitted.map(|device| (device, stream)))
+        }))
+    }
+
+    async fn accept_sync(self) {
+        let Some(mut incoming) = self.incoming(net::SYNC, "sync") else {
+            return;
+        };
+        while let Some((device, stream)) = incoming.next().await {
             tokio::spawn(self.clone().run_session(device, stream));
         }
     }
 
     async fn accept_pairing(self) {
-        let mut control = self.net.stream_control();
-        let mut incoming = match control.accept(net::PAIR) {
-            Ok(incoming) => incoming,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot accept pairing streams");
-                return;
-            }
+        let Some(mut incoming) = self.incoming(net::PAIR, "pairing") else {
+            return;
         };
-        while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) =
-                device_id(&peer).filter(|_| self.admission.may_use(&peer, &net::PAIR))
-            else {
-                tracing::debug!(%peer, "refused a pairing stream: no invitation is open");
-                continue;
-            };
+        while let Some((device, stream)) = incoming.next().await {
             let mesh = self.clone();
             tokio::spawn(async move {
                 // Admission closes when the ticket expires (see
                 // `open_invitation`), not when one session ends.
                 if let Err(e) = mesh.invitations.serve(device, stream).await {
-                    tracing::info!(%peer, error = %e, "pairing session ended");
+                    tracing::info!(peer = %device, error = %e, "pairing session ended");
                 }
             });
         }
@@ -393,28 +398,19 @@ impl Mesh {
     /// Serves `/hearth/share/1`: one request frame in, the core's reply
     /// out (after what it changed is durable), within the exchange time-out.
     async fn accept_share(self) {
-        let mut control = self.net.stream_control();
-        let mut incoming = match control.accept(net::SHARE) {
-            Ok(incoming) => incoming,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot accept share streams");
-                return;
-            }
+        let Some(mut incoming) = self.incoming(net::SHARE, "share") else {
+            return;
         };
-        while let Some((peer, stream)) = incoming.next().await {
-            let Some(device) =
-                device_id(&peer).filter(|_| self.admission.may_use(&peer, &net::SHARE))
-            else {
-                tracing::debug!(%peer, "refused a share stream from a peer that may not use it");
-                continue;
-            };
+        while let Some((device, stream)) = incoming.next().await {
             let mesh = self.clone();
             tokio::spawn(async move {
                 let limit = Duration::from_secs(mesh.contacts.exchange_timeout_secs);
                 match tokio::time::timeout(limit, mesh.answer_share(device, stream)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "share exchange failed"),
-                    Err(_) => tracing::info!(%peer, "share exchange timed out"),
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %device, error = %e, "share exchange failed")
+                    }
+                    Err(_) => tracing::info!(peer = %device, "share exchange timed out"),
                 }
             });
         }

@@ -150,7 +150,7 @@ pub fn pair(inviter: &Device, joiner: &Device) {
 pub fn pair_naming(inviter: &Device, joiner: &Device, name: &[&str]) {
     let png = inviter.home.path().join("invite.png");
     let run = inviter.home.run(&["pair", "--qr", png.to_str().unwrap()]);
-    let ticket = run.ok().lines().next().unwrap().to_string();
+    let ticket = run.first_line();
     assert!(
         ticket.starts_with("hearth1"),
         "first line is the ticket: {ticket}"

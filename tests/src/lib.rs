@@ -74,6 +74,12 @@ impl Run {
         &self.stdout
     }
 
+    /// Asserts success and returns the first line of stdout (a ticket, a
+    /// card, an id).
+    pub fn first_line(&self) -> String {
+        self.ok().lines().next().unwrap_or_default().to_string()
+    }
+
     /// Asserts exit code 1 with exactly one line on stderr, and returns it.
     pub fn err(&self) -> &str {
         assert_eq!(

@@ -87,7 +87,7 @@ fn two_accounts_become_contacts_through_the_png_and_follow_each_others_devices()
     let run = alice
         .home
         .run(&["contact", "card", "--qr", png.to_str().unwrap()]);
-    let card = run.ok().lines().next().unwrap().to_string();
+    let card = run.first_line();
     assert!(
         card.starts_with("hearthc1"),
         "first line is the card: {card}"
@@ -173,27 +173,13 @@ fn bad_cards_and_writes_to_the_contacts_collection_get_clear_errors() {
     assert!(!run.success());
     assert!(run.err().contains("card"), "{}", run.err());
 
-    let own = alice
-        .home
-        .run(&["contact", "card"])
-        .ok()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let own = alice.home.run(&["contact", "card"]).first_line();
     let run = alice.home.run(&["contact", "add", &own, "--name", "me"]);
     assert!(run.err().contains("own card"), "{}", run.err());
 
     // A pairing ticket pasted where a card belongs says what it is.
     let _da = alice.up();
-    let ticket = alice
-        .home
-        .run(&["pair"])
-        .ok()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let ticket = alice.home.run(&["pair"]).first_line();
     let run = bob.home.run(&["contact", "add", &ticket, "--name", "x"]);
     assert!(run.err().contains("pairing ticket"), "{}", run.err());
 
@@ -222,14 +208,7 @@ fn bad_cards_and_writes_to_the_contacts_collection_get_clear_errors() {
         .run(&["contact", "add", &own, "--name", "Alice"])
         .ok();
     let carol = Device::new("carol");
-    let carol_card = carol
-        .home
-        .run(&["contact", "card"])
-        .ok()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let carol_card = carol.home.run(&["contact", "card"]).first_line();
     let run = bob
         .home
         .run(&["contact", "add", &carol_card, "--name", "Alice"]);

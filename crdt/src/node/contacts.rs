@@ -309,6 +309,11 @@ pub enum ContactError {
     /// A petname that cannot be used.
     #[error("bad contact name {0:?}: use 1-64 characters, no control characters")]
     BadName(String),
+    /// Too many requests wait for an answer already.
+    #[error(
+        "this account holds {0} unanswered requests already, the most it keeps ([contacts] max_pending)"
+    )]
+    TooManyRequests(usize),
     /// The contact list is full.
     #[error("this account already has {0} contacts, the most allowed ([contacts] max_contacts)")]
     Full(usize),
@@ -388,33 +393,31 @@ impl Node {
         name: &str,
     ) -> Result<(Contact, Outputs), Error> {
         let name = check_name(name)?;
-        let account = card.account();
-        if account == self.log.account_id() {
+        if card.account() == self.log.account_id() {
             return Err(ContactError::Own.into());
         }
-        if self
-            .contacts
-            .known
-            .values()
-            .any(|c| c.account != account && c.name.as_deref() == Some(&name))
-        {
-            return Err(ContactError::NameTaken(name).into());
-        }
-        let contact = match self.contacts.known.get(&account) {
-            Some(existing) => {
-                let mut c = existing.clone();
-                merge_card(&mut c, card)?;
-                c
-            }
-            None => {
-                let limit = self.config.contacts.max_contacts;
-                if self.contacts.known.len() >= limit {
-                    return Err(ContactError::Full(limit).into());
-                }
-                new_contact(card)
-            }
-        };
+        let contact = self.merged_or_new(card, false)?;
         self.accept(now, contact, name)
+    }
+
+    /// The contact `card` speaks for: the known one with the card merged in,
+    /// or a new one if the bounds allow (with `request`, also the bound on
+    /// pending requests).
+    fn merged_or_new(&self, card: Card, request: bool) -> Result<Contact, Error> {
+        if let Some(existing) = self.contacts.known.get(&card.account()) {
+            let mut c = existing.clone();
+            merge_card(&mut c, card)?;
+            return Ok(c);
+        }
+        let limits = self.config.contacts;
+        let pending = self.contacts.known.values().filter(|c| !c.added).count();
+        if request && pending >= limits.max_pending {
+            return Err(ContactError::TooManyRequests(pending).into());
+        }
+        if self.contacts.known.len() >= limits.max_contacts {
+            return Err(ContactError::Full(limits.max_contacts).into());
+        }
+        Ok(new_contact(card))
     }
 
     /// Accepts the pending request of `who` under the petname `name`.
@@ -429,28 +432,30 @@ impl Node {
             return Err(ContactError::NoRequest(who.to_owned()).into());
         }
         let name = check_name(name)?;
-        if self
-            .contacts
-            .known
-            .values()
-            .any(|c| c.account != contact.account && c.name.as_deref() == Some(&name))
-        {
-            return Err(ContactError::NameTaken(name).into());
-        }
         self.accept(now, contact, name)
     }
 
+    /// Names `contact` (no other contact may have the name), marks it added,
+    /// stores it and sends it our card.
     fn accept(
         &mut self,
         now: Millis,
         mut contact: Contact,
         name: String,
     ) -> Result<(Contact, Outputs), Error> {
+        let taken = self
+            .contacts
+            .known
+            .values()
+            .any(|c| c.account != contact.account && c.name.as_deref() == Some(&name));
+        if taken {
+            return Err(ContactError::NameTaken(name).into());
+        }
         contact.name = Some(name);
         contact.added = true;
         contact.deliver = true;
-        let mut out = self.save_contact(now, &mut contact)?;
-        self.deliver(now, contact.account, &mut out);
+        let mut out = self.save_contacts(now, std::slice::from_mut(&mut contact))?;
+        self.deliver(now, &[contact.account], &mut out);
         Ok((contact, out))
     }
 
@@ -461,43 +466,64 @@ impl Node {
         let loaded = self.ensure_collection(COLLECTION, now)?;
         let written = loaded.data.delete(&id, None, now)?;
         let mut out = self.commit(now, COLLECTION, [&written]);
-        self.refresh_contacts(now, &mut out);
+        self.contacts.known.remove(&contact.account);
+        self.publish_admission(now, &mut out);
         Ok((contact, out))
     }
 
-    fn save_contact(&mut self, now: Millis, contact: &mut Contact) -> Result<Outputs, Error> {
-        contact.updated_at_ms = now;
-        let record = contact.to_record();
-        let id = contact.account.to_string();
+    /// Stores `contacts` in one commit and keeps them in the cache.
+    fn save_contacts(&mut self, now: Millis, contacts: &mut [Contact]) -> Result<Outputs, Error> {
+        let records = contacts
+            .iter_mut()
+            .map(|c| {
+                c.updated_at_ms = now;
+                (c.account.to_string(), c.to_record())
+            })
+            .collect();
         let loaded = self.ensure_collection(COLLECTION, now)?;
-        let written = loaded.data.put(&id, record, PutMode::Upsert, now)?;
-        let mut out = self.commit(now, COLLECTION, [&written]);
-        self.refresh_contacts(now, &mut out);
+        let written = loaded.data.put_many(records, PutMode::Upsert, now)?;
+        let mut out = self.commit(now, COLLECTION, &written);
+        for c in contacts.iter() {
+            self.contacts.known.insert(c.account, c.clone());
+        }
+        self.publish_admission(now, &mut out);
         Ok(out)
     }
 
-    /// Re-reads the contacts collection after it changed (a local write or
-    /// a merge from another device of the account) and tells the driver if
-    /// the devices to admit changed.
-    pub(super) fn refresh_contacts(&mut self, now: Millis, out: &mut Outputs) {
-        let mut known = BTreeMap::new();
-        if let Some(loaded) = self.collections.get(COLLECTION) {
-            for (id, record) in loaded.data.records() {
-                if let Some(c) = Contact::from_record(id, record) {
-                    known.insert(c.account, c);
-                }
-            }
+    /// Re-reads contact records after another device of the account changed
+    /// them (`ids`; all of them at load), and tells the driver if the
+    /// devices to admit changed.
+    pub(super) fn refresh_contacts<'i>(
+        &mut self,
+        now: Millis,
+        ids: impl IntoIterator<Item = &'i str>,
+        out: &mut Outputs,
+    ) {
+        let records = self.collections.get(COLLECTION).map(|l| l.data.records());
+        for id in ids {
+            let Ok(account) = id.parse::<AccountId>() else {
+                continue;
+            };
+            match records
+                .and_then(|r| r.get(id))
+                .and_then(|record| Contact::from_record(id, record))
+            {
+                Some(c) => self.contacts.known.insert(account, c),
+                None => self.contacts.known.remove(&account),
+            };
         }
-        self.contacts.known = known;
         self.publish_admission(now, out);
     }
 
-    /// Sends our card to every device of `account` that has none on its way.
-    fn deliver(&mut self, now: Millis, account: AccountId, out: &mut Outputs) {
-        let Some(contact) = self.contacts.known.get(&account) else {
-            return;
-        };
-        if !(contact.added && contact.deliver) {
+    /// Sends our card to every device of each of `accounts` that still owe
+    /// it and have none on its way; the card is signed once for all.
+    fn deliver(&mut self, now: Millis, accounts: &[AccountId], out: &mut Outputs) {
+        let owed: Vec<&Contact> = accounts
+            .iter()
+            .filter_map(|a| self.contacts.known.get(a))
+            .filter(|c| c.added && c.deliver)
+            .collect();
+        if owed.is_empty() {
             return;
         }
         let Ok(card) = self.card() else {
@@ -506,15 +532,22 @@ impl Node {
         let frame = encode(&Request::Card {
             card: card.to_bytes(),
         });
-        let addrs: BTreeMap<DeviceId, Vec<String>> = contact.card.addrs().iter().cloned().collect();
-        for device in contact.devices() {
-            if self.contacts.inflight.contains_key(&device) {
-                continue;
+        let mut sends = Vec::new();
+        for contact in owed {
+            let addrs: BTreeMap<&DeviceId, &Vec<String>> =
+                contact.card.addrs().iter().map(|(d, a)| (d, a)).collect();
+            for device in contact.devices() {
+                if !self.contacts.inflight.contains_key(&device) {
+                    let at = addrs.get(&device).map(|a| (*a).clone()).unwrap_or_default();
+                    sends.push((device, contact.account, at));
+                }
             }
-            self.contacts.inflight.insert(device, account);
+        }
+        for (peer, account, addrs) in sends {
+            self.contacts.inflight.insert(peer, account);
             out.push(Output::Deliver {
-                peer: device,
-                addrs: addrs.get(&device).cloned().unwrap_or_default(),
+                peer,
+                addrs,
                 frame: frame.clone(),
             });
         }
@@ -544,28 +577,30 @@ impl Node {
             .filter(|c| c.added && c.deliver)
             .map(|c| c.account)
             .collect();
-        for account in owed {
-            self.deliver(now, account, out);
-        }
+        self.deliver(now, &owed, out);
     }
 
     /// After our member set changed: every contact must hear of it.
     pub(super) fn contacts_owe_card(&mut self, now: Millis, out: &mut Outputs) {
-        let stale: Vec<Contact> = self
+        let mut stale: Vec<Contact> = self
             .contacts
             .known
             .values()
             .filter(|c| c.added && !c.deliver)
             .cloned()
             .collect();
-        for mut contact in stale {
-            contact.deliver = true;
-            match self.save_contact(now, &mut contact) {
-                Ok(more) => out.extend(more),
-                Err(_) => continue,
-            }
-            self.deliver(now, contact.account, out);
+        if stale.is_empty() {
+            return;
         }
+        for c in &mut stale {
+            c.deliver = true;
+        }
+        match self.save_contacts(now, &mut stale) {
+            Ok(more) => out.extend(more),
+            Err(_) => return,
+        }
+        let accounts: Vec<AccountId> = stale.iter().map(|c| c.account).collect();
+        self.deliver(now, &accounts, out);
     }
 
     /// A `/hearth/share/1` request from `from`: the reply to send back,
@@ -600,26 +635,7 @@ impl Node {
                 let card = self.check_card(from, &card)?;
                 let account = card.account();
                 let previous = self.contacts.known.get(&account).cloned();
-                let mut contact = match &previous {
-                    Some(existing) => {
-                        let mut c = existing.clone();
-                        merge_card(&mut c, card).map_err(|e| e.to_string())?;
-                        c
-                    }
-                    None => {
-                        let limits = self.config.contacts;
-                        let pending = self.contacts.known.values().filter(|c| !c.added).count();
-                        if pending >= limits.max_pending {
-                            return Err(format!(
-                                "this account holds {pending} unanswered requests already, the most it keeps"
-                            ));
-                        }
-                        if self.contacts.known.len() >= limits.max_contacts {
-                            return Err("this account's contact list is full".into());
-                        }
-                        new_contact(card)
-                    }
-                };
+                let mut contact = self.merged_or_new(card, true).map_err(|e| e.to_string())?;
                 contact.added_us = true;
                 // A repeated request that changes nothing is not written again.
                 let changed = previous.as_ref().is_none_or(|p| {
@@ -628,10 +644,8 @@ impl Node {
                         || p.card.to_bytes() != contact.card.to_bytes()
                 });
                 if changed {
-                    out.extend(
-                        self.save_contact(now, &mut contact)
-                            .map_err(|e| e.to_string())?,
-                    );
+                    let saved = self.save_contacts(now, std::slice::from_mut(&mut contact));
+                    out.extend(saved.map_err(|e| e.to_string())?);
                 }
                 if contact.added {
                     let card = self.card().map_err(|e| e.to_string())?;
@@ -693,10 +707,8 @@ impl Node {
             contact.added_us = true;
         }
         contact.deliver = false;
-        out.extend(
-            self.save_contact(now, &mut contact)
-                .map_err(|e| e.to_string())?,
-        );
+        let saved = self.save_contacts(now, std::slice::from_mut(&mut contact));
+        out.extend(saved.map_err(|e| e.to_string())?);
         // The other devices of the contact need not hear it again.
         self.contacts.inflight.retain(|_, a| *a != account);
         Ok(())

@@ -293,9 +293,13 @@ impl Node {
         for (name, written) in fx.merged {
             merged.entry(name).or_default().extend(written);
         }
-        let contacts_touched = touched.iter().any(|n| n == super::contacts::COLLECTION);
+        // The contact records another device of the account changed.
+        let mut contacts_changed = Vec::new();
         for name in &touched {
             let written = merged.remove(name).unwrap_or_default();
+            if name == super::contacts::COLLECTION {
+                contacts_changed.extend(written.iter().map(|w| w.id.clone()));
+            }
             self.stage(name, &written, &mut batch);
         }
         for (collection, shard, bytes) in fx.states {
@@ -313,9 +317,8 @@ impl Node {
         }
         out.persist(batch);
         self.send(session, fx.send, out);
-        if contacts_touched {
-            // Another device of the account changed a contact.
-            self.refresh_contacts(now, out);
+        if !contacts_changed.is_empty() {
+            self.refresh_contacts(now, contacts_changed.iter().map(String::as_str), out);
         }
         self.after_merge(
             now,
