@@ -74,6 +74,9 @@ impl Settings {
     }
 }
 
+/// Longest wait for a sync stream to open on a connection that is up.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the mesh tasks share.
 #[derive(Clone)]
 pub struct Mesh {
@@ -327,11 +330,18 @@ impl Mesh {
         let mesh = self.clone();
         tokio::spawn(async move {
             let mut control = mesh.net.stream_control();
-            match control.open_stream(peer, net::SYNC).await {
-                Ok(stream) => mesh.run_session(dial.peer, stream).await,
-                Err(e) => {
+            // Bounded: an open that never resolves would keep this member in
+            // `opening`, and every later dial would skip it.
+            let open = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, net::SYNC));
+            match open.await {
+                Ok(Ok(stream)) => mesh.run_session(dial.peer, stream).await,
+                Ok(Err(e)) => {
                     mesh.opened(dial.peer);
-                    tracing::debug!(%peer, error = %e, "cannot open a sync stream");
+                    tracing::info!(%peer, error = %e, "cannot open a sync stream; the next dial tries again");
+                }
+                Err(_) => {
+                    mesh.opened(dial.peer);
+                    tracing::info!(%peer, "opening a sync stream timed out; the next dial tries again");
                 }
             }
         });
