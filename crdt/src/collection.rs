@@ -347,6 +347,12 @@ pub enum DecodeError {
         /// The limit.
         limit: usize,
     },
+    /// A change the collection's gate refused (see [`ChangeGate`]).
+    #[error("change refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
     /// Persisted changes depend on changes that are not there.
     #[error("{count} changes depend on history that is missing")]
     MissingDeps {
@@ -478,7 +484,13 @@ pub struct Collection {
     shards: Vec<Shard>,
     records: BTreeMap<String, Value>,
     workers: usize,
+    note: Option<String>,
 }
+
+/// Decides whether a peer's change may be applied to a collection (the
+/// write rights of a shared one); `Err` says why not, and the whole merge
+/// is refused ([`DecodeError::Refused`]).
+pub type ChangeGate<'g> = &'g dyn Fn(&automerge::Change) -> Result<(), String>;
 
 impl fmt::Debug for Collection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -528,6 +540,7 @@ impl Collection {
             actor,
             records: BTreeMap::new(),
             workers: workers(),
+            note: None,
         })
     }
 
@@ -600,7 +613,20 @@ impl Collection {
             shards: docs,
             records: entries.into_iter().collect(),
             workers,
+            note: None,
         })
+    }
+
+    /// Sets the message every later local change carries (`None`: none).
+    /// A shared collection's changes name the access list state they were
+    /// written under this way, so every replica judges them by it.
+    pub fn set_note(&mut self, note: Option<String>) {
+        self.note = note;
+    }
+
+    /// The message local changes carry now.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// The doctype.
@@ -670,7 +696,7 @@ impl Collection {
             tx.rollback();
             return Err(e.into());
         }
-        let (hash, _) = tx.commit_with(commit_options(at_ms));
+        let (hash, _) = tx.commit_with(commit_options(at_ms, self.note.as_deref()));
         shard.committed(hash);
         let rev = view::rev_of_map(&after);
         let after = Value::Object(after);
@@ -718,7 +744,7 @@ impl Collection {
         } else {
             1
         };
-        if let Err(e) = run_jobs(jobs, threads, at_ms) {
+        if let Err(e) = run_jobs(jobs, threads, at_ms, self.note.as_deref()) {
             let ids: Vec<String> = plans.into_iter().map(|p| p.id).collect();
             self.refresh(&ids);
             return Err(e.into());
@@ -790,7 +816,7 @@ impl Collection {
             tx.rollback();
             return Err(e.into());
         }
-        let (hash, _) = tx.commit_with(commit_options(at_ms));
+        let (hash, _) = tx.commit_with(commit_options(at_ms, self.note.as_deref()));
         shard.committed(hash);
         let before = self.records.remove(id);
         Ok(Written {
@@ -834,7 +860,7 @@ impl Collection {
     /// sizes are not bounded here ([`Collection::sync_receive`], the path a
     /// peer's changes take, bounds them).
     pub fn merge_shard(&mut self, shard: ShardIndex, bytes: &[u8]) -> Result<Vec<Written>, Error> {
-        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES, usize::MAX)
+        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES, usize::MAX, None)
     }
 
     fn merge_bounded(
@@ -843,6 +869,7 @@ impl Collection {
         bytes: &[u8],
         max_inflated: usize,
         max_record: usize,
+        gate: Option<ChangeGate<'_>>,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         if bytes.len() > MAX_MERGE_BYTES {
@@ -850,7 +877,7 @@ impl Collection {
         }
         let count = self.shard_count();
         let touched = self.shards[index]
-            .merge(bytes, max_inflated, |doc, id| {
+            .merge(bytes, max_inflated, gate, |doc, id| {
                 view::check_placement(doc, id, shard, count)?;
                 let record = view::read_one(doc, id, shard, count);
                 // The same bound as a local write, on what the merge leaves.
@@ -951,6 +978,7 @@ impl Collection {
         mut message: sync::Message,
         max_inflated: usize,
         max_record: usize,
+        gate: Option<ChangeGate<'_>>,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         // Automerge trusts a filter's parameters: each probe costs memory and
@@ -969,7 +997,7 @@ impl Collection {
         let had_changes = !message.changes.is_empty();
         let written = if had_changes {
             let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
-            self.merge_bounded(shard, &bytes, max_inflated, max_record)?
+            self.merge_bounded(shard, &bytes, max_inflated, max_record, gate)?
         } else {
             Vec::new()
         };
@@ -1106,8 +1134,12 @@ fn at_secs(at_ms: i64) -> i64 {
     at_ms.div_euclid(1000)
 }
 
-fn commit_options(at_ms: i64) -> CommitOptions {
-    CommitOptions::default().with_time(at_secs(at_ms))
+fn commit_options(at_ms: i64, note: Option<&str>) -> CommitOptions {
+    let options = CommitOptions::default().with_time(at_secs(at_ms));
+    match note {
+        Some(note) => options.with_message(note),
+        None => options,
+    }
 }
 
 /// Writes each shard's plans in one transaction, on up to `threads` threads.
@@ -1115,10 +1147,11 @@ fn run_jobs(
     jobs: Vec<(&mut Shard, Vec<&Plan>)>,
     threads: usize,
     at_ms: i64,
+    note: Option<&str>,
 ) -> Result<(), AutomergeError> {
     if threads <= 1 {
         for (shard, plans) in jobs {
-            write_shard(shard, &plans, at_ms)?;
+            write_shard(shard, &plans, at_ms, note)?;
         }
         return Ok(());
     }
@@ -1133,7 +1166,7 @@ fn run_jobs(
             .map(|bucket| {
                 s.spawn(move || {
                     for (shard, plans) in bucket {
-                        write_shard(shard, &plans, at_ms)?;
+                        write_shard(shard, &plans, at_ms, note)?;
                     }
                     Ok(())
                 })
@@ -1145,7 +1178,12 @@ fn run_jobs(
 }
 
 /// Writes one shard's share of a batch as one change.
-fn write_shard(shard: &mut Shard, plans: &[&Plan], at_ms: i64) -> Result<(), AutomergeError> {
+fn write_shard(
+    shard: &mut Shard,
+    plans: &[&Plan],
+    at_ms: i64,
+    note: Option<&str>,
+) -> Result<(), AutomergeError> {
     let all_new = plans.iter().all(|p| p.before.is_none());
     if all_new && !shard.doc.is_empty() {
         // Ids are distinct here, since a repeated id would have a `before`.
@@ -1153,7 +1191,7 @@ fn write_shard(shard: &mut Shard, plans: &[&Plan], at_ms: i64) -> Result<(), Aut
             plans.iter().map(|p| (p.id.as_str(), &p.after)).collect();
         let actor = shard.doc.get_actor().clone();
         let seq = shard.next_seq();
-        let change = bulk::create_change(&shard.doc, &actor, seq, at_secs(at_ms), &records)?;
+        let change = bulk::create_change(&shard.doc, &actor, seq, at_secs(at_ms), note, &records)?;
         return shard.apply_local(change);
     }
     let mut tx = shard.doc.transaction();
@@ -1182,7 +1220,7 @@ fn write_shard(shard: &mut Shard, plans: &[&Plan], at_ms: i64) -> Result<(), Aut
     };
     match result {
         Ok(()) => {
-            let (hash, _) = tx.commit_with(commit_options(at_ms));
+            let (hash, _) = tx.commit_with(commit_options(at_ms, note));
             shard.committed(hash);
             Ok(())
         }

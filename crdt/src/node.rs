@@ -147,11 +147,13 @@ mod links;
 pub mod mesh;
 pub mod pairing;
 pub mod redial;
+pub mod shares;
 
 pub use catalog::{Catalog, IndexDef};
 pub use contacts::{Contact, ContactError};
 pub use data::{BulkError, Change, check_doctype};
 pub use mesh::{CloseReason, Members};
+pub use shares::{Share, ShareError};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has.
 pub type Millis = i64;
@@ -289,6 +291,9 @@ pub enum Error {
     /// A contact operation failed.
     #[error(transparent)]
     Contact(#[from] ContactError),
+    /// A share operation failed.
+    #[error(transparent)]
+    Share(#[from] ShareError),
     /// The collection is the node's own (`hearth.*`): read-only to users
     /// and apps.
     #[error(
@@ -516,6 +521,7 @@ pub struct Node {
     inviting: pairing::Inviting,
     links: links::Links,
     contacts: contacts::Contacts,
+    shares: shares::Shares,
     config: Config,
 }
 
@@ -537,6 +543,7 @@ impl Node {
             inviting: pairing::Inviting::default(),
             links: links::Links::new(config.backoff),
             contacts: contacts::Contacts::default(),
+            shares: shares::Shares::default(),
             config,
         }
     }
@@ -582,6 +589,24 @@ impl Node {
                 .collect();
             self.refresh_contacts(0, ids.iter().map(String::as_str), &mut Outputs::default());
         }
+        // Shares verify against their owners' logs: read them again once
+        // the contacts are known, whichever loads first.
+        if name == contacts::COLLECTION || name == shares::COLLECTION {
+            let ids: Vec<String> = self
+                .collections
+                .get(shares::COLLECTION)
+                .map(|l| l.data.records().keys().cloned().collect())
+                .unwrap_or_default();
+            self.read_shares(ids.iter().map(String::as_str));
+        }
+        // A local collection of a share loaded after the shares writes
+        // under its list's heads too.
+        if let Some(note) = self.share_of(name).map(|s| shares::note_of(&s.acl))
+            && let Some(loaded) = self.collections.get_mut(name)
+        {
+            loaded.data.set_note(Some(note));
+        }
+        self.resume_deliveries();
         Ok(())
     }
 

@@ -246,6 +246,17 @@ pub enum Error {
         /// How many the replica holds.
         count: usize,
     },
+    /// The peer may not sync a collection it names (not shared with it, or
+    /// no longer).
+    #[error("collection {collection:?} is not shared with this peer")]
+    NotShared {
+        /// The collection.
+        collection: String,
+    },
+    /// A contact's device sent a membership log, which only the devices of
+    /// one account exchange.
+    #[error("a contact's device sent a membership log")]
+    LogFromContact,
     /// The peer is not (or no longer) a member of the account.
     #[error("peer {peer} is not a member of the account")]
     NotMember {
@@ -310,7 +321,19 @@ pub enum Error {
     },
 }
 
+/// Checks a peer's change before it is applied; `Err` says why it is
+/// refused. See [`Replica::gate`].
+pub type Gate = std::sync::Arc<dyn Fn(&automerge::Change) -> Result<(), String>>;
+
 /// The node's data as a session sees it.
+///
+/// A session with another device of the account sees every collection and
+/// exchanges the membership log (the defaults). A session with a contact's
+/// device sees a *scope*: only the collections shared between the two
+/// accounts, by the names the session uses for them, and never the log
+/// ([`Replica::carries_log`] false). Such a session syncs only what both
+/// sides list, never pushes a collection the peer did not list, and sends
+/// each collection's access list before its data.
 pub trait Replica {
     /// Why [`Replica::create_collection`] failed.
     type CreateError: std::error::Error + Send + Sync + 'static;
@@ -333,6 +356,39 @@ pub trait Replica {
 
     /// The account's membership log, mutably (a peer's log is merged into it).
     fn membership_mut(&mut self) -> &mut Log;
+
+    /// Whether `peer` may sync with this replica now; checked on every
+    /// frame. By default: it is a member of the account.
+    fn admits(&self, peer: &DeviceId) -> bool {
+        self.membership().is_member(peer)
+    }
+
+    /// Whether this replica exchanges the membership log with the peer and
+    /// holds every collection either side has (a session between devices of
+    /// one account). `false` for a contact's scope.
+    fn carries_log(&self) -> bool {
+        true
+    }
+
+    /// Whether a collection this replica lacks may be created because the
+    /// peer has it. By default any.
+    fn may_hold(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+
+    /// The access lists to send the peer before any data: `(collection,
+    /// encoded list)`. By default none.
+    fn access_lists(&self) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+
+    /// What checks a peer's changes to `name` before they are applied, if
+    /// anything does (a shared collection's write rights).
+    fn gate(&self, name: &str) -> Option<Gate> {
+        let _ = name;
+        None
+    }
 }
 
 /// A [`Replica`] held in memory: collections by name and a membership log.
@@ -420,6 +476,9 @@ pub struct Effects {
     pub states: Vec<(String, ShardIndex, Vec<u8>)>,
     /// Whether the membership log gained entries.
     pub membership_changed: bool,
+    /// Access lists the peer sent ([`Frame::Acl`]): `(collection, bytes)`,
+    /// for the caller to verify and merge before it handles the next frame.
+    pub access_lists: Vec<(String, Vec<u8>)>,
 }
 
 /// Traffic counters of one session.
@@ -535,12 +594,36 @@ impl Session {
                 digests: vec![collection_digest(&digests)],
             });
         }
+        let mut frames = Vec::new();
+        for (collection, bytes) in replica.access_lists() {
+            frames.push(self.encode(&Frame::Acl { collection, bytes })?);
+        }
         let hello = Frame::Hello(Hello {
             log_digest: log_digest(replica.membership()),
             collections,
         });
-        let frame = self.encode(&hello)?;
-        Ok(vec![frame])
+        frames.push(self.encode(&hello)?);
+        Ok(frames)
+    }
+
+    /// Announces the replica again, as [`Session::start`] does: for a scope
+    /// that changed (a share accepted, an access list changed), its access
+    /// lists and a new Hello. What the peer was known to hold is kept.
+    pub fn restart(&mut self, replica: &impl Replica) -> Result<Vec<Vec<u8>>, Error> {
+        self.start(replica)
+    }
+
+    /// Sends the access lists of the replica's scope again (one changed).
+    pub fn local_acl_change(&mut self, replica: &impl Replica) -> Result<Vec<Vec<u8>>, Error> {
+        if self.peer_collections.is_none() {
+            return Ok(Vec::new());
+        }
+        self.require_member(replica)?;
+        let mut frames = Vec::new();
+        for (collection, bytes) in replica.access_lists() {
+            frames.push(self.encode(&Frame::Acl { collection, bytes })?);
+        }
+        Ok(frames)
     }
 
     /// Handles one frame from the peer. An error means the session must close.
@@ -602,7 +685,7 @@ impl Session {
         &mut self,
         replica: &impl Replica,
     ) -> Result<Vec<Vec<u8>>, Error> {
-        if self.peer_collections.is_none() {
+        if self.peer_collections.is_none() || !replica.carries_log() {
             return Ok(Vec::new());
         }
         let heads = replica.membership().heads();
@@ -622,8 +705,10 @@ impl Session {
     ) -> Result<(), Error> {
         match frame {
             Frame::Hello(hello) => {
-                if !replica.membership().is_member(&self.peer) {
-                    if hello.log_digest == log_digest(replica.membership()) {
+                if !replica.admits(&self.peer) {
+                    if !replica.carries_log()
+                        || hello.log_digest == log_digest(replica.membership())
+                    {
                         return Err(Error::NotMember { peer: self.peer });
                     }
                     self.pending_hello = Some(hello);
@@ -632,6 +717,9 @@ impl Session {
                 self.on_hello(replica, hello, true, fx)
             }
             Frame::Log { bytes } => {
+                if !replica.carries_log() {
+                    return Err(Error::LogFromContact);
+                }
                 self.on_log(replica, &bytes, fx)?;
                 self.require_member(replica)?;
                 match self.pending_hello.take() {
@@ -653,6 +741,11 @@ impl Session {
                 summary.validate_full()?;
                 self.on_shards(replica, summary, fx)
             }
+            Frame::Acl { collection, bytes } => {
+                self.require_member(replica)?;
+                fx.access_lists.push((collection, bytes));
+                Ok(())
+            }
         }
     }
 
@@ -663,7 +756,7 @@ impl Session {
         answer_log: bool,
         fx: &mut Effects,
     ) -> Result<(), Error> {
-        if answer_log {
+        if answer_log && replica.carries_log() {
             if hello.log_digest == log_digest(replica.membership()) {
                 self.log_sent.extend(replica.membership().heads());
             } else {
@@ -682,6 +775,10 @@ impl Session {
             let their = theirs.get(&name);
             if replica.collection(&name).is_none() {
                 let Some(their) = their else { continue };
+                if !replica.may_hold(&name) {
+                    // Not shared with this peer, or not accepted here.
+                    continue;
+                }
                 if their.digests.iter().all(|d| *d == EMPTY_SHARD_DIGEST) {
                     continue;
                 }
@@ -691,6 +788,10 @@ impl Session {
                 continue;
             }
             let Some(their) = their else {
+                if !replica.carries_log() {
+                    // A contact's device syncs only what both sides list.
+                    continue;
+                }
                 // The peer lacks it: every shard goes out whole.
                 self.reconcile(replica, &name, None, fx)?;
                 continue;
@@ -753,6 +854,11 @@ impl Session {
         if replica.collection(&summary.name).is_none() {
             self.create(replica, &summary.name, summary.shards, fx)?;
         }
+        let Some(_) = replica.collection(&summary.name) else {
+            return Err(Error::NotCreated {
+                collection: summary.name,
+            });
+        };
         // The peer compares too: when our Hello made it skip that (it showed
         // the collection missing or matching, and it has changed since), it
         // needs our digests as well. Once per collection.
@@ -867,6 +973,7 @@ impl Session {
         if replica.collection(&name).is_none() {
             self.create(replica, &name, shards, fx)?;
         }
+        let gate = replica.gate(&name);
         let Some(coll) = replica.collection_mut(&name) else {
             return Err(Error::NotCreated { collection: name });
         };
@@ -896,6 +1003,7 @@ impl Session {
                 message,
                 self.limits.max_inflated,
                 self.limits.max_record,
+                gate.as_deref(),
             )
             .map_err(coll_err)?;
         if coll.shard_heads(shard).map_err(coll_err)? != before {
@@ -919,6 +1027,11 @@ impl Session {
         shards: u16,
         fx: &mut Effects,
     ) -> Result<(), Error> {
+        if !replica.may_hold(name) {
+            return Err(Error::NotShared {
+                collection: name.to_owned(),
+            });
+        }
         replica
             .create_collection(name, shards)
             .map_err(|source| Error::Create {
@@ -935,7 +1048,7 @@ impl Session {
     }
 
     fn require_member(&self, replica: &impl Replica) -> Result<(), Error> {
-        if replica.membership().is_member(&self.peer) {
+        if replica.admits(&self.peer) {
             Ok(())
         } else {
             Err(Error::NotMember { peer: self.peer })

@@ -584,6 +584,51 @@ impl Acl {
         Ok(added)
     }
 
+    /// The list as it stood at `heads`: only the entries they are or build
+    /// on, so that a change written under those heads is judged by what
+    /// its author could see. `None` if a head is not held here.
+    pub fn at(&self, heads: &[EntryHash]) -> Option<Acl> {
+        let mut keep = vec![false; self.entries.len()];
+        let mut stack: Vec<usize> = Vec::with_capacity(heads.len());
+        for head in heads {
+            stack.push(*self.index.get(head)?);
+        }
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut keep[i], true) {
+                continue;
+            }
+            stack.extend(self.entries[i].parents.iter().map(|p| self.index[p]));
+        }
+        // The create entry is every entry's ancestor; keep it for an empty
+        // `heads` too, so the result is always a list.
+        keep[0] = true;
+        let entries: Vec<AclEntry> = self
+            .entries
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(e, _)| e.clone())
+            .collect();
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.hash, i))
+            .collect();
+        let mut tips: BTreeSet<EntryHash> = entries.iter().map(|e| e.hash).collect();
+        for entry in &entries {
+            for parent in &entry.parents {
+                tips.remove(parent);
+            }
+        }
+        Some(Acl {
+            owner: self.owner,
+            collection: self.collection.clone(),
+            entries,
+            index,
+            heads: tips,
+        })
+    }
+
     /// Who holds which right, judged against the owner's log as it is now.
     /// See the [module docs](self).
     pub fn state(&self, owner_log: &Log) -> AclState {
@@ -698,6 +743,21 @@ impl Acl {
             acl.apply(AclEntry::from_bytes(bytes)?, owner_log)?;
         }
         Ok(acl)
+    }
+}
+
+/// The owner account an encoded list names, read from its create entry
+/// without verifying anything: to find the log to verify it against with
+/// [`Acl::decode`].
+pub fn owner_of(bytes: &[u8]) -> Option<AccountId> {
+    let (&version, body) = bytes.split_first()?;
+    if version != VERSION || bytes.len() > MAX_LIST_BYTES {
+        return None;
+    }
+    let (entries, _): (Vec<&[u8]>, _) = postcard::take_from_bytes(body).ok()?;
+    match AclEntry::from_bytes(entries.first()?).ok()?.op {
+        AclOp::Create { owner, .. } => Some(owner),
+        _ => None,
     }
 }
 

@@ -175,10 +175,15 @@ fn node_error(e: &node::Error) -> Response {
             &d,
         ),
         E::TooLarge { .. } => error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &d, &d),
-        E::Contact(node::ContactError::Unknown(_)) => {
+        E::Contact(node::ContactError::Unknown(_)) | E::Share(node::ShareError::Unknown(_)) => {
             error_body(StatusCode::NOT_FOUND, "not_found", "missing", &d)
         }
-        E::Reserved(_) => error_body(StatusCode::FORBIDDEN, "forbidden", &d, &d),
+        E::Reserved(_) | E::Share(node::ShareError::ReadOnly { .. }) => {
+            error_body(StatusCode::FORBIDDEN, "forbidden", &d, &d)
+        }
+        E::Share(node::ShareError::NameInUse(_)) => {
+            error_body(StatusCode::CONFLICT, "conflict", &d, &d)
+        }
         E::RemoveSelf
         | E::NotEmpty
         | E::Membership(_)
@@ -192,6 +197,7 @@ fn node_error(e: &node::Error) -> Response {
         | E::TooManyIndexes { .. }
         | E::Invite(_)
         | E::Contact(_)
+        | E::Share(_)
         | E::Pairing(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
         E::Damaged { .. } => {
             tracing::error!(error = %e, "internal error");

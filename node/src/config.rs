@@ -51,6 +51,8 @@ pub struct ContactsConfig {
     /// Seconds before a card that could not be delivered is tried again.
     /// Default 30.
     pub retry_secs: u64,
+    /// Share offers kept unanswered; more are refused. Default 64.
+    pub max_offers: usize,
     /// Seconds one request-and-reply exchange may take. Default 10.
     pub exchange_timeout_secs: u64,
     /// Cards waiting for the network to carry them; one more is retried
@@ -68,6 +70,7 @@ impl Default for ContactsConfig {
             requests_per_minute: d.requests_per_minute,
             max_message_bytes: d.max_message_bytes,
             retry_secs: (d.retry_ms / 1000) as u64,
+            max_offers: d.max_offers,
             exchange_timeout_secs: 10,
             deliver_queue: 256,
         }
@@ -83,6 +86,7 @@ impl ContactsConfig {
             requests_per_minute: self.requests_per_minute,
             max_message_bytes: self.max_message_bytes,
             retry_ms: (self.retry_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64,
+            max_offers: self.max_offers,
         }
     }
 }

@@ -1103,7 +1103,7 @@ impl World {
                         // A peer refused for not being a member is never
                         // dialled again (the node's admission gate remembers
                         // it); anything else reconnects with backoff.
-                        CloseReason::NotAMember => {
+                        CloseReason::NotAMember | CloseReason::NotShared => {
                             self.counters.refused += 1;
                             self.conns[c as usize].refused = true;
                         }

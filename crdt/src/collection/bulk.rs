@@ -31,6 +31,7 @@ pub(crate) fn create_change(
     actor: &ActorId,
     seq: u64,
     time_secs: i64,
+    message: Option<&str>,
     records: &[(&str, &Map<String, Value>)],
 ) -> Result<Change, AutomergeError> {
     let deps = doc.get_heads();
@@ -74,7 +75,7 @@ pub(crate) fn create_change(
         seq,
         start_op,
         time: time_secs,
-        message: None,
+        message: message.map(str::to_owned),
         deps,
         extra_bytes: Vec::new(),
         author: None,

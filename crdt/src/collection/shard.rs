@@ -145,6 +145,7 @@ impl Shard {
         &mut self,
         bytes: &[u8],
         max_inflated: usize,
+        gate: Option<super::ChangeGate<'_>>,
         mut read: impl FnMut(&Automerge, &str) -> Result<T, DecodeError>,
     ) -> Result<Vec<(String, T)>, DecodeError> {
         let current = &self.doc;
@@ -152,6 +153,11 @@ impl Shard {
             let mut changes = decode_changes(bytes, max_inflated)?;
             // Peers resend what we have; skipping it also skips the clone.
             changes.retain(|c| !current.get_missing_deps(&[c.hash()]).is_empty());
+            if let Some(gate) = gate {
+                for change in &changes {
+                    gate(change).map_err(|reason| DecodeError::Refused { reason })?;
+                }
+            }
             Ok(changes)
         })?;
         if changes.is_empty() {
@@ -367,7 +373,9 @@ mod tests {
         second[last] ^= 0xff;
         bytes.extend(second);
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
-        let err = shard.merge(&bytes, usize::MAX, |_, _| Ok(())).unwrap_err();
+        let err = shard
+            .merge(&bytes, usize::MAX, None, |_, _| Ok(()))
+            .unwrap_err();
         assert!(!matches!(err, DecodeError::Panicked { .. }), "{err}");
         assert!(shard.doc.get_heads().is_empty(), "nothing may be applied");
     }
@@ -377,7 +385,7 @@ mod tests {
         let source = doc_with("k");
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let touched = shard
-            .merge(&source.save(), usize::MAX, |doc, key| {
+            .merge(&source.save(), usize::MAX, None, |doc, key| {
                 Ok(doc.get(automerge::ROOT, key).unwrap().is_some())
             })
             .unwrap();

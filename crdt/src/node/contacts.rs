@@ -72,6 +72,8 @@ pub struct Limits {
     /// Wait before a card that could not be delivered is tried again, in
     /// ms. Default 30,000.
     pub retry_ms: Millis,
+    /// Share offers kept unanswered; more are refused. Default 64.
+    pub max_offers: usize,
 }
 
 impl Default for Limits {
@@ -82,6 +84,7 @@ impl Default for Limits {
             requests_per_minute: 10,
             max_message_bytes: 16 * 1024,
             retry_ms: 30_000,
+            max_offers: 64,
         }
     }
 }
@@ -98,6 +101,22 @@ pub enum Request {
         /// The card.
         card: Vec<u8>,
     },
+    /// "I share this with you" (or its access list changed): the owner's
+    /// whole access list ([`hearth_crypto::acl::Acl::encode`]) and the
+    /// collection's shard count.
+    Offer {
+        /// The encoded list.
+        acl: Vec<u8>,
+        /// The shard count.
+        shards: u16,
+    },
+    /// A recipient's answer to an offer.
+    Answer {
+        /// The share's id.
+        share: String,
+        /// Accepted (or declined).
+        accepted: bool,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -110,6 +129,11 @@ pub enum Reply {
     },
     /// Your card is kept as a request until someone here accepts it.
     Pending,
+    /// The offer or answer is taken; here is where this side stands.
+    Share {
+        /// The recipient's answer as known here.
+        answer: super::shares::Answer,
+    },
     /// Refused, and why.
     Refused {
         /// A sentence.
@@ -276,8 +300,9 @@ pub(super) struct Contacts {
     known: BTreeMap<AccountId, Contact>,
     /// This account's addresses, for our card.
     card_addrs: Vec<(DeviceId, Vec<String>)>,
-    /// Devices a card is on its way to, with the account.
-    inflight: BTreeMap<DeviceId, AccountId>,
+    /// Devices a request is on its way to, with what it is about; one
+    /// at a time per device.
+    pub(super) inflight: BTreeMap<DeviceId, Purpose>,
     /// When undelivered cards are tried again.
     retry_at: Option<Millis>,
     /// Per sending device: the start of its minute and its requests in it.
@@ -289,6 +314,15 @@ impl Contacts {
     pub(super) fn due(&self) -> Option<Millis> {
         self.retry_at
     }
+}
+
+/// What a request in flight is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// Our card, to this contact account.
+    Card(AccountId),
+    /// An offer or answer about this share, to this account.
+    Share(hearth_crypto::membership::EntryHash, AccountId),
 }
 
 /// Why a contact operation failed.
@@ -459,13 +493,14 @@ impl Node {
         Ok((contact, out))
     }
 
-    /// Removes a contact (and, once shares exist, every share with it).
+    /// Removes a contact and revokes every share this account gave it.
     pub fn remove_contact(&mut self, now: Millis, who: &str) -> Result<(Contact, Outputs), Error> {
         let contact = self.find_contact(who)?.clone();
+        let mut out = self.unshare_all(now, contact.account)?;
         let id = contact.account.to_string();
         let loaded = self.ensure_collection(COLLECTION, now)?;
         let written = loaded.data.delete(&id, None, now)?;
-        let mut out = self.commit(now, COLLECTION, [&written]);
+        out.extend(self.commit(now, COLLECTION, [&written]));
         self.contacts.known.remove(&contact.account);
         self.publish_admission(now, &mut out);
         Ok((contact, out))
@@ -544,7 +579,7 @@ impl Node {
             }
         }
         for (peer, account, addrs) in sends {
-            self.contacts.inflight.insert(peer, account);
+            self.contacts.inflight.insert(peer, Purpose::Card(account));
             out.push(Output::Deliver {
                 peer,
                 addrs,
@@ -554,7 +589,7 @@ impl Node {
         self.retry_later(now, out);
     }
 
-    fn retry_later(&mut self, now: Millis, out: &mut Outputs) {
+    pub(super) fn retry_later(&mut self, now: Millis, out: &mut Outputs) {
         let at = now + self.config.contacts.retry_ms;
         let at = match self.contacts.retry_at {
             Some(t) if t > now && t < at => t,
@@ -562,6 +597,16 @@ impl Node {
         };
         self.contacts.retry_at = Some(at);
         self.links.wake_at(at, now, out);
+    }
+
+    /// After a load: cards and share messages still owed go out at the
+    /// first tick.
+    pub(super) fn resume_deliveries(&mut self) {
+        let owed = self.contacts.known.values().any(|c| c.added && c.deliver);
+        if (owed || self.shares_owe()) && self.contacts.retry_at.is_none() {
+            self.contacts.retry_at = Some(0);
+            self.links.touch();
+        }
     }
 
     /// The delivery tick: every card still owed is sent again.
@@ -578,6 +623,7 @@ impl Node {
             .map(|c| c.account)
             .collect();
         self.deliver(now, &owed, out);
+        self.deliver_shares(now, out);
     }
 
     /// After our member set changed: every contact must hear of it.
@@ -656,6 +702,10 @@ impl Node {
                     Ok(Reply::Pending)
                 }
             }
+            Request::Offer { acl, shards } => self.take_offer(now, from, &acl, shards, out),
+            Request::Answer { share, accepted } => {
+                self.take_answer(now, from, &share, accepted, out)
+            }
         }
     }
 
@@ -668,14 +718,34 @@ impl Node {
         reply: Option<&[u8]>,
     ) -> (Option<String>, Outputs) {
         let mut out = Outputs::default();
-        let Some(account) = self.contacts.inflight.remove(&peer) else {
-            return (None, out);
+        let account = match self.contacts.inflight.remove(&peer) {
+            None => return (None, out),
+            Some(Purpose::Card(account)) => account,
+            Some(Purpose::Share(share, account)) => {
+                let problem = match reply
+                    .map(|r| decode::<Reply>(r, self.config.contacts.max_message_bytes))
+                {
+                    None => Some("not delivered".to_owned()),
+                    Some(Err(e)) => Some(e),
+                    Some(Ok(Reply::Refused { reason })) => Some(reason),
+                    Some(Ok(Reply::Share { answer })) => self
+                        .share_delivered(now, share, account, answer, &mut out)
+                        .err(),
+                    Some(Ok(_)) => Some("an answer that does not fit a share".into()),
+                };
+                if problem.is_some() {
+                    self.retry_later(now, &mut out);
+                }
+                self.deliver_shares(now, &mut out);
+                return (problem, out);
+            }
         };
         let problem =
             match reply.map(|r| decode::<Reply>(r, self.config.contacts.max_message_bytes)) {
                 None => Some("not delivered".to_owned()),
                 Some(Err(e)) => Some(e),
                 Some(Ok(Reply::Refused { reason })) => Some(reason),
+                Some(Ok(Reply::Share { .. })) => Some("an answer that does not fit a card".into()),
                 Some(Ok(Reply::Pending)) => self.delivered(now, account, None, &mut out).err(),
                 Some(Ok(Reply::Known { card })) => match self.check_card(peer, &card) {
                     Ok(card) if card.account() == account => {
@@ -710,7 +780,9 @@ impl Node {
         let saved = self.save_contacts(now, std::slice::from_mut(&mut contact));
         out.extend(saved.map_err(|e| e.to_string())?);
         // The other devices of the contact need not hear it again.
-        self.contacts.inflight.retain(|_, a| *a != account);
+        self.contacts
+            .inflight
+            .retain(|_, p| *p != Purpose::Card(account));
         Ok(())
     }
 

@@ -136,6 +136,7 @@ impl Node {
         if is_reserved(name) {
             return Err(Error::Reserved(name.to_owned()));
         }
+        self.check_share_write(name)?;
         self.ensure_collection(name, now)
     }
 

@@ -58,6 +58,11 @@ impl Links {
         }
     }
 
+    /// Something outside the links wants the timer looked at again.
+    pub(super) fn touch(&mut self) {
+        self.dirty = true;
+    }
+
     /// A session with `peer` opened at `now`.
     pub(super) fn opened(&mut self, peer: DeviceId, now: Millis) {
         self.routable.insert(peer);
@@ -85,7 +90,7 @@ impl Node {
     /// The driver knows a way to `peer` now: dial it at once if no session
     /// is open.
     pub(super) fn link_reachable(&mut self, peer: DeviceId) {
-        if peer == self.id() || !self.log.is_member(&peer) {
+        if peer == self.id() || !self.published.may_sync(&peer) {
             return;
         }
         self.links.routable.insert(peer);
@@ -98,7 +103,7 @@ impl Node {
     pub(super) fn link_connected(&mut self, peer: DeviceId) {
         if self.opens_stream_to(&peer) {
             self.link_reachable(peer);
-        } else if peer != self.id() && self.log.is_member(&peer) {
+        } else if peer != self.id() && self.published.may_sync(&peer) {
             self.links.routable.insert(peer);
             self.links.dirty = true;
         }

@@ -23,6 +23,7 @@ use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::{self, Log};
 
 use super::data::check_doctype;
+use super::shares::Scope;
 use super::{Batch, Catalog, Error, Loaded, Millis, Node, Output, Outputs, SessionId, Write};
 use crate::collection::{Collection, ShardIndex};
 use crate::query::Indexes;
@@ -38,6 +39,9 @@ pub struct Members {
     /// The devices of every contact account (added by us or asking to be),
     /// which may use `/hearth/share/1`.
     pub contacts: BTreeSet<DeviceId>,
+    /// The devices of other accounts this one shares a collection with
+    /// now (both sides active in it), which may also sync.
+    pub peers: BTreeSet<DeviceId>,
 }
 
 impl Members {
@@ -47,7 +51,14 @@ impl Members {
             me,
             devices: log.members().into_iter().map(|m| m.device).collect(),
             contacts: BTreeSet::new(),
+            peers: BTreeSet::new(),
         }
+    }
+
+    /// Whether `device` may open a sync session: a member, or a device of
+    /// an account something is shared with.
+    pub fn may_sync(&self, device: &DeviceId) -> bool {
+        self.devices.contains(device) || self.peers.contains(device)
     }
 }
 
@@ -60,6 +71,8 @@ pub enum CloseReason {
     Replaced,
     /// The peer is not (or no longer) a member of the account.
     NotAMember,
+    /// The peer's account shares nothing with this one any more.
+    NotShared,
     /// The peer sent what the session refuses, or a session step failed.
     Refused(sync::Error),
     /// The driver could not make a batch durable (see [`Node::close_all`]).
@@ -72,6 +85,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::StreamEnded => f.write_str("stream closed"),
             CloseReason::Replaced => f.write_str("a new sync stream replaced it"),
             CloseReason::NotAMember => f.write_str("the peer is not a member of the account"),
+            CloseReason::NotShared => f.write_str("nothing is shared with the peer's account now"),
             CloseReason::Refused(e) => write!(f, "it sent data this device refuses: {e}"),
             CloseReason::StoreFailed => f.write_str("storing its changes failed"),
         }
@@ -85,30 +99,69 @@ pub(super) struct Peer {
     session: Session,
 }
 
-/// The node's collections and log, as a sync session sees them.
+/// The node's collections and log, as a sync session sees them: all of
+/// them for a member, only a [`Scope`] (under wire names) for a device of
+/// another account.
 struct Replica<'n> {
     collections: &'n mut BTreeMap<String, Loaded>,
     log: &'n mut Arc<Log>,
     actor: automerge::ActorId,
     now: Millis,
+    /// `Some` for a device of another account (empty: nothing shared).
+    scope: Option<Scope>,
+    /// The gates of shared collections, by local name.
+    gates: BTreeMap<String, sync::Gate>,
+}
+
+impl Replica<'_> {
+    /// The local collection a session name means.
+    fn local<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        match &self.scope {
+            Some(scope) => scope.local_of(name),
+            None => Some(name),
+        }
+    }
+
+    /// The name the session uses for the local collection `local`.
+    fn session_name(&self, local: &str) -> Option<String> {
+        match &self.scope {
+            Some(scope) => scope.wire_of(local).map(str::to_owned),
+            None => Some(local.to_owned()),
+        }
+    }
 }
 
 impl sync::Replica for Replica<'_> {
     type CreateError = Error;
 
     fn collection_names(&self) -> Vec<String> {
-        self.collections.keys().cloned().collect()
+        match &self.scope {
+            Some(scope) => scope
+                .shares
+                .iter()
+                .filter(|(_, (local, _, _))| self.collections.contains_key(local))
+                .map(|(wire, _)| wire.clone())
+                .collect(),
+            None => self.collections.keys().cloned().collect(),
+        }
     }
 
     fn collection(&self, name: &str) -> Option<&Collection> {
-        self.collections.get(name).map(|l| &l.data)
+        let local = self.local(name)?;
+        self.collections.get(local).map(|l| &l.data)
     }
 
     fn collection_mut(&mut self, name: &str) -> Option<&mut Collection> {
-        self.collections.get_mut(name).map(|l| &mut l.data)
+        let local = self.local(name)?.to_owned();
+        self.collections.get_mut(&local).map(|l| &mut l.data)
     }
 
     fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), Error> {
+        let name = match self.local(name) {
+            Some(local) => local.to_owned(),
+            None => return Err(Error::BadDoctype(name.to_owned())),
+        };
+        let name = name.as_str();
         // A peer names it: the same rules as a local write's collection.
         check_doctype(name)?;
         let data = Collection::new(name, shards, self.actor.clone())?;
@@ -130,26 +183,73 @@ impl sync::Replica for Replica<'_> {
     fn membership_mut(&mut self) -> &mut Log {
         Arc::make_mut(self.log)
     }
+
+    fn admits(&self, peer: &DeviceId) -> bool {
+        match &self.scope {
+            Some(scope) => !scope.shares.is_empty(),
+            None => self.log.is_member(peer),
+        }
+    }
+
+    fn carries_log(&self) -> bool {
+        self.scope.is_none()
+    }
+
+    fn may_hold(&self, name: &str) -> bool {
+        self.local(name).is_some()
+    }
+
+    fn access_lists(&self) -> Vec<(String, Vec<u8>)> {
+        self.scope.as_ref().map_or_else(Vec::new, |scope| {
+            scope
+                .shares
+                .iter()
+                .map(|(wire, (_, _, acl))| (wire.clone(), acl.clone()))
+                .collect()
+        })
+    }
+
+    fn gate(&self, name: &str) -> Option<sync::Gate> {
+        self.gates.get(self.local(name)?).cloned()
+    }
 }
 
 impl Node {
-    fn replica(&mut self, now: Millis) -> Replica<'_> {
+    /// The replica as a session with `peer` sees it.
+    fn replica_for(&mut self, now: Millis, peer: Option<&DeviceId>) -> Replica<'_> {
         let actor = self.actor();
+        let scope = peer
+            .filter(|p| !self.log.is_member(p))
+            .map(|p| self.scope_for(p).unwrap_or_default());
+        let gates = self
+            .shares()
+            .values()
+            .filter_map(|s| s.local.clone())
+            .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
+            .collect();
         Replica {
             collections: &mut self.collections,
             log: &mut self.log,
             actor,
             now,
+            scope,
+            gates,
         }
     }
 
-    /// The member set now, with the devices of contacts.
+    /// The member set now, with the devices of contacts and of accounts
+    /// something is shared with.
     pub fn members(&self) -> Members {
         let mut members = Members::of(self.key.id(), &self.log);
         members.contacts = self
             .contacts()
             .values()
             .flat_map(super::Contact::devices)
+            .filter(|d| !members.devices.contains(d))
+            .collect();
+        members.peers = self
+            .share_peers()
+            .into_iter()
             .filter(|d| !members.devices.contains(d))
             .collect();
         members
@@ -175,7 +275,8 @@ impl Node {
         states: Vec<(String, ShardIndex, Vec<u8>)>,
         out: &mut Outputs,
     ) {
-        if peer == self.key.id() || !self.log.is_member(&peer) {
+        let shares = !self.log.is_member(&peer) && self.scope_for(&peer).is_some();
+        if peer == self.key.id() || !(self.log.is_member(&peer) || shares) {
             out.push(Output::Close {
                 session,
                 peer,
@@ -184,7 +285,7 @@ impl Node {
             return;
         }
         let mut s = Session::new(peer, states, self.config.limits);
-        let hello = s.start(&self.replica(now));
+        let hello = s.start(&self.replica_for(now, Some(&peer)));
         self.links.opened(peer, now);
         if let Some(old) = self.sessions.insert(
             peer,
@@ -256,7 +357,25 @@ impl Node {
             return;
         };
         let heads_before = self.log.heads();
-        let result = p.session.receive(&mut self.replica(now), frame);
+        let scoped = !self.log.is_member(&peer);
+        let mut replica = self.replica_for(now, Some(&peer));
+        let result = p.session.receive(&mut replica, frame);
+        // Effects name collections as the session does; the node by their
+        // local names.
+        let result = result.map(|mut fx| {
+            if let Some(scope) = replica.scope.as_ref() {
+                let local = |n: &String| scope.local_of(n).map(str::to_owned).unwrap_or_default();
+                fx.created = fx.created.iter().map(local).collect();
+                for (name, _) in &mut fx.merged {
+                    *name = local(name);
+                }
+                for (name, _) in &mut fx.changed {
+                    *name = local(name);
+                }
+            }
+            fx
+        });
+        drop(replica);
         self.sessions.insert(peer, p);
         // Entries the session merged passed the log's checks, even when the
         // frame as a whole was refused afterwards; they are stored either way.
@@ -272,6 +391,7 @@ impl Node {
                     self.publish_members(now, Some(peer), out);
                 }
                 let reason = match e {
+                    sync::Error::NotMember { .. } if scoped => CloseReason::NotShared,
                     sync::Error::NotMember { .. } => CloseReason::NotAMember,
                     e => CloseReason::Refused(e),
                 };
@@ -293,14 +413,21 @@ impl Node {
         for (name, written) in fx.merged {
             merged.entry(name).or_default().extend(written);
         }
-        // The contact records another device of the account changed.
+        // The contact and share records another device of the account changed.
         let mut contacts_changed = Vec::new();
+        let mut shares_changed = Vec::new();
         for name in &touched {
             let written = merged.remove(name).unwrap_or_default();
             if name == super::contacts::COLLECTION {
                 contacts_changed.extend(written.iter().map(|w| w.id.clone()));
             }
+            if name == super::shares::COLLECTION {
+                shares_changed.extend(written.iter().map(|w| w.id.clone()));
+            }
             self.stage(name, &written, &mut batch);
+        }
+        if !fx.created.is_empty() {
+            self.set_notes();
         }
         for (collection, shard, bytes) in fx.states {
             batch.writes.push(Write::SyncState {
@@ -319,6 +446,27 @@ impl Node {
         self.send(session, fx.send, out);
         if !contacts_changed.is_empty() {
             self.refresh_contacts(now, contacts_changed.iter().map(String::as_str), out);
+        }
+        if !shares_changed.is_empty() {
+            self.refresh_shares(now, shares_changed.iter().map(String::as_str), out);
+        }
+        // Access lists come before the data they govern: merged (and passed
+        // on to every other session) before the next frame is read.
+        for (wire, bytes) in std::mem::take(&mut fx.access_lists) {
+            if !scoped {
+                continue;
+            }
+            if let Err(reason) = self.take_acl(now, &wire, &bytes, out) {
+                self.close_session(
+                    now,
+                    peer,
+                    CloseReason::Refused(sync::Error::NotShared {
+                        collection: format!("{wire} ({reason})"),
+                    }),
+                    out,
+                );
+                return;
+            }
         }
         self.after_merge(
             now,
@@ -361,8 +509,39 @@ impl Node {
         out: &mut Outputs,
     ) {
         self.each_session(now, except, out, |session, replica| {
-            session.local_change(replica, name, shards)
+            match replica.session_name(name) {
+                Some(wire) => session.local_change(replica, &wire, shards),
+                None => Ok(Vec::new()),
+            }
         });
+    }
+
+    /// After shares changed: every session with another account's device
+    /// announces its scope again (access lists first), or closes when
+    /// nothing is shared with that account any more.
+    pub(super) fn rescope(&mut self, now: Millis, out: &mut Outputs) {
+        let peers: Vec<DeviceId> = self
+            .sessions
+            .keys()
+            .copied()
+            .filter(|p| !self.log.is_member(p))
+            .collect();
+        for peer in peers {
+            if self.scope_for(&peer).is_none() {
+                self.close_session(now, peer, CloseReason::NotShared, out);
+                continue;
+            }
+            let Some(mut p) = self.sessions.remove(&peer) else {
+                continue;
+            };
+            let frames = p.session.restart(&self.replica_for(now, Some(&peer)));
+            let id = p.id;
+            self.sessions.insert(peer, p);
+            match frames {
+                Ok(frames) => self.send(id, frames, out),
+                Err(e) => self.close_session(now, peer, CloseReason::Refused(e), out),
+            }
+        }
     }
 
     /// Runs `make` on every open session but `except`'s and sends what it
@@ -384,7 +563,7 @@ impl Node {
             let Some(mut p) = self.sessions.remove(&peer) else {
                 continue;
             };
-            let frames = make(&mut p.session, &self.replica(now));
+            let frames = make(&mut p.session, &self.replica_for(now, Some(&peer)));
             let id = p.id;
             self.sessions.insert(peer, p);
             match frames {
@@ -421,7 +600,7 @@ impl Node {
         for removed in before.devices.difference(&after.devices) {
             self.close_session(now, *removed, CloseReason::NotAMember, out);
         }
-        self.links.retain(|d| after.devices.contains(d));
+        self.links.retain(|d| after.may_sync(d));
         out.push(Output::MembersChanged(after));
     }
 

@@ -49,6 +49,16 @@ pub enum Frame {
     /// digests of the two Hellos differ, so each side learns which shards to
     /// sync.
     Shards(Summary),
+    /// A shared collection's whole access list
+    /// (`hearth_crypto::acl::Acl::encode`), sent to a contact's device
+    /// before any data of that collection, and again when it changes.
+    Acl {
+        /// The collection, by the name the session uses for it.
+        collection: String,
+        /// The encoded list.
+        #[serde(with = "bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// What a `Hello` carries: enough to tell, without any Automerge work, which
@@ -126,6 +136,7 @@ impl Frame {
                     });
                 }
             }
+            Frame::Acl { collection, .. } => validate_name(collection)?,
             Frame::Log { .. } => {}
         }
         Ok(frame)
@@ -301,6 +312,10 @@ mod tests {
             hello(&["a", "b.c"], 16),
             Frame::Log {
                 bytes: vec![1, 2, 3],
+            },
+            Frame::Acl {
+                collection: "ab12".into(),
+                bytes: vec![4, 5],
             },
             Frame::Sync {
                 collection: "notes".into(),

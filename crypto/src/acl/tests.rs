@@ -48,6 +48,25 @@ fn grants_change_levels_and_a_revocation_takes_them_away() {
 }
 
 #[test]
+fn the_list_at_earlier_heads_judges_what_was_known_then() {
+    let (keys, log) = owner();
+    let bob = contact(1);
+    let mut acl = ok(Acl::create(&keys[0], &log, "notes", 10));
+    let created = acl.heads();
+    ok(acl.grant(&keys[0], &log, bob, Level::Write, 11));
+    let granted = acl.heads();
+    ok(acl.revoke(&keys[0], &log, bob, 12));
+    let at = |heads: &[EntryHash]| acl.at(heads).map(|a| a.state(&log).level(&bob));
+    assert_eq!(at(&created), Some(None));
+    assert_eq!(at(&granted), Some(Some(Level::Write)));
+    assert_eq!(at(&acl.heads()), Some(None));
+    assert_eq!(acl.at(&granted).map(|a| a.heads()), Some(granted.clone()));
+    // A head this list does not hold gives nothing to judge by.
+    let elsewhere = ok(Acl::create(&keys[1], &log, "other", 0)).id();
+    assert!(acl.at(&[elsewhere]).is_none());
+}
+
+#[test]
 fn a_revocation_wins_over_a_concurrent_grant_and_the_lower_of_two_grants_holds() {
     let (keys, log) = owner();
     let (bob, carol) = (contact(1), contact(2));

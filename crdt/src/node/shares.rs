@@ -1,0 +1,1019 @@
+//! Shares: one account's collection shared with chosen contacts, read or
+//! write, and taken back; every replica enforces who may write.
+//!
+//! # The model
+//!
+//! A share is a collection of its **owner** account plus its access list
+//! ([`Acl`], `hearth_crypto::acl`): a signed log of grants and revocations
+//! that only the owner's devices write. The list's id (the hash of its
+//! create entry) is the share's id. The owner grants a contact `read` or
+//! `write` ([`Node::share`]); granting again changes the level;
+//! [`Node::unshare`] revokes. Each change to the list is offered to every
+//! account it names ([`Request::Offer`] on `/hearth/share/1`), with the
+//! collection's shard count.
+//!
+//! The recipient holds the offer until someone on its account accepts it
+//! under a local name ([`Node::accept_share`]; by default
+//! `shared.<owner>.<collection>`) or declines it. Nothing syncs before
+//! acceptance; the answer goes back to the owner ([`Request::Answer`]).
+//! The local collection is a new one: accepting never mixes the share with
+//! the recipient's own collections, and the owner can never reach those.
+//!
+//! # Where shares live
+//!
+//! In the reserved collection [`COLLECTION`], one record per share (keyed by
+//! its id): the access list (the union of every version seen), the local
+//! name, each member's answer as known here, and the accounts a message is
+//! still owed to. So every device of the account knows every share, and an
+//! access list grown on one device reaches the others with the ordinary
+//! sync sessions.
+//!
+//! # Sessions with a contact's devices
+//!
+//! A device of a contact gets a sync session only while the two accounts
+//! share something both have accepted (its [`Scope`]): each side offers the
+//! shares it is active in whose list names the other account (or whose
+//! owner it is), under the share's id as the wire name, sends each list
+//! ([`crate::sync::Frame::Acl`]) before any data, and syncs only what both
+//! list. Every change to shares re-announces the scope on every open
+//! session, lists first; a session whose scope became empty closes. So a
+//! revocation reaches every member before anything written after it, and
+//! nothing is sent to a revoked account from the moment of the commit.
+//!
+//! # Who may write
+//!
+//! Every local change to a shared collection carries, as its Automerge
+//! message, the list heads it was written under ([`note_of`]), and its
+//! actor is its author device. A peer's change is applied only if its
+//! author is a device of the owner account, or of an account that held
+//! `write` at the list state the change names ([`Node::gate`]); otherwise
+//! the whole message is refused and the session closes. A reader's own
+//! write is refused locally ([`ShareError::ReadOnly`]).
+//!
+//! Not yet enforced here: a signature of the author over each change, so
+//! a member relaying changes cannot forge another member's actor; and the
+//! rule that a change must name a list state at least as new as the ones
+//! its dependencies name. Both are the next step of this module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hearth_crypto::acl::{self, Acl, AclState, Level};
+use hearth_crypto::identity::DeviceId;
+use hearth_crypto::membership::{AccountId, EntryHash, Log};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::contacts::{Purpose, Reply, Request};
+use super::data::{check_doctype, is_reserved};
+use super::{Error, Millis, Node, Output, Outputs};
+use crate::collection::{Collection, PutMode};
+use crate::sync::Gate;
+
+/// The reserved collection that holds the account's shares.
+pub const COLLECTION: &str = "hearth.shares";
+
+/// Prefix of the note a shared collection's changes carry.
+const NOTE_PREFIX: &str = "hearth-acl:";
+
+/// A member's answer to an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// Not answered yet.
+    Offered,
+    /// Accepted: the share syncs.
+    Accepted,
+    /// Declined.
+    Declined,
+}
+
+/// Where a member of a share stands, as `hearth shares` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Offered, not answered yet.
+    Offered,
+    /// Accepted; it syncs.
+    Active,
+    /// Declined.
+    Declined,
+    /// Revoked by the owner.
+    Revoked,
+}
+
+/// One share, as this account knows it.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Its access list (every version seen, merged).
+    pub acl: Arc<Acl>,
+    /// Its shard count on the owner.
+    pub shards: u16,
+    /// The collection's name on this account: the owner's own, or the name
+    /// the recipient accepted it under.
+    pub local: Option<String>,
+    /// Each member's answer as known here (the recipient knows its own).
+    pub answers: BTreeMap<AccountId, Answer>,
+    /// Accounts a message about it is still owed to.
+    pub owed: BTreeSet<AccountId>,
+    /// When the record last changed.
+    pub updated_at_ms: Millis,
+}
+
+impl Share {
+    /// Its id: the id of its access list.
+    pub fn id(&self) -> EntryHash {
+        self.acl.id()
+    }
+
+    /// The owner account.
+    pub fn owner(&self) -> AccountId {
+        self.acl.owner()
+    }
+
+    /// Where `account` stands, judged by `state` (the list's state now).
+    pub fn standing(&self, account: &AccountId, state: &AclState) -> Standing {
+        if state.is_revoked(account) {
+            return Standing::Revoked;
+        }
+        match self.answers.get(account) {
+            Some(Answer::Accepted) => Standing::Active,
+            Some(Answer::Declined) => Standing::Declined,
+            _ => Standing::Offered,
+        }
+    }
+
+    fn to_record(&self) -> Value {
+        let answers: BTreeMap<String, Answer> = self
+            .answers
+            .iter()
+            .map(|(a, s)| (a.to_string(), *s))
+            .collect();
+        json!({
+            "acl": data_encoding::BASE64.encode(&self.acl.encode()),
+            "shards": self.shards,
+            "local": self.local,
+            "answers": answers,
+            "owed": self.owed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "updated_at_ms": self.updated_at_ms,
+        })
+    }
+
+    /// Reads a stored record back against the owner's log; `None` for one
+    /// that does not verify.
+    fn from_record(id: &str, record: &Value, owner_log: &Log) -> Option<Share> {
+        let bytes = data_encoding::BASE64
+            .decode(record.get("acl")?.as_str()?.as_bytes())
+            .ok()?;
+        let acl = Acl::decode(&bytes, owner_log).ok()?;
+        if acl.id().to_string() != id {
+            return None;
+        }
+        let answers = record
+            .get("answers")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.parse().ok()?, serde_json::from_value(v.clone()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let owed = record
+            .get("owed")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        Some(Share {
+            acl: Arc::new(acl),
+            shards: record
+                .get("shards")
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&n| n > 0)?,
+            local: record
+                .get("local")
+                .and_then(Value::as_str)
+                .map(String::from),
+            answers,
+            owed,
+            updated_at_ms: record
+                .get("updated_at_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// The collections a contact's device may sync with this one, by wire name
+/// (the share id): each with its local name and its encoded access list.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scope {
+    pub(super) shares: BTreeMap<String, (String, u16, Vec<u8>)>,
+}
+
+impl Scope {
+    pub(super) fn local_of(&self, wire: &str) -> Option<&str> {
+        self.shares.get(wire).map(|(l, _, _)| l.as_str())
+    }
+
+    pub(super) fn wire_of(&self, local: &str) -> Option<&str> {
+        self.shares
+            .iter()
+            .find(|(_, (l, _, _))| l == local)
+            .map(|(w, _)| w.as_str())
+    }
+}
+
+/// The node's share state: a cache of the parsed records.
+#[derive(Debug, Default)]
+pub(super) struct Shares {
+    known: BTreeMap<EntryHash, Share>,
+}
+
+/// Why a share operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// No share has this id.
+    #[error("no share {0:?}; `hearth shares` lists them")]
+    Unknown(String),
+    /// An id prefix that fits several shares.
+    #[error("{0:?} fits several shares; give more of the id")]
+    Ambiguous(String),
+    /// Shares go to established contacts only.
+    #[error("{0} is not an established contact yet: both sides must add each other's card first")]
+    NotEstablished(String),
+    /// Only the owner's devices grant and revoke.
+    #[error("{0} is shared with this account by {1}; only its owner can share it further")]
+    NotOwner(String, String),
+    /// Nothing to revoke.
+    #[error("{0} is not shared with {1}")]
+    NotShared(String, String),
+    /// The share was offered by this account itself.
+    #[error("this account owns that share; only its recipients accept or decline it")]
+    Own,
+    /// The owner revoked this account's access.
+    #[error("the owner revoked this account's access to that share")]
+    Revoked,
+    /// The local name is taken.
+    #[error(
+        "a collection named {0:?} exists already; a share never mixes with other data, so pick another --as"
+    )]
+    NameInUse(String),
+    /// A write to a shared collection this account may only read.
+    #[error("{collection} is shared with this account read-only by {owner}; it cannot be written")]
+    ReadOnly {
+        /// The local collection.
+        collection: String,
+        /// The owner, as this account names it.
+        owner: String,
+    },
+    /// Too many offers wait for an answer.
+    #[error(
+        "this account holds {0} unanswered share offers already, the most it keeps ([contacts] max_offers)"
+    )]
+    TooManyOffers(usize),
+    /// The access list refused an entry.
+    #[error(transparent)]
+    Acl(#[from] acl::Error),
+}
+
+/// The note a change written under `acl`'s current heads carries.
+pub fn note_of(acl: &Acl) -> String {
+    let heads: Vec<String> = acl.heads().iter().map(ToString::to_string).collect();
+    format!("{NOTE_PREFIX}{}", heads.join(","))
+}
+
+/// The list heads a change's note names, if it names any.
+pub fn heads_of_note(note: &str) -> Option<Vec<EntryHash>> {
+    let list = note.strip_prefix(NOTE_PREFIX)?;
+    let heads: Option<Vec<EntryHash>> = list
+        .split(',')
+        .take(acl::MAX_PARENTS)
+        .map(|h| h.parse().ok())
+        .collect();
+    heads.filter(|h| !h.is_empty())
+}
+
+/// The default local name of a share: `shared.<owner>.<collection>`, made a
+/// valid collection name.
+pub fn default_local_name(owner: &str, collection: &str) -> String {
+    let clean: String = owner
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let owner = if clean.is_empty() { "contact" } else { clean };
+    let mut name = format!("shared.{owner}.{collection}");
+    name.truncate(crate::collection::MAX_DOCTYPE_BYTES);
+    name
+}
+
+impl Node {
+    /// Every share this account knows, by id.
+    pub fn shares(&self) -> &BTreeMap<EntryHash, Share> {
+        &self.shares.known
+    }
+
+    /// The share `id` names: its whole id or a unique prefix of it (at
+    /// least 4 characters).
+    pub fn find_share(&self, id: &str) -> Result<&Share, Error> {
+        let id = id.trim().to_lowercase();
+        if id.len() < 4 {
+            return Err(ShareError::Unknown(id).into());
+        }
+        let mut fits = self
+            .shares
+            .known
+            .iter()
+            .filter(|(k, _)| k.to_string().starts_with(&id));
+        match (fits.next(), fits.next()) {
+            (Some((_, share)), None) => Ok(share),
+            (Some(_), Some(_)) => Err(ShareError::Ambiguous(id).into()),
+            (None, _) => Err(ShareError::Unknown(id).into()),
+        }
+    }
+
+    /// The share whose local collection is `local`.
+    pub fn share_of(&self, local: &str) -> Option<&Share> {
+        self.shares
+            .known
+            .values()
+            .find(|s| s.local.as_deref() == Some(local))
+    }
+
+    /// The name this account gives `account`: its own, a contact's petname,
+    /// or the id.
+    pub fn account_name(&self, account: &AccountId) -> String {
+        if *account == self.log.account_id() {
+            return "me".to_owned();
+        }
+        self.contacts()
+            .get(account)
+            .map_or_else(|| account.to_string(), |c| c.shown_name().to_owned())
+    }
+
+    /// The membership log of `account`: ours, or a contact's as known.
+    fn log_of(&self, account: &AccountId) -> Option<Arc<Log>> {
+        if *account == self.log.account_id() {
+            return Some(Arc::clone(&self.log));
+        }
+        self.contacts().get(account).map(|c| Arc::clone(&c.log))
+    }
+
+    /// Grants the contact `who` `level` on `collection` (or changes its
+    /// level), creating the share on first grant, and offers it.
+    pub fn share(
+        &mut self,
+        now: Millis,
+        collection: &str,
+        who: &str,
+        level: Level,
+    ) -> Result<(Share, Outputs), Error> {
+        check_doctype(collection)?;
+        if is_reserved(collection) {
+            return Err(Error::Reserved(collection.to_owned()));
+        }
+        let shards = match self.collections.get(collection) {
+            Some(l) => l.data.shard_count(),
+            None => return Err(Error::NoCollection(collection.to_owned())),
+        };
+        let contact = self.find_contact(who)?;
+        if contact.state() != super::contacts::State::Established {
+            return Err(ShareError::NotEstablished(contact.shown_name().to_owned()).into());
+        }
+        let account = contact.account;
+        let at = now.max(0) as u64;
+        let mut share = match self.share_of(collection) {
+            Some(s) if s.owner() != self.log.account_id() => {
+                return Err(ShareError::NotOwner(
+                    collection.to_owned(),
+                    self.account_name(&s.owner()),
+                )
+                .into());
+            }
+            Some(s) => s.clone(),
+            None => Share {
+                acl: Arc::new(
+                    Acl::create(&self.key, &self.log, collection, at).map_err(ShareError::from)?,
+                ),
+                shards,
+                local: Some(collection.to_owned()),
+                answers: BTreeMap::new(),
+                owed: BTreeSet::new(),
+                updated_at_ms: now,
+            },
+        };
+        let mut acl = (*share.acl).clone();
+        if acl.state(&self.log).level(&account) != Some(level) {
+            acl.grant(&self.key, &self.log, account, level, at)
+                .map_err(ShareError::from)?;
+        }
+        share.acl = Arc::new(acl);
+        if share.answers.get(&account) != Some(&Answer::Accepted) {
+            share.answers.insert(account, Answer::Offered);
+        }
+        share.owed = self.named_accounts(&share);
+        let out = self.save_share(now, &mut share)?;
+        Ok((share, out))
+    }
+
+    /// Revokes every right of the contact `who` on `collection`.
+    pub fn unshare(
+        &mut self,
+        now: Millis,
+        collection: &str,
+        who: &str,
+    ) -> Result<(Share, Outputs), Error> {
+        let contact = self.find_contact(who)?;
+        let (account, name) = (contact.account, contact.shown_name().to_owned());
+        let not_shared = || ShareError::NotShared(collection.to_owned(), name.clone());
+        let share = self.share_of(collection).ok_or_else(not_shared)?;
+        if share.owner() != self.log.account_id() {
+            return Err(ShareError::NotOwner(
+                collection.to_owned(),
+                self.account_name(&share.owner()),
+            )
+            .into());
+        }
+        if !share.acl.state(&self.log).may_read(&account) {
+            return Err(not_shared().into());
+        }
+        let mut share = share.clone();
+        self.revoke(now, &mut share, account)?;
+        let out = self.save_share(now, &mut share)?;
+        Ok((share, out))
+    }
+
+    fn revoke(&self, now: Millis, share: &mut Share, account: AccountId) -> Result<(), Error> {
+        let mut acl = (*share.acl).clone();
+        acl.revoke(&self.key, &self.log, account, now.max(0) as u64)
+            .map_err(ShareError::from)?;
+        share.acl = Arc::new(acl);
+        share.owed = self.named_accounts(share);
+        Ok(())
+    }
+
+    /// Revokes every share this account owns with `account` (a contact
+    /// being removed).
+    pub(super) fn unshare_all(
+        &mut self,
+        now: Millis,
+        account: AccountId,
+    ) -> Result<Outputs, Error> {
+        let mine = self.log.account_id();
+        let granted: Vec<Share> = self
+            .shares
+            .known
+            .values()
+            .filter(|s| s.owner() == mine && s.acl.state(&self.log).may_read(&account))
+            .cloned()
+            .collect();
+        let mut out = Outputs::default();
+        for mut share in granted {
+            self.revoke(now, &mut share, account)?;
+            share.owed.remove(&account);
+            out.extend(self.save_share(now, &mut share)?);
+        }
+        Ok(out)
+    }
+
+    /// Every account the list names (granted or revoked): each must hear of
+    /// a change to it.
+    fn named_accounts(&self, share: &Share) -> BTreeSet<AccountId> {
+        let owner_log = self.log_of(&share.owner());
+        let Some(owner_log) = owner_log else {
+            return BTreeSet::new();
+        };
+        share
+            .acl
+            .entries()
+            .iter()
+            .filter_map(|e| e.op().account())
+            .filter(|a| *a != self.log.account_id() && self.contacts().contains_key(a))
+            .chain(std::iter::once(share.owner()).filter(|o| *o != self.log.account_id()))
+            .filter(|_| owner_log.account_id() == share.owner())
+            .collect()
+    }
+
+    /// Accepts the offered share `id` under the local name `local` (or the
+    /// default): the local collection is created empty, with the owner's
+    /// shard count, and the owner hears of it.
+    pub fn accept_share(
+        &mut self,
+        now: Millis,
+        id: &str,
+        local: Option<&str>,
+    ) -> Result<(Share, Outputs), Error> {
+        let mut share = self.incoming(id)?;
+        let me = self.log.account_id();
+        let name = match (&share.local, local) {
+            (_, Some(name)) => name.to_owned(),
+            (Some(existing), None) => existing.clone(),
+            (None, None) => {
+                default_local_name(&self.account_name(&share.owner()), share.acl.collection())
+            }
+        };
+        check_doctype(&name)?;
+        if is_reserved(&name) {
+            return Err(Error::Reserved(name));
+        }
+        let taken_by_other = self.share_of(&name).is_some_and(|s| s.id() != share.id());
+        let exists_unshared =
+            self.collections.contains_key(&name) && self.share_of(&name).is_none();
+        if taken_by_other || exists_unshared {
+            return Err(ShareError::NameInUse(name).into());
+        }
+        if let Some(previous) = &share.local
+            && *previous != name
+            && self.collections.contains_key(previous)
+        {
+            return Err(ShareError::NameInUse(previous.clone()).into());
+        }
+        share.local = Some(name.clone());
+        share.answers.insert(me, Answer::Accepted);
+        share.owed = BTreeSet::from([share.owner()]);
+        let mut out = Outputs::default();
+        if !self.collections.contains_key(&name) {
+            let data = Collection::new(&name, share.shards, self.actor())?;
+            self.collections.insert(
+                name.clone(),
+                super::Loaded {
+                    data,
+                    indexes: crate::query::Indexes::default(),
+                    meta: super::Catalog::new(share.shards, now),
+                },
+            );
+            let mut batch = super::Batch::default();
+            self.stage(
+                &name,
+                std::iter::empty::<&crate::collection::Written>(),
+                &mut batch,
+            );
+            out.persist(batch);
+        }
+        out.extend(self.save_share(now, &mut share)?);
+        Ok((share, out))
+    }
+
+    /// Declines the offered share `id`; the owner hears of it. A share
+    /// accepted before stops syncing; its local records stay.
+    pub fn decline_share(&mut self, now: Millis, id: &str) -> Result<(Share, Outputs), Error> {
+        let mut share = self.incoming(id)?;
+        share
+            .answers
+            .insert(self.log.account_id(), Answer::Declined);
+        share.owed = BTreeSet::from([share.owner()]);
+        let out = self.save_share(now, &mut share)?;
+        Ok((share, out))
+    }
+
+    /// A share offered to this account that it may still answer.
+    fn incoming(&self, id: &str) -> Result<Share, Error> {
+        let share = self.find_share(id)?;
+        if share.owner() == self.log.account_id() {
+            return Err(ShareError::Own.into());
+        }
+        let Some(owner_log) = self.log_of(&share.owner()) else {
+            return Err(ShareError::Unknown(id.to_owned()).into());
+        };
+        if share
+            .acl
+            .state(&owner_log)
+            .is_revoked(&self.log.account_id())
+        {
+            return Err(ShareError::Revoked.into());
+        }
+        Ok(share.clone())
+    }
+
+    /// Stores `share`, keeps it in the cache, sends what it owes and tells
+    /// every session what changed.
+    fn save_share(&mut self, now: Millis, share: &mut Share) -> Result<Outputs, Error> {
+        share.updated_at_ms = now;
+        let record = share.to_record();
+        let id = share.id().to_string();
+        let loaded = self.ensure_collection(COLLECTION, now)?;
+        let written = loaded.data.put(&id, record, PutMode::Upsert, now)?;
+        let mut out = self.commit(now, COLLECTION, [&written]);
+        self.shares.known.insert(share.id(), share.clone());
+        self.shares_changed(now, &mut out);
+        Ok(out)
+    }
+
+    /// Re-reads share records after another device of the account changed
+    /// them.
+    pub(super) fn refresh_shares<'i>(
+        &mut self,
+        now: Millis,
+        ids: impl IntoIterator<Item = &'i str>,
+        out: &mut Outputs,
+    ) {
+        self.read_shares(ids);
+        self.shares_changed(now, out);
+    }
+
+    /// Reads share records into the cache (all of them at load) and sets
+    /// the notes their local collections write under.
+    pub(super) fn read_shares<'i>(&mut self, ids: impl IntoIterator<Item = &'i str>) {
+        let mut found = Vec::new();
+        if let Some(records) = self.collections.get(COLLECTION).map(|l| l.data.records()) {
+            for id in ids {
+                let Ok(hash) = id.parse::<EntryHash>() else {
+                    continue;
+                };
+                let share = records.get(id).and_then(|record| {
+                    // The owner is named inside the list; try the logs known.
+                    let owner = record_owner(record)?;
+                    let log = self.log_of(&owner)?;
+                    Share::from_record(id, record, &log)
+                });
+                found.push((hash, share));
+            }
+        }
+        for (hash, share) in found {
+            match share {
+                Some(s) => self.shares.known.insert(hash, s),
+                None => self.shares.known.remove(&hash),
+            };
+        }
+        self.set_notes();
+    }
+
+    /// Whether any share still owes a message.
+    pub(super) fn shares_owe(&self) -> bool {
+        self.shares.known.values().any(|s| !s.owed.is_empty())
+    }
+
+    pub(super) fn set_notes(&mut self) {
+        let notes: Vec<(String, String)> = self
+            .shares
+            .known
+            .values()
+            .filter_map(|s| Some((s.local.clone()?, note_of(&s.acl))))
+            .collect();
+        for (local, note) in notes {
+            if let Some(loaded) = self.collections.get_mut(&local) {
+                loaded.data.set_note(Some(note));
+            }
+        }
+    }
+
+    /// After any change to shares: local collections write under their
+    /// list's heads, owed messages go out, every contact session is
+    /// re-announced (or closed when nothing is shared with it any more),
+    /// and the driver hears whom to admit.
+    fn shares_changed(&mut self, now: Millis, out: &mut Outputs) {
+        self.set_notes();
+        self.deliver_shares(now, out);
+        self.rescope(now, out);
+        self.publish_admission(now, out);
+    }
+
+    /// Sends every owed offer and answer to the devices of its account that
+    /// have nothing on its way.
+    pub(super) fn deliver_shares(&mut self, now: Millis, out: &mut Outputs) {
+        let mine = self.log.account_id();
+        let mut sends = Vec::new();
+        for share in self.shares.known.values() {
+            for account in &share.owed {
+                let Some(contact) = self.contacts().get(account) else {
+                    continue;
+                };
+                let request = if share.owner() == mine {
+                    Request::Offer {
+                        acl: share.acl.encode(),
+                        shards: share.shards,
+                    }
+                } else {
+                    Request::Answer {
+                        share: share.id().to_string(),
+                        accepted: share.answers.get(&mine) == Some(&Answer::Accepted),
+                    }
+                };
+                let frame = request.encode();
+                let addrs: BTreeMap<&DeviceId, &Vec<String>> =
+                    contact.card.addrs().iter().map(|(d, a)| (d, a)).collect();
+                for device in contact.devices() {
+                    let at = addrs.get(&device).map(|a| (*a).clone()).unwrap_or_default();
+                    sends.push((
+                        device,
+                        Purpose::Share(share.id(), *account),
+                        at,
+                        frame.clone(),
+                    ));
+                }
+            }
+        }
+        let mut any = false;
+        for (peer, purpose, addrs, frame) in sends {
+            if self.contacts.inflight.contains_key(&peer) {
+                continue;
+            }
+            self.contacts.inflight.insert(peer, purpose);
+            out.push(Output::Deliver { peer, addrs, frame });
+            any = true;
+        }
+        if any || self.shares.known.values().any(|s| !s.owed.is_empty()) {
+            self.retry_later(now, out);
+        }
+    }
+
+    /// An offer from `from`, a device of a contact: the list verified
+    /// against that contact's log, merged into what is known, and kept
+    /// until someone here answers it.
+    pub(super) fn take_offer(
+        &mut self,
+        now: Millis,
+        from: DeviceId,
+        bytes: &[u8],
+        shards: u16,
+        out: &mut Outputs,
+    ) -> Result<Reply, String> {
+        let contact = self
+            .contacts()
+            .values()
+            .find(|c| c.log.is_member(&from))
+            .ok_or("offers come from contacts only")?;
+        if !contact.added {
+            return Err("offers come from contacts this account added only".into());
+        }
+        let owner_log = Arc::clone(&contact.log);
+        let acl = Acl::decode(bytes, &owner_log).map_err(|e| e.to_string())?;
+        let me = self.log.account_id();
+        let state = acl.state(&owner_log);
+        if !state.may_read(&me) && !state.is_revoked(&me) {
+            return Err("the offer grants this account nothing".into());
+        }
+        if shards == 0 || shards > crate::collection::MAX_SHARDS {
+            return Err(format!("the offer claims {shards} shards"));
+        }
+        let (mut share, changed) = match self.shares.known.get(&acl.id()) {
+            Some(known) => {
+                let mut merged = (*known.acl).clone();
+                let added = merged.merge(&acl, &owner_log).map_err(|e| e.to_string())?;
+                let mut s = known.clone();
+                s.acl = Arc::new(merged);
+                (s, added > 0)
+            }
+            None => {
+                let waiting = self
+                    .shares
+                    .known
+                    .values()
+                    .filter(|s| s.owner() != me && !s.answers.contains_key(&me))
+                    .count();
+                if waiting >= self.config.contacts.max_offers {
+                    return Err(ShareError::TooManyOffers(waiting).to_string());
+                }
+                let share = Share {
+                    acl: Arc::new(acl),
+                    shards,
+                    local: None,
+                    answers: BTreeMap::new(),
+                    owed: BTreeSet::new(),
+                    updated_at_ms: now,
+                };
+                (share, true)
+            }
+        };
+        if changed {
+            out.extend(
+                self.save_share(now, &mut share)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(Reply::Share {
+            answer: share.answers.get(&me).copied().unwrap_or(Answer::Offered),
+        })
+    }
+
+    /// A recipient's answer to one of our offers.
+    pub(super) fn take_answer(
+        &mut self,
+        now: Millis,
+        from: DeviceId,
+        id: &str,
+        accepted: bool,
+        out: &mut Outputs,
+    ) -> Result<Reply, String> {
+        let account = self
+            .contacts()
+            .values()
+            .find(|c| c.log.is_member(&from))
+            .map(|c| c.account)
+            .ok_or("answers come from contacts only")?;
+        let hash: EntryHash = id.parse().map_err(|_| "bad share id".to_owned())?;
+        let share = self.shares.known.get(&hash).ok_or("no such share")?;
+        if share.owner() != self.log.account_id() {
+            return Err("this account does not own that share".into());
+        }
+        if !share.acl.state(&self.log).may_read(&account) {
+            return Err("that share is not offered to your account".into());
+        }
+        let answer = if accepted {
+            Answer::Accepted
+        } else {
+            Answer::Declined
+        };
+        if share.answers.get(&account) != Some(&answer) {
+            let mut share = share.clone();
+            share.answers.insert(account, answer);
+            out.extend(
+                self.save_share(now, &mut share)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(Reply::Share { answer })
+    }
+
+    /// The reply to an offer or answer we sent `account` about `share`.
+    pub(super) fn share_delivered(
+        &mut self,
+        now: Millis,
+        hash: EntryHash,
+        account: AccountId,
+        answer: Answer,
+        out: &mut Outputs,
+    ) -> Result<(), String> {
+        let Some(known) = self.shares.known.get(&hash) else {
+            return Ok(());
+        };
+        let mut share = known.clone();
+        share.owed.remove(&account);
+        if share.owner() == self.log.account_id() {
+            share.answers.insert(account, answer);
+        }
+        out.extend(
+            self.save_share(now, &mut share)
+                .map_err(|e| e.to_string())?,
+        );
+        self.contacts
+            .inflight
+            .retain(|_, p| *p != Purpose::Share(hash, account));
+        Ok(())
+    }
+
+    /// An access list a contact's device sent in a sync session, under the
+    /// wire name `wire`: merged into the share's if it verifies.
+    pub(super) fn take_acl(
+        &mut self,
+        now: Millis,
+        wire: &str,
+        bytes: &[u8],
+        out: &mut Outputs,
+    ) -> Result<(), String> {
+        let hash: EntryHash = wire.parse().map_err(|_| "bad share id".to_owned())?;
+        let known = self
+            .shares
+            .known
+            .get(&hash)
+            .ok_or("an access list of a share this account does not know")?;
+        let owner_log = self
+            .log_of(&known.owner())
+            .ok_or("an access list of an unknown owner")?;
+        let theirs = Acl::decode(bytes, &owner_log).map_err(|e| e.to_string())?;
+        let mut merged = (*known.acl).clone();
+        if merged
+            .merge(&theirs, &owner_log)
+            .map_err(|e| e.to_string())?
+            > 0
+        {
+            let mut share = known.clone();
+            share.acl = Arc::new(merged);
+            out.extend(
+                self.save_share(now, &mut share)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether this account takes part in `share` now: it owns it, or it
+    /// accepted it and is not revoked.
+    fn active_in(&self, share: &Share, state: &AclState) -> bool {
+        let me = self.log.account_id();
+        share.local.is_some()
+            && (share.owner() == me
+                || (share.answers.get(&me) == Some(&Answer::Accepted) && state.may_read(&me)))
+    }
+
+    /// What the device `peer` of another account may sync with this one.
+    pub(super) fn scope_for(&self, peer: &DeviceId) -> Option<Scope> {
+        let contact = self.contacts().values().find(|c| c.log.is_member(peer))?;
+        let mut scope = Scope::default();
+        for share in self.shares.known.values() {
+            let Some(owner_log) = self.log_of(&share.owner()) else {
+                continue;
+            };
+            let state = share.acl.state(&owner_log);
+            let theirs = contact.account == share.owner() || state.may_read(&contact.account);
+            if theirs && self.active_in(share, &state) {
+                let local = share.local.clone().unwrap_or_default();
+                scope.shares.insert(
+                    share.id().to_string(),
+                    (local, share.shards, share.acl.encode()),
+                );
+            }
+        }
+        (!scope.shares.is_empty()).then_some(scope)
+    }
+
+    /// The devices of other accounts this one shares something with now.
+    pub(super) fn share_peers(&self) -> BTreeSet<DeviceId> {
+        self.contacts()
+            .values()
+            .flat_map(super::Contact::devices)
+            .filter(|d| self.scope_for(d).is_some())
+            .collect()
+    }
+
+    /// A local write to `collection`: refused if it is a share this
+    /// account may only read (or no longer write).
+    pub(super) fn check_share_write(&self, collection: &str) -> Result<(), Error> {
+        let Some(share) = self.share_of(collection) else {
+            return Ok(());
+        };
+        let me = self.log.account_id();
+        if share.owner() == me {
+            return Ok(());
+        }
+        let writable = self
+            .log_of(&share.owner())
+            .is_some_and(|log| share.acl.state(&log).may_write(&me));
+        if writable {
+            return Ok(());
+        }
+        Err(ShareError::ReadOnly {
+            collection: collection.to_owned(),
+            owner: self.account_name(&share.owner()),
+        }
+        .into())
+    }
+
+    /// What checks a peer's changes to the local collection `local`: for a
+    /// share, the author must be a device of the owner, or of an account
+    /// holding `write` at the list state the change names.
+    pub(super) fn gate(&self, local: &str) -> Option<Gate> {
+        let share = self.share_of(local)?;
+        let owner_log = self.log_of(&share.owner())?;
+        let acl = Arc::clone(&share.acl);
+        let logs: Vec<(AccountId, Arc<Log>)> = share
+            .acl
+            .entries()
+            .iter()
+            .filter_map(|e| e.op().account())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|a| Some((a, self.log_of(&a)?)))
+            .collect();
+        let ever = |log: &Log, d: &DeviceId| log.is_member(d) || log.is_removed(d);
+        Some(Arc::new(move |change: &automerge::Change| {
+            let actor = change.actor_id().to_bytes();
+            let device = actor
+                .get(..32)
+                .filter(|_| actor.len() == 34)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| DeviceId::from_bytes(&b).ok())
+                .ok_or("a change whose actor is no device")?;
+            if ever(&owner_log, &device) {
+                return Ok(());
+            }
+            let (account, _) = logs
+                .iter()
+                .find(|(_, log)| ever(log, &device))
+                .ok_or_else(|| format!("a change by {device}, a device of no member"))?;
+            let heads = change
+                .message()
+                .and_then(heads_of_note)
+                .ok_or_else(|| format!("a change by {device} names no access list state"))?;
+            let then = acl.at(&heads).ok_or_else(|| {
+                format!("a change by {device} names an access list state this device lacks")
+            })?;
+            if then.state(&owner_log).may_write(account) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a change by {device}, whose account held no write right when it wrote"
+                ))
+            }
+        }))
+    }
+}
+
+/// The owner a share record's list names, read without verifying (the
+/// caller verifies against that owner's log).
+fn record_owner(record: &Value) -> Option<AccountId> {
+    let bytes = data_encoding::BASE64
+        .decode(record.get("acl")?.as_str()?.as_bytes())
+        .ok()?;
+    acl::owner_of(&bytes)
+}
