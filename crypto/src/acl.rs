@@ -78,6 +78,7 @@ const SIGNING_CONTEXT: &[u8] = b"hearth/acl-entry/v1\0";
 
 /// What a grant lets an account do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Read the records.
     Read,

@@ -18,7 +18,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = notes.put("n1", json!({"title": "kept"}), PutMode::Create, 0);
     let mut state = State::new();
-    let _ = notes.sync_receive(0, &mut state, message, 4 << 20, 1 << 20);
+    // Half the inputs go through a share gate as well, which refuses any
+    // change without a message: the refusal path must be as safe as merge.
+    let gate = |change: &automerge::Change| match change.message() {
+        Some(_) => Ok(()),
+        None => Err("unsigned".to_string()),
+    };
+    let gated: Option<hearth_crdt::collection::ChangeGate> = if data.len() % 2 == 0 {
+        Some(&gate)
+    } else {
+        None
+    };
+    let _ = notes.sync_receive(0, &mut state, message, 4 << 20, 1 << 20, gated);
     // The view still answers whatever happened.
     let _ = notes.records().len();
 });

@@ -78,6 +78,7 @@ impl AppState {
 
 mod contacts;
 mod mesh;
+mod shares;
 
 /// The one error type of every handler.
 #[derive(Debug)]
@@ -243,6 +244,13 @@ pub fn router(state: AppState) -> Router {
             get(contacts::show).delete(contacts::remove),
         )
         .route("/_hearth/contacts/{who}/accept", post(contacts::accept))
+        .route("/_hearth/shares", get(shares::list).post(shares::grant))
+        .route(
+            "/_hearth/shares/{collection}/{contact}",
+            axum::routing::delete(shares::revoke),
+        )
+        .route("/_hearth/shares/{id}/accept", post(shares::accept))
+        .route("/_hearth/shares/{id}/decline", post(shares::decline))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import_records))
         .route("/_hearth/export/{doctype}", get(export));

@@ -145,6 +145,39 @@ pub enum Command {
     /// List contacts: name, account id, state (established, or pending
     /// with its direction), and their devices with whether each is online.
     Contacts,
+    /// Share a collection with a contact, read-only (--read) or read-write
+    /// (--write); sharing again changes the level. The contact's devices
+    /// get an offer to accept (`hearth shares accept <id>`); nothing syncs
+    /// before. Prints the share's id.
+    Share {
+        /// The collection, one of this account's own.
+        collection: String,
+        /// The contact's name or account id.
+        contact: String,
+        /// The contact may read it.
+        #[arg(long, conflicts_with = "write", required_unless_present = "write")]
+        read: bool,
+        /// The contact may read and write it.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Revoke a contact's access to a shared collection: nothing written
+    /// afterwards reaches its devices, and its later writes are refused
+    /// everywhere.
+    Unshare {
+        /// The collection.
+        collection: String,
+        /// The contact's name or account id.
+        contact: String,
+    },
+    /// List shares, outgoing and incoming: id, collection, owner, contact,
+    /// level and state (offered, active, declined, revoked); or accept or
+    /// decline an offer.
+    Shares {
+        /// `accept <id> [--as NAME]` or `decline <id>`; without it, the list.
+        #[command(subcommand)]
+        action: Option<SharesAction>,
+    },
     /// Show this device, its account and its data.
     Status,
     /// Write a record. JSON comes from the argument or stdin. Prints the
@@ -296,6 +329,27 @@ pub enum ContactAction {
     Remove {
         /// The contact's name or account id.
         who: String,
+    },
+}
+
+/// `hearth shares …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SharesAction {
+    /// Accept an offered share. It appears on every device of this account
+    /// as a new collection, by default `shared.<owner>.<collection>`; this
+    /// account's own collections never mix with it.
+    Accept {
+        /// The share's id, or a unique prefix of it (from `hearth shares`).
+        id: String,
+        /// The local collection name to give it.
+        #[arg(long = "as", value_name = "LOCAL-NAME")]
+        local: Option<String>,
+    },
+    /// Decline an offered share (or stop syncing one accepted before; its
+    /// records stay).
+    Decline {
+        /// The share's id, or a unique prefix of it.
+        id: String,
     },
 }
 

@@ -343,6 +343,48 @@ impl Backend {
         Ok(serde_json::from_value(reply["removed"].clone())?)
     }
 
+    /// Every share, outgoing and incoming.
+    pub fn shares(&self) -> Result<Vec<crate::engine::ShareInfo>> {
+        Ok(serde_json::from_value(self.get_json("/_hearth/shares")?)?)
+    }
+
+    /// Grants `contact` `level` (`read` or `write`) on `collection`.
+    pub fn share(
+        &self,
+        collection: &str,
+        contact: &str,
+        level: &str,
+    ) -> Result<crate::engine::ShareInfo> {
+        let body = json!({ "collection": collection, "contact": contact, "level": level });
+        Ok(serde_json::from_value(
+            self.post_json("/_hearth/shares", &body)?,
+        )?)
+    }
+
+    /// Revokes `contact` on `collection`.
+    pub fn unshare(&self, collection: &str, contact: &str) -> Result<crate::engine::ShareInfo> {
+        let path = format!("/_hearth/shares/{}/{}", encode(collection), encode(contact));
+        Ok(serde_json::from_value(self.call_json(
+            Method::DELETE,
+            &path,
+            None,
+        )?)?)
+    }
+
+    /// Accepts the share `id` under `local` (or the default name).
+    pub fn accept_share(&self, id: &str, local: Option<&str>) -> Result<crate::engine::ShareInfo> {
+        let path = format!("/_hearth/shares/{}/accept", encode(id));
+        Ok(serde_json::from_value(
+            self.post_json(&path, &json!({ "as": local }))?,
+        )?)
+    }
+
+    /// Declines the share `id`.
+    pub fn decline_share(&self, id: &str) -> Result<crate::engine::ShareInfo> {
+        let path = format!("/_hearth/shares/{}/decline", encode(id));
+        Ok(serde_json::from_value(self.post_json(&path, &json!({}))?)?)
+    }
+
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         Ok(serde_json::from_value(

@@ -19,6 +19,7 @@ use crate::{daemon, import};
 
 mod contacts;
 mod mesh;
+mod shares;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -347,6 +348,17 @@ fn data_command(
         Command::Devices { action } => mesh::devices(backend, global, action)?,
         Command::Contact { action } => contacts::contact(backend, global, action)?,
         Command::Contacts => contacts::list(backend, global)?,
+        Command::Share {
+            collection,
+            contact,
+            write,
+            ..
+        } => shares::share(backend, global, &collection, &contact, write)?,
+        Command::Unshare {
+            collection,
+            contact,
+        } => shares::unshare(backend, global, &collection, &contact)?,
+        Command::Shares { action } => shares::shares(backend, global, action)?,
         Command::Init { .. } | Command::Up { .. } | Command::Join { .. } => {
             bail!("internal: {command:?} is not a data command")
         }

@@ -48,11 +48,13 @@ mod changes;
 mod contacts;
 mod mesh;
 mod persist;
+mod shares;
 
 pub use changes::Changes;
 pub use contacts::{ContactDevice, ContactInfo, Delivery};
 pub use hearth_crdt::node::{BulkError, Change, IndexDef, Members, check_doctype};
 pub use mesh::{Device, Dial, LinkEvent, Links};
+pub use shares::{ShareInfo, ShareMember};
 
 /// Why an engine job failed.
 #[derive(Debug, thiserror::Error)]

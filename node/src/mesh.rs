@@ -214,7 +214,7 @@ impl Mesh {
 
     async fn follow_members(self, mut members: tokio::sync::watch::Receiver<Members>) {
         loop {
-            let (peers, contacts): (Vec<PeerId>, Vec<PeerId>) = {
+            let (peers, contacts, sharing): (Vec<PeerId>, Vec<PeerId>, Vec<PeerId>) = {
                 let m = members.borrow_and_update();
                 (
                     m.devices
@@ -223,12 +223,19 @@ impl Mesh {
                         .filter_map(peer_id)
                         .collect(),
                     m.contacts.iter().filter_map(peer_id).collect(),
+                    m.peers.iter().filter_map(peer_id).collect(),
                 )
             };
             self.admission.set_members(peers.clone());
             self.admission.set_contacts(contacts);
+            self.admission.set_share_peers(sharing.clone());
             if self.net.refresh_admission().await.is_err() {
                 return;
+            }
+            // A device of an account that now shares something with this
+            // one: its card's addresses are in the book; try it.
+            for device in sharing.iter().filter_map(device_id) {
+                let _ = self.engine.link(LinkEvent::Reachable(device)).await;
             }
             if self.lookups {
                 // Any member can be found by a lookup: each is worth a dial.

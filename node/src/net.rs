@@ -876,7 +876,7 @@ impl Driver {
         let new = self.book.insert(peer, addr.clone(), preferred);
         if new {
             self.swarm.add_peer_address(peer, addr.clone());
-            if self.admission.is_member(&peer) {
+            if self.admission.may_sync(&peer) {
                 self.emit(Event::Routable {
                     peer,
                     address: addr,
@@ -902,7 +902,7 @@ impl Driver {
     /// One attempt on a member, as the core asked (see [`Handle::dial_member`]).
     fn dial_member(&mut self, peer: PeerId) {
         if peer == *self.swarm.local_peer_id()
-            || !self.admission.is_member(&peer)
+            || !self.admission.may_sync(&peer)
             || self.swarm.is_connected(&peer)
         {
             return;
@@ -976,7 +976,7 @@ impl Driver {
                     self.learn(peer_id, endpoint.get_remote_address().clone());
                 }
                 if num_established == NonZeroU32::MIN {
-                    let member = self.admission.is_member(&peer_id);
+                    let member = self.admission.may_sync(&peer_id);
                     tracing::info!(peer = %peer_id, member, "connected");
                     self.emit(Event::Connected {
                         peer: peer_id,

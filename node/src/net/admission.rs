@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use libp2p::{PeerId, StreamProtocol};
 
-use super::{PAIR, SHARE};
+use super::{PAIR, SHARE, SYNC};
 
 /// Why a peer is allowed to hold a connection to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,8 @@ pub enum Standing {
     /// ([`PAIR`]) and becomes a member only when the membership log says so.
     PendingJoiner,
     /// A device of a contact account (one we added, or one asking to be
-    /// added): it may use [`SHARE`].
+    /// added): it may use [`SHARE`], and [`SYNC`] while the two accounts
+    /// share a collection (the core scopes what such a session carries).
     Contact,
     /// Any other peer while contact requests are open
     /// (`[contacts] accept_requests`): it may only send a contact request on
@@ -45,6 +46,7 @@ pub struct Admission {
 struct State {
     members: HashSet<PeerId>,
     contacts: HashSet<PeerId>,
+    share_peers: HashSet<PeerId>,
     infrastructure: HashSet<PeerId>,
     pairing: bool,
     requests: bool,
@@ -72,6 +74,20 @@ impl Admission {
     /// Replaces the devices of contact accounts.
     pub fn set_contacts(&self, contacts: impl IntoIterator<Item = PeerId>) {
         self.write().contacts = contacts.into_iter().collect();
+    }
+
+    /// Replaces the devices of accounts this one shares a collection with
+    /// (a subset of the contacts' devices), which may also sync.
+    pub fn set_share_peers(&self, peers: impl IntoIterator<Item = PeerId>) {
+        self.write().share_peers = peers.into_iter().collect();
+    }
+
+    /// Whether `peer` may hold a sync session: a member, or a device of an
+    /// account something is shared with.
+    pub fn may_sync(&self, peer: &PeerId) -> bool {
+        let state = self.read();
+        state.members.contains(peer)
+            || (state.contacts.contains(peer) && state.share_peers.contains(peer))
     }
 
     /// Whether any peer may connect to send a contact request.
@@ -134,7 +150,10 @@ impl Admission {
             Some(Standing::PendingJoiner) => {
                 *protocol == PAIR || (*protocol == SHARE && self.read().requests)
             }
-            Some(Standing::Contact | Standing::Requester) => *protocol == SHARE,
+            Some(Standing::Contact) => {
+                *protocol == SHARE || (*protocol == SYNC && self.read().share_peers.contains(peer))
+            }
+            Some(Standing::Requester) => *protocol == SHARE,
             Some(Standing::Infrastructure) | None => false,
         }
     }
@@ -193,6 +212,10 @@ mod tests {
         assert!(admission.may_use(&stranger, &SHARE));
         assert!(!admission.may_use(&stranger, &SYNC));
         assert!(!admission.may_use(&stranger, &PAIR));
+        assert!(!admission.may_use(&stranger, &SYNC));
+        admission.set_share_peers([stranger]);
+        assert!(admission.may_use(&stranger, &SYNC) && admission.may_sync(&stranger));
+        admission.set_share_peers([]);
         admission.set_contacts([]);
         admission.set_members([stranger]);
         assert!(admission.is_member(&stranger));

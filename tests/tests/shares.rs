@@ -1,0 +1,195 @@
+//! Shares with real `hearth` processes on loopback: three accounts become
+//! contacts, Alice shares `notes` with Bob (write) and Carol (read), both
+//! accept under local names, everyone converges, Carol's write is refused,
+//! Bob is revoked while all are connected and a marker Alice writes
+//! afterwards reaches Carol but never Bob, and the shares survive a
+//! restart.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use hearth_tests::device::Device;
+use serde_json::Value;
+
+/// Polls `get` until `check` holds, failing with `what` after 30 s.
+fn wait<T: std::fmt::Debug>(what: &str, get: impl Fn() -> T, check: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get();
+        if check(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened: last {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn contact_state(device: &Device, who: &str) -> Option<String> {
+    let list = device.home.run(&["contacts", "--json"]).json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some(who) || c["card_name"] == who)
+        .map(|c| c["state"].as_str().unwrap().to_string())
+}
+
+/// Makes `a` and `b` established contacts: `b` adds `a`'s card under
+/// `a_name`, `a` accepts the request under `b_name`.
+fn befriend(a: &Device, a_name: &str, b: &Device, b_name: &str, b_card_name: &str) {
+    let card = a.home.run(&["contact", "card"]).first_line();
+    b.home
+        .run(&["contact", "add", &card, "--name", a_name])
+        .ok();
+    wait(
+        "the request",
+        || contact_state(a, b_card_name),
+        |s| s.is_some(),
+    );
+    a.home
+        .run(&["contact", "accept", b_card_name, "--name", b_name])
+        .ok();
+    for (device, who) in [(a, b_name), (b, a_name)] {
+        wait(
+            "an established contact",
+            || contact_state(device, who),
+            |s| s.as_deref() == Some("established"),
+        );
+    }
+}
+
+fn shares(device: &Device) -> Vec<Value> {
+    device
+        .home
+        .run(&["shares", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Puts `body` under `id` in `collection` on `device`.
+fn put(device: &Device, collection: &str, id: &str, body: &str) {
+    device.home.run(&["put", collection, body, "--id", id]).ok();
+}
+
+#[test]
+fn a_collection_shared_read_and_write_converges_refuses_the_reader_and_is_revoked() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let carol = Device::new("carol");
+    let da = alice.up();
+    let _db = bob.up();
+    let _dc = carol.up();
+    befriend(&alice, "Alice", &bob, "Bob", "bob");
+    befriend(&alice, "Alice", &carol, "Carol", "carol");
+
+    put(&alice, "notes", "n1", r#"{"title":"before sharing"}"#);
+    // Sharing a collection that does not exist is a clear error.
+    let run = alice.home.run(&["share", "nothing-here", "Bob", "--write"]);
+    assert!(run.err().contains("nothing-here"), "{}", run.err());
+
+    let id = alice
+        .home
+        .run(&["share", "notes", "Bob", "--write"])
+        .first_line();
+    assert_eq!(id.len(), 64, "the share's id: {id}");
+    let again = alice
+        .home
+        .run(&["share", "notes", "Carol", "--read"])
+        .first_line();
+    assert_eq!(again, id, "one share per collection");
+
+    // The offers arrive; nothing syncs before acceptance.
+    for device in [&bob, &carol] {
+        let offer = wait(
+            "the offer",
+            || shares(device),
+            |s| s.iter().any(|s| s["id"] == id.as_str()),
+        );
+        assert_eq!(offer[0]["state"], "offered", "{offer:?}");
+        assert!(offer[0]["local"].is_null());
+    }
+    assert!(bob.get("shared.alice.notes", "n1").is_none());
+
+    let run = bob.home.run(&["shares", "accept", &id[..12]]);
+    assert!(run.ok().contains("shared.alice.notes"), "{}", run.ok());
+    carol
+        .home
+        .run(&["shares", "accept", &id, "--as", "alice-notes"])
+        .ok();
+
+    // Everyone converges, and the owner sees both active.
+    bob.wait_for("shared.alice.notes", "n1", |r| r.is_some());
+    carol.wait_for("alice-notes", "n1", |r| r.is_some());
+    put(&bob, "shared.alice.notes", "b1", r#"{"title":"from bob"}"#);
+    alice.wait_for("notes", "b1", |r| r.is_some());
+    carol.wait_for("alice-notes", "b1", |r| r.is_some());
+    let outgoing = wait(
+        "both members active on the owner",
+        || shares(&alice),
+        |s| {
+            s.first().is_some_and(|s| {
+                s["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["state"] == "active")
+            })
+        },
+    );
+    assert_eq!(outgoing[0]["members"].as_array().unwrap().len(), 2);
+
+    // The reader's write is refused with a clear message.
+    let run = carol
+        .home
+        .run(&["put", "alice-notes", r#"{"title":"no"}"#, "--id", "c1"]);
+    assert!(run.err().contains("read-only"), "{}", run.err());
+
+    // Bob is revoked while everyone is connected.
+    let run = alice.home.run(&["unshare", "notes", "Bob"]);
+    assert!(run.ok().contains("Bob"), "{}", run.ok());
+    put(&alice, "notes", "m1", r#"{"title":"after the revocation"}"#);
+    carol.wait_for("alice-notes", "m1", |r| r.is_some());
+    wait(
+        "the revocation known to Bob",
+        || shares(&bob),
+        |s| s.first().is_some_and(|s| s["state"] == "revoked"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        bob.get("shared.alice.notes", "m1").is_none(),
+        "a change written after the revocation reached the revoked contact"
+    );
+    // His later write is refused where he is, and never reaches anyone.
+    let run = bob.home.run(&[
+        "put",
+        "shared.alice.notes",
+        r#"{"title":"late"}"#,
+        "--id",
+        "b2",
+    ]);
+    assert!(run.err().contains("read-only"), "{}", run.err());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(alice.get("notes", "b2").is_none());
+
+    // A restart keeps every share.
+    drop(da);
+    let _da = alice.up();
+    let after = shares(&alice);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], id.as_str());
+    let bob_member = after[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["contact"] == "Bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(bob_member["state"], "revoked");
+    put(&alice, "notes", "m2", r#"{"title":"after the restart"}"#);
+    carol.wait_for("alice-notes", "m2", |r| r.is_some());
+}
