@@ -34,7 +34,8 @@
 //! share something both have accepted (its [`Scope`]): each side offers the
 //! shares it is active in whose list names the other account (or whose
 //! owner it is), under the share's id as the wire name, sends each list
-//! ([`crate::sync::Frame::Acl`]) before any data, and syncs only what both
+//! with the membership logs of the accounts it names ([`Credentials`], in a
+//! [`crate::sync::Frame::Acl`]) before any data, and syncs only what both
 //! list. Every change to shares re-announces the scope on every open
 //! session, lists first; a session whose scope became empty closes. So a
 //! revocation reaches every member before anything written after it, and
@@ -46,7 +47,9 @@
 //! message, the list heads it was written under ([`note_of`]), and its
 //! actor is its author device. A peer's change is applied only if its
 //! author is a device of the owner account, or of an account that held
-//! `write` at the list state the change names ([`Node::gate`]); otherwise
+//! `write` at the list state the change names ([`Node::gate`]), that
+//! account's devices read from its log (a contact's own, or the one the
+//! owner sent beside the list for a fellow member); otherwise
 //! the whole message is refused and the session closes. A reader's own
 //! write is refused locally ([`ShareError::ReadOnly`]).
 //!
@@ -116,6 +119,10 @@ pub struct Share {
     pub answers: BTreeMap<AccountId, Answer>,
     /// Accounts a message about it is still owed to.
     pub owed: BTreeSet<AccountId>,
+    /// Membership logs of accounts the list names that are not contacts of
+    /// this one, as the owner's devices sent them: what checks a fellow
+    /// member's changes relayed by the owner.
+    pub logs: BTreeMap<AccountId, Arc<Log>>,
     /// When the record last changed.
     pub updated_at_ms: Millis,
 }
@@ -155,6 +162,11 @@ impl Share {
             "local": self.local,
             "answers": answers,
             "owed": self.owed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "logs": self
+                .logs
+                .iter()
+                .map(|(a, l)| (a.to_string(), data_encoding::BASE64.encode(&l.encode())))
+                .collect::<BTreeMap<_, _>>(),
             "updated_at_ms": self.updated_at_ms,
         })
     }
@@ -185,6 +197,22 @@ impl Share {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
             .unwrap_or_default();
+        // A stored log that no longer verifies, or whose account is not the
+        // one it is filed under, is dropped; the owner sends it again.
+        let logs = record
+            .get("logs")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        let account: AccountId = k.parse().ok()?;
+                        let bytes = data_encoding::BASE64.decode(v.as_str()?.as_bytes()).ok()?;
+                        let log = Log::decode(&bytes).ok()?;
+                        (log.account_id() == account).then(|| (account, Arc::new(log)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Share {
             acl: Arc::new(acl),
             shards: record
@@ -198,6 +226,7 @@ impl Share {
                 .map(String::from),
             answers,
             owed,
+            logs,
             updated_at_ms: record
                 .get("updated_at_ms")
                 .and_then(Value::as_i64)
@@ -409,6 +438,7 @@ impl Node {
                 local: Some(collection.to_owned()),
                 answers: BTreeMap::new(),
                 owed: BTreeSet::new(),
+                logs: BTreeMap::new(),
                 updated_at_ms: now,
             },
         };
@@ -493,11 +523,8 @@ impl Node {
         let Some(owner_log) = owner_log else {
             return BTreeSet::new();
         };
-        share
-            .acl
-            .entries()
-            .iter()
-            .filter_map(|e| e.op().account())
+        named(&share.acl)
+            .into_iter()
             .filter(|a| *a != self.log.account_id() && self.contacts().contains_key(a))
             .chain(std::iter::once(share.owner()).filter(|o| *o != self.log.account_id()))
             .filter(|_| owner_log.account_id() == share.owner())
@@ -780,6 +807,7 @@ impl Node {
                     local: None,
                     answers: BTreeMap::new(),
                     owed: BTreeSet::new(),
+                    logs: BTreeMap::new(),
                     updated_at_ms: now,
                 };
                 (share, true)
@@ -862,8 +890,10 @@ impl Node {
         Ok(())
     }
 
-    /// An access list a contact's device sent in a sync session, under the
-    /// wire name `wire`: merged into the share's if it verifies.
+    /// A share's credentials a contact's device sent in a sync session,
+    /// under the wire name `wire`: the list merged into the share's if it
+    /// verifies, and the logs of named accounts that are not our contacts
+    /// kept beside it.
     pub(super) fn take_acl(
         &mut self,
         now: Millis,
@@ -880,14 +910,43 @@ impl Node {
         let owner_log = self
             .log_of(&known.owner())
             .ok_or("an access list of an unknown owner")?;
-        let theirs = Acl::decode(bytes, &owner_log).map_err(|e| e.to_string())?;
+        let credentials: Credentials = postcard::from_bytes(bytes)
+            .map_err(|e| format!("unreadable share credentials: {e}"))?;
+        let theirs = Acl::decode(&credentials.acl, &owner_log).map_err(|e| e.to_string())?;
+        let mut share = known.clone();
         let mut merged = (*known.acl).clone();
-        if merged
+        let mut changed = merged
             .merge(&theirs, &owner_log)
             .map_err(|e| e.to_string())?
-            > 0
-        {
-            let mut share = known.clone();
+            > 0;
+        let named = named(&merged);
+        for bytes in &credentials.logs {
+            let log = Log::decode(bytes).map_err(|e| format!("a member's log: {e}"))?;
+            let account = log.account_id();
+            if !named.contains(&account) {
+                return Err(format!(
+                    "the membership log of {account}, an account the list does not name"
+                ));
+            }
+            if self.log_of(&account).is_some() {
+                // Ours, or a contact's: that log comes from its own account.
+                continue;
+            }
+            match share.logs.get(&account) {
+                Some(held) => {
+                    let mut grown = (**held).clone();
+                    if grown.merge(&log).map_err(|e| e.to_string())? > 0 {
+                        share.logs.insert(account, Arc::new(grown));
+                        changed = true;
+                    }
+                }
+                None => {
+                    share.logs.insert(account, Arc::new(log));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
             share.acl = Arc::new(merged);
             out.extend(
                 self.save_share(now, &mut share)
@@ -918,13 +977,36 @@ impl Node {
             let theirs = contact.account == share.owner() || state.may_read(&contact.account);
             if theirs && self.active_in(share, &state) {
                 let local = share.local.clone().unwrap_or_default();
-                scope.shares.insert(
-                    share.id().to_string(),
-                    (local, share.shards, share.acl.encode()),
-                );
+                let credentials = self.credentials(share, &contact.account);
+                scope
+                    .shares
+                    .insert(share.id().to_string(), (local, share.shards, credentials));
             }
         }
         (!scope.shares.is_empty()).then_some(scope)
+    }
+
+    /// What a session with a device of `peer` sends before the share's
+    /// data: the list, and the logs of every other account it names.
+    fn credentials(&self, share: &Share, peer: &AccountId) -> Vec<u8> {
+        let logs = named(&share.acl)
+            .into_iter()
+            .filter(|a| a != peer)
+            .filter_map(|a| self.member_log(share, &a))
+            .map(|log| log.encode())
+            .collect();
+        let credentials = Credentials {
+            acl: share.acl.encode(),
+            logs,
+        };
+        postcard::to_allocvec(&credentials).unwrap_or_default()
+    }
+
+    /// The membership log of `account` for checking its changes to
+    /// `share`: a contact's (or ours) as known, else the one the owner sent.
+    fn member_log(&self, share: &Share, account: &AccountId) -> Option<Arc<Log>> {
+        self.log_of(account)
+            .or_else(|| share.logs.get(account).map(Arc::clone))
     }
 
     /// The devices of other accounts this one shares something with now.
@@ -966,14 +1048,9 @@ impl Node {
         let share = self.share_of(local)?;
         let owner_log = self.log_of(&share.owner())?;
         let acl = Arc::clone(&share.acl);
-        let logs: Vec<(AccountId, Arc<Log>)> = share
-            .acl
-            .entries()
-            .iter()
-            .filter_map(|e| e.op().account())
-            .collect::<BTreeSet<_>>()
+        let logs: Vec<(AccountId, Arc<Log>)> = named(&share.acl)
             .into_iter()
-            .filter_map(|a| Some((a, self.log_of(&a)?)))
+            .filter_map(|a| Some((a, self.member_log(share, &a)?)))
             .collect();
         let ever = |log: &Log, d: &DeviceId| log.is_member(d) || log.is_removed(d);
         Some(Arc::new(move |change: &automerge::Change| {
@@ -1007,6 +1084,25 @@ impl Node {
             }
         }))
     }
+}
+
+/// What a session sends before a share's data ([`crate::sync::Frame::Acl`]
+/// carries it): the encoded list and the membership logs of the accounts it
+/// names, so a member can check a fellow member's changes without being
+/// that member's contact. Each log is self-certifying (its genesis is its
+/// account id) and is kept only for an account the list names.
+#[derive(Debug, Serialize, Deserialize)]
+struct Credentials {
+    acl: Vec<u8>,
+    logs: Vec<Vec<u8>>,
+}
+
+/// Every account `acl` names, granted or revoked.
+fn named(acl: &Acl) -> BTreeSet<AccountId> {
+    acl.entries()
+        .iter()
+        .filter_map(|e| e.op().account())
+        .collect()
 }
 
 /// The owner a share record's list names, read without verifying (the

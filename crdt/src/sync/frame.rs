@@ -49,13 +49,14 @@ pub enum Frame {
     /// digests of the two Hellos differ, so each side learns which shards to
     /// sync.
     Shards(Summary),
-    /// A shared collection's whole access list
-    /// (`hearth_crypto::acl::Acl::encode`), sent to a contact's device
-    /// before any data of that collection, and again when it changes.
+    /// A shared collection's credentials: its whole access list and what
+    /// else the node needs to check its changes, encoded by the node (the
+    /// session does not read them). Sent to a contact's device before any
+    /// data of that collection, and again when it changes.
     Acl {
         /// The collection, by the name the session uses for it.
         collection: String,
-        /// The encoded list.
+        /// The encoded credentials.
         #[serde(with = "bytes")]
         bytes: Vec<u8>,
     },
