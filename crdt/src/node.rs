@@ -598,6 +598,9 @@ impl Node {
                 .map(|l| l.data.records().keys().cloned().collect())
                 .unwrap_or_default();
             self.read_shares(ids.iter().map(String::as_str));
+            // Share peers are admitted from the start: the driver begins
+            // from `members()`, and the links dial by the same set.
+            self.published = self.members();
         }
         // A local collection of a share loaded after the shares writes
         // under its list's heads too.

@@ -142,6 +142,30 @@ fn a_collection_shared_read_and_write_converges_refuses_the_reader_and_is_revoke
         },
     );
     assert_eq!(outgoing[0]["members"].as_array().unwrap().len(), 2);
+    // The contact list shows the shares both ways.
+    let listed = |device: &Device, who: &str| {
+        let list = device.home.run(&["contacts", "--json"]).json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == who)
+            .map(|c| c["shares"].clone())
+            .unwrap()
+    };
+    let ours = listed(&alice, "Bob");
+    assert_eq!(ours[0]["direction"], "outgoing", "{ours}");
+    assert_eq!(ours[0]["level"], "write", "{ours}");
+    let theirs = listed(&carol, "Alice");
+    assert_eq!(theirs[0]["direction"], "incoming", "{theirs}");
+    assert_eq!(theirs[0]["level"], "read", "{theirs}");
+    assert_eq!(theirs[0]["state"], "active", "{theirs}");
+    assert!(
+        alice
+            .home
+            .run(&["contacts"])
+            .ok()
+            .contains("we share notes")
+    );
 
     // The reader's write is refused with a clear message.
     let run = carol

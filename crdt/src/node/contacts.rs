@@ -733,10 +733,13 @@ impl Node {
                         .err(),
                     Some(Ok(_)) => Some("an answer that does not fit a share".into()),
                 };
+                // A failed delivery waits for the retry time; a good one
+                // frees the device for the next message owed to it.
                 if problem.is_some() {
                     self.retry_later(now, &mut out);
+                } else {
+                    self.deliver_shares(now, &mut out);
                 }
-                self.deliver_shares(now, &mut out);
                 return (problem, out);
             }
         };

@@ -1113,3 +1113,6 @@ fn record_owner(record: &Value) -> Option<AccountId> {
         .ok()?;
     acl::owner_of(&bytes)
 }
+
+#[cfg(test)]
+mod tests;

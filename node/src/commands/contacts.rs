@@ -120,6 +120,27 @@ pub(super) fn list(backend: &Backend, global: &Global) -> Result<()> {
             let online = if d.online { "online" } else { "offline" };
             emit(&format!("    {}  {:<16}  {online}", d.id, d.name))?;
         }
+        for s in &c.shares {
+            let level = s.level.map_or("no access", |l| {
+                if l == hearth_crypto::acl::Level::Write {
+                    "write"
+                } else {
+                    "read"
+                }
+            });
+            let way = if s.direction == "outgoing" {
+                "we share"
+            } else {
+                "shares with us"
+            };
+            let state = serde_json::to_value(s.state)?;
+            emit(&format!(
+                "    {way} {} ({level}, {})  {}",
+                s.collection,
+                state.as_str().unwrap_or_default(),
+                &s.id[..12.min(s.id.len())]
+            ))?;
+        }
     }
     Ok(())
 }

@@ -7,12 +7,15 @@
 //! ([`hearth_crdt::node::contacts`]); here its outputs are performed in
 //! order, so a reply leaves only after what it answers is durable.
 
-use hearth_crdt::node::Contact;
 use hearth_crdt::node::contacts::{Direction, Reply, State};
+use hearth_crdt::node::shares::Standing;
+use hearth_crdt::node::{Contact, Node};
+use hearth_crypto::acl::Level;
 use hearth_crypto::card::Card;
 use hearth_crypto::identity::DeviceId;
 use serde::{Deserialize, Serialize};
 
+use super::shares::ShareInfo;
 use super::{Error, Handle};
 
 /// A card exchange the core asked for ([`node::Output::Deliver`]): send
@@ -57,8 +60,51 @@ pub struct ContactInfo {
     pub card_owed: bool,
     /// Its devices, from its membership log.
     pub devices: Vec<ContactDevice>,
+    /// What this account shares with it and it with this account.
+    pub shares: Vec<ContactShare>,
     /// When the record last changed, ms since the Unix epoch.
     pub updated_at_ms: i64,
+}
+
+/// One share between this account and a contact, for `hearth contacts`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactShare {
+    /// The share's id.
+    pub id: String,
+    /// `outgoing` (ours, shared with the contact) or `incoming` (the
+    /// contact's, shared with us).
+    pub direction: String,
+    /// The collection, by the owner's name for it.
+    pub collection: String,
+    /// The contact's level on ours, or ours on theirs; `null` once revoked.
+    pub level: Option<Level>,
+    /// `offered`, `active`, `declined` or `revoked`.
+    pub state: Standing,
+}
+
+impl ContactInfo {
+    /// `c` as `core` sees it, with the shares both ways.
+    pub fn of(core: &Node, c: &Contact) -> ContactInfo {
+        let mut info = ContactInfo::from(c);
+        for share in core.shares().values() {
+            let s = ShareInfo::of(core, share);
+            let (level, state) = if share.owner() == c.account {
+                (s.level, s.state)
+            } else if let Some(m) = s.members.iter().find(|m| m.account_id == info.account_id) {
+                (m.level, m.state)
+            } else {
+                continue;
+            };
+            info.shares.push(ContactShare {
+                id: s.id,
+                direction: s.direction,
+                collection: s.collection,
+                level,
+                state,
+            });
+        }
+        info
+    }
 }
 
 impl From<&Contact> for ContactInfo {
@@ -80,6 +126,7 @@ impl From<&Contact> for ContactInfo {
                     online: false,
                 })
                 .collect(),
+            shares: Vec::new(),
             updated_at_ms: c.updated_at_ms,
         }
     }
@@ -103,13 +150,19 @@ impl Handle {
 
     /// Every contact, pending ones included.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, Error> {
-        self.call(|e| Ok(e.core.contacts().values().map(ContactInfo::from).collect()))
-            .await
+        self.call(|e| {
+            Ok(e.core
+                .contacts()
+                .values()
+                .map(|c| ContactInfo::of(&e.core, c))
+                .collect())
+        })
+        .await
     }
 
     /// The contact `who` names (a name or an account id).
     pub async fn contact(&self, who: String) -> Result<ContactInfo, Error> {
-        self.call(move |e| Ok(ContactInfo::from(e.core.find_contact(&who)?)))
+        self.call(move |e| Ok(ContactInfo::of(&e.core, e.core.find_contact(&who)?)))
             .await
     }
 
@@ -126,7 +179,7 @@ impl Handle {
     pub async fn accept_contact(&self, who: String, name: String) -> Result<ContactInfo, Error> {
         self.call(move |e| {
             e.run(|n, now, _| n.accept_contact(now, &who, &name))
-                .map(|c| ContactInfo::from(&c))
+                .map(|c| ContactInfo::of(&e.core, &c))
         })
         .await
     }

@@ -1,0 +1,441 @@
+//! Shares in the pure core: three one-device accounts, their requests and
+//! sync frames carried by hand, so every refusal can be watched where it
+//! happens.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hearth_crypto::identity::DeviceKey;
+use rand_core::OsRng;
+use serde_json::json;
+
+use super::*;
+use crate::node::{Config, Input, SessionId};
+
+/// A one-device account named `name`, its device seeded with `seed`.
+fn account(seed: u8, name: &str, config: Config) -> Node {
+    let key = DeviceKey::from_bytes(&[seed; 32]);
+    let log = Log::genesis(&key, name, 0);
+    let mut node = Node::new(key, name, log, config);
+    let id = node.id();
+    node.set_card_addrs(vec![(
+        id,
+        vec![format!("/ip4/127.0.0.1/tcp/{}", 4000 + u16::from(seed))],
+    )]);
+    node
+}
+
+/// Nodes and the sessions between them, with every output carried.
+struct Net {
+    nodes: Vec<Node>,
+    /// Open sessions: (node index, session id) to the other end.
+    links: BTreeMap<(usize, SessionId), (usize, SessionId)>,
+    next_session: u64,
+    /// Every close a node asked for: (node, peer, reason).
+    closed: Vec<(usize, DeviceId, String)>,
+    now: Millis,
+}
+
+impl Net {
+    fn new(nodes: Vec<Node>) -> Net {
+        Net {
+            nodes,
+            links: BTreeMap::new(),
+            next_session: 1,
+            closed: Vec::new(),
+            now: 1_000,
+        }
+    }
+
+    fn index_of(&self, device: DeviceId) -> usize {
+        self.nodes.iter().position(|n| n.id() == device).unwrap()
+    }
+
+    /// Opens a sync session between `a` and `b` and carries it to rest.
+    fn connect(&mut self, a: usize, b: usize) {
+        let (sa, sb) = (
+            SessionId(self.next_session),
+            SessionId(self.next_session + 1),
+        );
+        self.next_session += 2;
+        self.links.insert((a, sa), (b, sb));
+        self.links.insert((b, sb), (a, sa));
+        let (ida, idb) = (self.nodes[a].id(), self.nodes[b].id());
+        let out_a = self.input(
+            a,
+            Input::Opened {
+                session: sa,
+                peer: idb,
+                states: Vec::new(),
+            },
+        );
+        let out_b = self.input(
+            b,
+            Input::Opened {
+                session: sb,
+                peer: ida,
+                states: Vec::new(),
+            },
+        );
+        self.carry(a, out_a);
+        self.carry(b, out_b);
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        self.links.iter().any(|(&(x, _), &(y, _))| x == a && y == b)
+    }
+
+    fn input(&mut self, at: usize, input: Input) -> Outputs {
+        self.now += 10;
+        self.nodes[at].handle(self.now, &mut OsRng, input)
+    }
+
+    /// Carries everything `out` (from node `from`) asks for, and what that
+    /// causes, until nothing is left.
+    fn carry(&mut self, from: usize, out: Outputs) {
+        let mut queue = VecDeque::from([(from, out)]);
+        while let Some((at, out)) = queue.pop_front() {
+            for item in out.items {
+                match item {
+                    Output::Send { session, frame } => {
+                        if let Some(&(to, theirs)) = self.links.get(&(at, session)) {
+                            let out = self.input(
+                                to,
+                                Input::Frame {
+                                    session: theirs,
+                                    frame,
+                                },
+                            );
+                            queue.push_back((to, out));
+                        }
+                    }
+                    Output::Close {
+                        session,
+                        peer,
+                        reason,
+                    } => {
+                        self.closed.push((at, peer, format!("{reason:?}")));
+                        if let Some((to, theirs)) = self.links.remove(&(at, session)) {
+                            self.links.remove(&(to, theirs));
+                            let out = self.input(to, Input::Closed { session: theirs });
+                            queue.push_back((to, out));
+                        }
+                    }
+                    Output::Deliver { peer, frame, .. } => {
+                        let to = self.index_of(peer);
+                        let sender = self.nodes[at].id();
+                        self.now += 10;
+                        let now = self.now;
+                        let (_, bytes, out) = self.nodes[to].share_request(now, sender, &frame);
+                        queue.push_back((to, out));
+                        let (_, out) = self.nodes[at].share_reply(now, peer, Some(&bytes));
+                        queue.push_back((at, out));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Makes `a` and `b` established contacts, each naming the other by
+    /// its device name capitalised.
+    fn befriend(&mut self, a: usize, b: usize) {
+        let card = self.nodes[b].card().unwrap();
+        let name = capital(self.nodes[b].name());
+        let (_, out) = self.nodes[a].add_contact(self.now, card, &name).unwrap();
+        self.carry(a, out);
+        let (card_name, name) = (
+            self.nodes[a].name().to_owned(),
+            capital(self.nodes[a].name()),
+        );
+        let (_, out) = self.nodes[b]
+            .accept_contact(self.now, &card_name, &name)
+            .unwrap();
+        self.carry(b, out);
+    }
+
+    fn put(&mut self, at: usize, collection: &str, id: &str) -> Result<(), Error> {
+        let now = self.now;
+        let (_, out) = self.nodes[at].put(
+            now,
+            &mut OsRng,
+            collection,
+            Some(id.to_owned()),
+            json!({"title": id}),
+            PutMode::Upsert,
+        )?;
+        self.carry(at, out);
+        Ok(())
+    }
+
+    fn has(&self, at: usize, collection: &str, id: &str) -> bool {
+        self.nodes[at].get(collection, id).is_ok()
+    }
+
+    /// Writes `id` into `collection` on node `at` past every local check,
+    /// as a modified node would, and offers it to its sessions.
+    fn forge(&mut self, at: usize, collection: &str, id: &str) {
+        let now = self.now;
+        let node = &mut self.nodes[at];
+        let loaded = node.collections.get_mut(collection).unwrap();
+        loaded
+            .data
+            .put(id, json!({"title": "forged"}), PutMode::Upsert, now)
+            .unwrap();
+        let shards: Vec<_> = (0..loaded.data.shard_count()).collect();
+        let mut out = Outputs::default();
+        node.offer(now, collection, &shards, None, &mut out);
+        self.carry(at, out);
+    }
+}
+
+fn capital(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+const ALICE: usize = 0;
+const BOB: usize = 1;
+const CAROL: usize = 2;
+
+/// Alice shares `notes` with Bob (write) and Carol (read); both accept,
+/// Bob under the default name, Carol as `alice-notes`; Alice is connected
+/// to both. Returns the share id.
+fn shared() -> (Net, String) {
+    let mut net = Net::new(vec![
+        account(1, "alice", Config::default()),
+        account(2, "bob", Config::default()),
+        account(3, "carol", Config::default()),
+    ]);
+    net.befriend(ALICE, BOB);
+    net.befriend(ALICE, CAROL);
+    net.put(ALICE, "notes", "n1").unwrap();
+    let now = net.now;
+    let (share, out) = net.nodes[ALICE]
+        .share(now, "notes", "Bob", Level::Write)
+        .unwrap();
+    net.carry(ALICE, out);
+    let (_, out) = net.nodes[ALICE]
+        .share(now, "notes", "Carol", Level::Read)
+        .unwrap();
+    net.carry(ALICE, out);
+    let id = share.id().to_string();
+    let (accepted, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
+    assert_eq!(accepted.local.as_deref(), Some("shared.alice.notes"));
+    net.carry(BOB, out);
+    let (_, out) = net.nodes[CAROL]
+        .accept_share(now, &id[..8], Some("alice-notes"))
+        .unwrap();
+    net.carry(CAROL, out);
+    net.connect(ALICE, BOB);
+    net.connect(ALICE, CAROL);
+    (net, id)
+}
+
+#[test]
+fn an_accepted_share_converges_through_the_owner_and_nothing_else_syncs() {
+    let (mut net, id) = shared();
+    assert!(net.has(BOB, "shared.alice.notes", "n1"));
+    assert!(net.has(CAROL, "alice-notes", "n1"));
+    // Each side answered; the owner knows both.
+    let share = &net.nodes[ALICE].shares()[&id.parse().unwrap()];
+    let state = share.acl.state(net.nodes[ALICE].log());
+    for member in [BOB, CAROL] {
+        let account = net.nodes[member].log().account_id();
+        assert_eq!(share.standing(&account, &state), Standing::Active);
+    }
+    // Bob's write reaches Carol, whose only link is Alice: Carol checks it
+    // against Bob's log, which came with the list.
+    net.put(BOB, "shared.alice.notes", "b1").unwrap();
+    assert!(net.has(ALICE, "notes", "b1"));
+    assert!(net.has(CAROL, "alice-notes", "b1"));
+    // Alice's other collections stay hers, and the members' own data
+    // never reaches Alice.
+    net.put(ALICE, "diary", "d1").unwrap();
+    net.put(BOB, "notes", "bobs-own").unwrap();
+    assert!(net.nodes[BOB].collection("diary").unwrap().is_none());
+    assert!(!net.has(ALICE, "notes", "bobs-own"));
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
+}
+
+#[test]
+fn a_readers_write_is_refused_locally_and_a_forged_one_by_the_owner() {
+    let (mut net, _) = shared();
+    let err = net.put(CAROL, "alice-notes", "c1").unwrap_err();
+    assert!(
+        matches!(err, Error::Share(ShareError::ReadOnly { .. })),
+        "{err}"
+    );
+    // A modified node writes anyway: the owner's gate refuses the change
+    // and closes the session, and the forgery goes nowhere.
+    net.forge(CAROL, "alice-notes", "c2");
+    assert!(!net.has(ALICE, "notes", "c2"));
+    assert!(!net.has(BOB, "shared.alice.notes", "c2"));
+    let carol = net.nodes[CAROL].id();
+    assert!(
+        net.closed
+            .iter()
+            .any(|(at, peer, why)| *at == ALICE && *peer == carol && why.contains("Refused")),
+        "{:?}",
+        net.closed
+    );
+}
+
+#[test]
+fn a_revoked_member_is_cut_off_at_once_and_its_later_writes_refused() {
+    let (mut net, _) = shared();
+    let now = net.now;
+    let (_, out) = net.nodes[ALICE].unshare(now, "notes", "Bob").unwrap();
+    net.carry(ALICE, out);
+    // The session with Bob closed on the commit; Carol's stays.
+    assert!(!net.connected(ALICE, BOB));
+    assert!(net.connected(ALICE, CAROL));
+    net.put(ALICE, "notes", "m1").unwrap();
+    assert!(net.has(CAROL, "alice-notes", "m1"));
+    assert!(!net.has(BOB, "shared.alice.notes", "m1"));
+    // Bob's node learned the revocation with the offer and refuses his
+    // write; a new session is refused before any data.
+    let err = net.put(BOB, "shared.alice.notes", "b2").unwrap_err();
+    assert!(matches!(err, Error::Share(_)), "{err}");
+    net.connect(BOB, ALICE);
+    assert!(!net.connected(ALICE, BOB));
+    net.forge(BOB, "shared.alice.notes", "b3");
+    assert!(!net.has(ALICE, "notes", "b3"));
+    assert!(!net.has(CAROL, "alice-notes", "b3"));
+}
+
+#[test]
+fn nothing_syncs_before_acceptance_and_a_declined_share_stays_apart() {
+    let mut net = Net::new(vec![
+        account(1, "alice", Config::default()),
+        account(2, "bob", Config::default()),
+    ]);
+    net.befriend(ALICE, BOB);
+    net.put(ALICE, "notes", "n1").unwrap();
+    let now = net.now;
+    let (share, out) = net.nodes[ALICE]
+        .share(now, "notes", "Bob", Level::Read)
+        .unwrap();
+    net.carry(ALICE, out);
+    // Offered only: no session is admitted.
+    net.connect(ALICE, BOB);
+    assert!(!net.connected(ALICE, BOB));
+    let id = share.id().to_string();
+    let (_, out) = net.nodes[BOB].decline_share(now, &id).unwrap();
+    net.carry(BOB, out);
+    let bob = net.nodes[BOB].log().account_id();
+    let known = &net.nodes[ALICE].shares()[&share.id()];
+    let state = known.acl.state(net.nodes[ALICE].log());
+    assert_eq!(known.standing(&bob, &state), Standing::Declined);
+    net.connect(ALICE, BOB);
+    assert!(!net.connected(ALICE, BOB));
+    assert!(
+        net.nodes[BOB]
+            .collection("shared.alice.notes")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_share_accepted_under_a_taken_name_or_by_its_owner_is_refused() {
+    let mut net = Net::new(vec![
+        account(1, "alice", Config::default()),
+        account(2, "bob", Config::default()),
+    ]);
+    net.befriend(ALICE, BOB);
+    net.put(ALICE, "notes", "n1").unwrap();
+    net.put(BOB, "mine", "x").unwrap();
+    let now = net.now;
+    let (share, out) = net.nodes[ALICE]
+        .share(now, "notes", "Bob", Level::Write)
+        .unwrap();
+    net.carry(ALICE, out);
+    let id = share.id().to_string();
+    let err = net.nodes[BOB]
+        .accept_share(now, &id, Some("mine"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Share(ShareError::NameInUse(_))),
+        "{err}"
+    );
+    let err = net.nodes[ALICE].accept_share(now, &id, None).unwrap_err();
+    assert!(matches!(err, Error::Share(ShareError::Own)), "{err}");
+    let err = net.nodes[BOB].accept_share(now, "abc", None).unwrap_err();
+    assert!(matches!(err, Error::Share(ShareError::Unknown(_))), "{err}");
+    // Sharing onwards is the owner's alone.
+    let (_, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
+    net.carry(BOB, out);
+    let err = net.nodes[BOB]
+        .share(now, "shared.alice.notes", "Alice", Level::Read)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Share(ShareError::NotOwner(..))),
+        "{err}"
+    );
+}
+
+#[test]
+fn unanswered_offers_are_capped_at_max_offers() {
+    let mut config = Config::default();
+    config.contacts.max_offers = 1;
+    let mut net = Net::new(vec![
+        account(1, "alice", Config::default()),
+        account(2, "bob", config),
+    ]);
+    net.befriend(ALICE, BOB);
+    net.put(ALICE, "one", "x").unwrap();
+    net.put(ALICE, "two", "x").unwrap();
+    let now = net.now;
+    let (_, out) = net.nodes[ALICE]
+        .share(now, "one", "Bob", Level::Read)
+        .unwrap();
+    net.carry(ALICE, out);
+    let (second, out) = net.nodes[ALICE]
+        .share(now, "two", "Bob", Level::Read)
+        .unwrap();
+    net.carry(ALICE, out);
+    assert_eq!(net.nodes[BOB].shares().len(), 1, "the second one refused");
+    // The owner keeps owing it, to be sent once Bob has room.
+    let bob = net.nodes[BOB].log().account_id();
+    assert!(net.nodes[ALICE].shares()[&second.id()].owed.contains(&bob));
+}
+
+#[test]
+fn credentials_naming_an_account_outside_the_list_close_the_session() {
+    let (mut net, id) = shared();
+    let mallory = account(9, "mallory", Config::default());
+    let share = net.nodes[ALICE].shares()[&id.parse().unwrap()].clone();
+    let forged = Credentials {
+        acl: share.acl.encode(),
+        logs: vec![mallory.log().encode()],
+    };
+    let now = net.now;
+    let mut out = Outputs::default();
+    let err = net.nodes[CAROL]
+        .take_acl(now, &id, &postcard::to_allocvec(&forged).unwrap(), &mut out)
+        .unwrap_err();
+    assert!(err.contains("does not name"), "{err}");
+    let err = net.nodes[CAROL]
+        .take_acl(now, &id, b"\x05garbage", &mut out)
+        .unwrap_err();
+    assert!(err.contains("unreadable"), "{err}");
+    assert!(out.items.is_empty(), "nothing stored: {out:?}");
+}
+
+#[test]
+fn shares_and_member_logs_reload_from_their_collection() {
+    let (net, id) = shared();
+    let carol = &net.nodes[CAROL];
+    let hash: EntryHash = id.parse().unwrap();
+    let bob = net.nodes[BOB].log().account_id();
+    assert!(carol.shares()[&hash].logs.contains_key(&bob));
+    let record = carol.get(COLLECTION, &id).unwrap().clone();
+    let owner = net.nodes[ALICE].log();
+    let back = Share::from_record(&id, &record, owner).unwrap();
+    assert_eq!(back.local.as_deref(), Some("alice-notes"));
+    assert_eq!(back.logs[&bob].heads(), net.nodes[BOB].log().heads());
+    assert_eq!(back.acl.heads(), carol.shares()[&hash].acl.heads());
+}
