@@ -95,10 +95,16 @@ fn logged(needles: &[&str]) -> bool {
 async fn expect_logged(needles: &[&str]) {
     let deadline = Instant::now() + WAIT;
     while !logged(needles) {
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {needles:?} within {WAIT:?}"
-        );
+        if Instant::now() >= deadline {
+            // What the node did say is the lead to a failure here.
+            let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "no log line with {needles:?} within {WAIT:?}; the last lines:\n{}",
+                tail.join("\n")
+            );
+        }
         sleep(Duration::from_millis(20)).await;
     }
 }

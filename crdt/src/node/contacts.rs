@@ -861,4 +861,4 @@ fn merge_card(contact: &mut Contact, card: Card) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

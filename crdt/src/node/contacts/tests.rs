@@ -6,7 +6,7 @@ use super::*;
 use crate::node::{Config, Output};
 
 /// A one-device account named `name`, its device seeded with `seed`.
-fn account(seed: u8, name: &str, config: Config) -> Node {
+pub(in crate::node) fn account(seed: u8, name: &str, config: Config) -> Node {
     let key = DeviceKey::from_bytes(&[seed; 32]);
     let log = Log::genesis(&key, name, 0);
     let mut node = Node::new(key, name, log, config);

@@ -4,25 +4,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use hearth_crypto::identity::DeviceKey;
 use rand_core::OsRng;
 use serde_json::json;
 
 use super::*;
+use crate::node::contacts::tests::account;
 use crate::node::{Config, Input, SessionId};
-
-/// A one-device account named `name`, its device seeded with `seed`.
-fn account(seed: u8, name: &str, config: Config) -> Node {
-    let key = DeviceKey::from_bytes(&[seed; 32]);
-    let log = Log::genesis(&key, name, 0);
-    let mut node = Node::new(key, name, log, config);
-    let id = node.id();
-    node.set_card_addrs(vec![(
-        id,
-        vec![format!("/ip4/127.0.0.1/tcp/{}", 4000 + u16::from(seed))],
-    )]);
-    node
-}
 
 /// Nodes and the sessions between them, with every output carried.
 struct Net {
