@@ -3,7 +3,8 @@
 //! accept under local names, everyone converges, Carol's write is refused,
 //! Bob is revoked while all are connected and a marker Alice writes
 //! afterwards reaches Carol but never Bob, and the shares survive a
-//! restart.
+//! restart. A member's phone, paired after accepting, holds the share,
+//! writes to it, and loses it with the rest of its account on revocation.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -216,4 +217,68 @@ fn a_collection_shared_read_and_write_converges_refuses_the_reader_and_is_revoke
     assert_eq!(bob_member["state"], "revoked");
     put(&alice, "notes", "m2", r#"{"title":"after the restart"}"#);
     carol.wait_for("alice-notes", "m2", |r| r.is_some());
+}
+
+#[test]
+fn a_members_devices_all_hold_the_share_and_all_lose_it_on_revocation() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let _da = alice.up();
+    let _db = bob.up();
+    befriend(&alice, "Alice", &bob, "Bob", "bob");
+    put(&alice, "notes", "n1", r#"{"title":"before the phone"}"#);
+    let id = alice
+        .home
+        .run(&["share", "notes", "Bob", "--write"])
+        .first_line();
+    wait(
+        "the offer",
+        || shares(&bob),
+        |s| s.iter().any(|s| s["id"] == id.as_str()),
+    );
+    bob.home.run(&["shares", "accept", &id]).ok();
+    bob.wait_for("shared.alice.notes", "n1", |r| r.is_some());
+
+    // Bob pairs a phone after accepting: it holds the share (from Bob's
+    // laptop or from Alice, whose node follows Bob's log), and its writes
+    // are Bob's.
+    let phone = Device::fresh();
+    hearth_tests::device::pair(&bob, &phone);
+    let _dp = phone.up();
+    phone.wait_for("shared.alice.notes", "n1", |r| r.is_some());
+    put(&alice, "notes", "n2", r#"{"title":"after the phone"}"#);
+    phone.wait_for("shared.alice.notes", "n2", |r| r.is_some());
+    put(
+        &phone,
+        "shared.alice.notes",
+        "p1",
+        r#"{"title":"from the phone"}"#,
+    );
+    alice.wait_for("notes", "p1", |r| r.is_some());
+
+    // Revoked: neither of Bob's devices receives what Alice writes after.
+    alice.home.run(&["unshare", "notes", "Bob"]).ok();
+    put(&alice, "notes", "m1", r#"{"title":"after the revocation"}"#);
+    for device in [&bob, &phone] {
+        wait(
+            "the revocation known on every device of Bob",
+            || shares(device),
+            |s| s.first().is_some_and(|s| s["state"] == "revoked"),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for device in [&bob, &phone] {
+        assert!(
+            device.get("shared.alice.notes", "m1").is_none(),
+            "a change written after the revocation reached a revoked device"
+        );
+        let run = device.home.run(&[
+            "put",
+            "shared.alice.notes",
+            r#"{"title":"late"}"#,
+            "--id",
+            "late",
+        ]);
+        assert!(run.err().contains("read-only"), "{}", run.err());
+    }
 }
