@@ -149,13 +149,14 @@ pub enum Command {
     /// (--write); sharing again changes the level. The contact's devices
     /// get an offer to accept (`hearth shares accept <id>`); nothing syncs
     /// before. Prints the share's id.
+    #[command(group(clap::ArgGroup::new("level").required(true).args(["read", "write"])))]
     Share {
         /// The collection, one of this account's own.
         collection: String,
         /// The contact's name or account id.
         contact: String,
         /// The contact may read it.
-        #[arg(long, conflicts_with = "write", required_unless_present = "write")]
+        #[arg(long)]
         read: bool,
         /// The contact may read and write it.
         #[arg(long)]

@@ -448,19 +448,20 @@ impl Mesh {
         Ok(())
     }
 
-    /// Carries one card to a contact's device and brings its answer back
-    /// to the core (`None` when it could not be delivered).
+    /// Carries one contacts message (a card, a share offer or answer) to a
+    /// contact's device and brings its answer back to the core (`None` when
+    /// it could not be delivered).
     async fn deliver(self, delivery: crate::engine::Delivery) {
         let limit = Duration::from_secs(self.contacts.exchange_timeout_secs);
         let peer = delivery.peer;
         let reply = match tokio::time::timeout(limit, self.exchange(&delivery)).await {
             Ok(Ok(reply)) => Some(reply),
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "cannot deliver our card");
+                tracing::debug!(%peer, error = %e, "cannot deliver a contacts message (card or share)");
                 None
             }
             Err(_) => {
-                tracing::debug!(%peer, "delivering our card timed out");
+                tracing::debug!(%peer, "delivering a contacts message timed out");
                 None
             }
         };
