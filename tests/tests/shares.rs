@@ -38,12 +38,16 @@ fn contact_state(device: &Device, who: &str) -> Option<String> {
         .map(|c| c["state"].as_str().unwrap().to_string())
 }
 
-/// Makes `a` and `b` established contacts: `b` adds `a`'s card under
-/// `a_name`, `a` accepts the request under `b_name`.
+/// Makes `a` and `b` established contacts: `b` adds `a`'s card, read
+/// from the QR code `a` drew, under `a_name`; `a` accepts the request
+/// under `b_name`.
 fn befriend(a: &Device, a_name: &str, b: &Device, b_name: &str, b_card_name: &str) {
-    let card = a.home.run(&["contact", "card"]).first_line();
+    let png = a.home.path().join("card.png");
+    let png = png.to_str().unwrap();
+    let card = a.home.run(&["contact", "card", "--qr", png]).first_line();
+    assert!(card.starts_with("hearthc1"), "{card}");
     b.home
-        .run(&["contact", "add", &card, "--name", a_name])
+        .run(&["contact", "add", "--qr", png, "--name", a_name])
         .ok();
     wait(
         "the request",
