@@ -969,21 +969,27 @@ impl Node {
     pub(super) fn scope_for(&self, peer: &DeviceId) -> Option<Scope> {
         let contact = self.contacts().values().find(|c| c.log.is_member(peer))?;
         let mut scope = Scope::default();
-        for share in self.shares.known.values() {
-            let Some(owner_log) = self.log_of(&share.owner()) else {
-                continue;
-            };
-            let state = share.acl.state(&owner_log);
-            let theirs = contact.account == share.owner() || state.may_read(&contact.account);
-            if theirs && self.active_in(share, &state) {
-                let local = share.local.clone().unwrap_or_default();
-                let credentials = self.credentials(share, &contact.account);
-                scope
-                    .shares
-                    .insert(share.id().to_string(), (local, share.shards, credentials));
-            }
+        for share in self.active_with(&contact.account) {
+            let local = share.local.clone().unwrap_or_default();
+            let credentials = self.credentials(share, &contact.account);
+            scope
+                .shares
+                .insert(share.id().to_string(), (local, share.shards, credentials));
         }
         (!scope.shares.is_empty()).then_some(scope)
+    }
+
+    /// The shares this account and `account` both take part in now: owned
+    /// by one of them, and readable by the other.
+    fn active_with<'s>(&'s self, account: &'s AccountId) -> impl Iterator<Item = &'s Share> + 's {
+        self.shares.known.values().filter(move |share| {
+            let Some(owner_log) = self.log_of(&share.owner()) else {
+                return false;
+            };
+            let state = share.acl.state(&owner_log);
+            let theirs = *account == share.owner() || state.may_read(account);
+            theirs && self.active_in(share, &state)
+        })
     }
 
     /// What a session with a device of `peer` sends before the share's
@@ -1013,8 +1019,8 @@ impl Node {
     pub(super) fn share_peers(&self) -> BTreeSet<DeviceId> {
         self.contacts()
             .values()
+            .filter(|c| self.active_with(&c.account).next().is_some())
             .flat_map(super::Contact::devices)
-            .filter(|d| self.scope_for(d).is_some())
             .collect()
     }
 

@@ -86,7 +86,15 @@ impl ContactInfo {
     /// `c` as `core` sees it, with the shares both ways.
     pub fn of(core: &Node, c: &Contact) -> ContactInfo {
         let mut info = ContactInfo::from(c);
-        for share in core.shares().values() {
+        let names = |share: &&hearth_crdt::node::shares::Share| {
+            share.owner() == c.account
+                || share
+                    .acl
+                    .entries()
+                    .iter()
+                    .any(|e| e.op().account() == Some(c.account))
+        };
+        for share in core.shares().values().filter(names) {
             let s = ShareInfo::of(core, share);
             let (level, state) = if share.owner() == c.account {
                 (s.level, s.state)
