@@ -147,6 +147,7 @@ use serde_json::{Map, Value};
 
 use crate::record::{self, REV_KEY};
 
+pub mod authorship;
 mod bulk;
 mod inflate;
 mod rev;
@@ -157,6 +158,17 @@ mod view;
 mod write;
 
 use shard::Shard;
+
+pub use authorship::{Authorship, Signer};
+
+/// What bounds a peer's changes on [`Collection::sync_receive`].
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most bytes the compressed parts may inflate to.
+    pub max_inflated: usize,
+    /// Most bytes a record may take as JSON after the merge.
+    pub max_record: usize,
+}
 
 /// Index of a shard within its collection, `0..shard_count`.
 pub type ShardIndex = u16;
@@ -353,6 +365,20 @@ pub enum DecodeError {
         /// Why.
         reason: String,
     },
+    /// A change the gate cannot judge yet (it names an access list state
+    /// this replica lacks); nothing was applied, and the same changes may
+    /// be offered again once that state is known.
+    #[error("change not judged yet: {reason}")]
+    Waiting {
+        /// Why.
+        reason: String,
+    },
+    /// A persisted block of change signatures is malformed.
+    #[error("malformed signatures block: {reason}")]
+    Authorship {
+        /// What is wrong.
+        reason: String,
+    },
     /// Persisted changes depend on changes that are not there.
     #[error("{count} changes depend on history that is missing")]
     MissingDeps {
@@ -489,8 +515,32 @@ pub struct Collection {
 
 /// Decides whether a peer's change may be applied to a collection (the
 /// write rights of a shared one); `Err` says why not, and the whole merge
-/// is refused ([`DecodeError::Refused`]).
-pub type ChangeGate<'g> = &'g dyn Fn(&automerge::Change) -> Result<(), String>;
+/// is refused ([`DecodeError::Refused`]) or held back
+/// ([`DecodeError::Waiting`]).
+pub type ChangeGate<'g> = &'g dyn Fn(&Candidate<'_>) -> Result<(), Refusal>;
+
+/// A peer's change as a [`ChangeGate`] sees it.
+#[derive(Debug)]
+pub struct Candidate<'a> {
+    /// The change.
+    pub change: &'a automerge::Change,
+    /// The signature that came with it, or that this replica already held.
+    /// Not verified yet: the gate verifies what it relies on.
+    pub authorship: Option<&'a Authorship>,
+    /// The message (note) of each of its dependencies, in the order of
+    /// `change.deps()`; `None` for a dependency without one, or one that
+    /// has not arrived.
+    pub dep_notes: Vec<Option<String>>,
+}
+
+/// Why a [`ChangeGate`] does not let a change through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Never: the change breaks the rules.
+    Refused(String),
+    /// Not yet: the gate lacks what it needs to judge it.
+    Waiting(String),
+}
 
 impl fmt::Debug for Collection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -627,6 +677,22 @@ impl Collection {
     /// The message local changes carry now.
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
+    }
+
+    /// Sets what signs every later local change (`None`: nothing). A shared
+    /// collection's changes are signed by their author device this way (see
+    /// [`authorship`]); an endorsing signer also signs, now and on merge,
+    /// every change that carries no signature.
+    pub fn set_signer(&mut self, signer: Option<Signer>) {
+        for shard in &mut self.shards {
+            shard.set_signer(signer.clone());
+        }
+    }
+
+    /// The signature held for one change of one shard.
+    pub fn authorship(&self, shard: ShardIndex, hash: &ChangeHash) -> Option<&Authorship> {
+        let index = self.check_shard(shard).ok()?;
+        self.shards[index].authorship(hash)
     }
 
     /// The doctype.
@@ -860,16 +926,23 @@ impl Collection {
     /// sizes are not bounded here ([`Collection::sync_receive`], the path a
     /// peer's changes take, bounds them).
     pub fn merge_shard(&mut self, shard: ShardIndex, bytes: &[u8]) -> Result<Vec<Written>, Error> {
-        self.merge_bounded(shard, bytes, MAX_INFLATED_BYTES, usize::MAX, None)
+        let bounds = Bounds {
+            max_inflated: MAX_INFLATED_BYTES,
+            max_record: usize::MAX,
+        };
+        self.merge_bounded(shard, bytes, bounds, None, &[])
     }
 
     fn merge_bounded(
         &mut self,
         shard: ShardIndex,
         bytes: &[u8],
-        max_inflated: usize,
-        max_record: usize,
+        Bounds {
+            max_inflated,
+            max_record,
+        }: Bounds,
         gate: Option<ChangeGate<'_>>,
+        offered: &[Authorship],
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
         if bytes.len() > MAX_MERGE_BYTES {
@@ -877,7 +950,7 @@ impl Collection {
         }
         let count = self.shard_count();
         let touched = self.shards[index]
-            .merge(bytes, max_inflated, gate, |doc, id| {
+            .merge(bytes, max_inflated, gate, offered, |doc, id| {
                 view::check_placement(doc, id, shard, count)?;
                 let record = view::read_one(doc, id, shard, count);
                 // The same bound as a local write, on what the merge leaves.
@@ -946,38 +1019,53 @@ impl Collection {
     }
 
     /// The next Automerge sync message for one shard given the sync `state`
-    /// with a peer, or `None` when the peer needs nothing more for now.
-    /// Automerge can panic on a state a peer's messages made inconsistent;
-    /// that panic becomes [`Error::SyncPanicked`].
+    /// with a peer, or `None` when the peer needs nothing more for now, with
+    /// the signatures held for the changes it carries. Automerge can panic
+    /// on a state a peer's messages made inconsistent; that panic becomes
+    /// [`Error::SyncPanicked`].
     pub fn sync_generate(
         &self,
         shard: ShardIndex,
         state: &mut sync::State,
-    ) -> Result<Option<sync::Message>, Error> {
+    ) -> Result<Option<(sync::Message, Vec<Authorship>)>, Error> {
         let index = self.check_shard(shard)?;
-        let doc = &self.shards[index].doc;
-        catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(state))).map_err(|payload| {
-            Error::SyncPanicked {
+        let shard_doc = &self.shards[index];
+        let doc = &shard_doc.doc;
+        // What the message carries is what it adds to the sent set.
+        let before = shard_doc
+            .has_authorships()
+            .then(|| state.sent_hashes.clone());
+        let message = catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(state))).map_err(
+            |payload| Error::SyncPanicked {
                 shard,
                 message: shard::panic_message(payload.as_ref()),
-            }
-        })
+            },
+        )?;
+        Ok(message.map(|message| {
+            let signed = match &before {
+                Some(before) => shard_doc.authorships_for(state.sent_hashes.difference(before)),
+                None => Vec::new(),
+            };
+            (message, signed)
+        }))
     }
 
-    /// Applies a peer's sync message to one shard. The message's changes go
+    /// Applies a peer's sync message to one shard, with the signatures it
+    /// carried (`offered`). The message's changes go
     /// through the same path as [`Collection::merge_shard`] (bounded inflate
     /// check, all-or-nothing, panic-guarded, view updated), with compressed
-    /// parts bounded by `max_inflated` bytes; only then does Automerge see the
+    /// parts bounded by `bounds.max_inflated` bytes; only then does Automerge see the
     /// rest of the message, without changes, to update `state`. Returns the
     /// records whose view changed. On error the shard and the view are
-    /// unchanged, and `state` may not be: drop the session.
+    /// unchanged, and `state` may not be: drop the session. On
+    /// [`DecodeError::Waiting`] nothing at all changed, `state` included.
     pub fn sync_receive(
         &mut self,
         shard: ShardIndex,
         state: &mut sync::State,
         mut message: sync::Message,
-        max_inflated: usize,
-        max_record: usize,
+        offered: &[Authorship],
+        bounds: Bounds,
         gate: Option<ChangeGate<'_>>,
     ) -> Result<Vec<Written>, Error> {
         let index = self.check_shard(shard)?;
@@ -997,7 +1085,7 @@ impl Collection {
         let had_changes = !message.changes.is_empty();
         let written = if had_changes {
             let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
-            self.merge_bounded(shard, &bytes, max_inflated, max_record, gate)?
+            self.merge_bounded(shard, &bytes, bounds, gate, offered)?
         } else {
             Vec::new()
         };

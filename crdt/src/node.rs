@@ -512,7 +512,7 @@ pub struct Loaded {
 /// One device's node. See the [module docs](self).
 #[derive(Debug)]
 pub struct Node {
-    key: DeviceKey,
+    key: Arc<DeviceKey>,
     name: String,
     log: Arc<Log>,
     collections: BTreeMap<String, Loaded>,
@@ -534,7 +534,7 @@ impl Node {
         let log = log.into();
         let published = Members::of(key.id(), &log);
         Node {
-            key,
+            key: Arc::new(key),
             name: name.to_owned(),
             log,
             collections: BTreeMap::new(),
@@ -602,12 +602,10 @@ impl Node {
             // from `members()`, and the links dial by the same set.
             self.published = self.members();
         }
-        // A local collection of a share loaded after the shares writes
-        // under its list's heads too.
-        if let Some(note) = self.share_of(name).map(|s| shares::note_of(&s.acl))
-            && let Some(loaded) = self.collections.get_mut(name)
-        {
-            loaded.data.set_note(Some(note));
+        // A local collection of a share, whichever loads first, writes
+        // under its list's heads and signs what it writes.
+        if name == shares::COLLECTION || self.share_of(name).is_some() {
+            self.set_notes();
         }
         self.resume_deliveries();
         Ok(())

@@ -124,7 +124,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::sync::{Capability, Have, Message, ReadMessageError, State};
@@ -132,11 +132,15 @@ use automerge::{ActorId, ChangeHash};
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::{self, EntryHash, Log};
 
-use crate::collection::{self, Collection, EMPTY_SHARD_DIGEST, ShardDigest, ShardIndex, Written};
+use crate::collection::{
+    self, Authorship, Collection, EMPTY_SHARD_DIGEST, ShardDigest, ShardIndex, Written,
+};
 
 mod frame;
 
-pub use frame::{FRAME_VERSION, Frame, Hello, MAX_COLLECTIONS, Summary, collection_digest};
+pub use frame::{
+    FRAME_VERSION, Frame, Hello, MAX_AUTHORSHIPS, MAX_COLLECTIONS, Summary, collection_digest,
+};
 
 /// Default [`Limits::max_frame`]: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -159,7 +163,14 @@ pub struct Limits {
     /// a message that would make one larger is refused whole, as a local
     /// write over the limit is.
     pub max_record: usize,
+    /// Most sync messages a session holds back because their changes name
+    /// an access list state it does not know yet (each at most a frame);
+    /// one more closes the session.
+    pub max_waiting: usize,
 }
+
+/// Default [`Limits::max_waiting`].
+pub const DEFAULT_MAX_WAITING: usize = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -167,6 +178,7 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             max_inflated: DEFAULT_MAX_INFLATED,
             max_record: DEFAULT_MAX_RECORD,
+            max_waiting: DEFAULT_MAX_WAITING,
         }
     }
 }
@@ -313,6 +325,13 @@ pub enum Error {
         /// The collection.
         collection: String,
     },
+    /// More sync messages wait for an access list state than
+    /// [`Limits::max_waiting`] allows.
+    #[error("more than {max} sync messages wait for access lists the peer has not sent")]
+    TooManyWaiting {
+        /// The limit.
+        max: usize,
+    },
     /// Handling the frame panicked; the panic was contained.
     #[error("sync panicked: {message}")]
     Panicked {
@@ -322,8 +341,9 @@ pub enum Error {
 }
 
 /// Checks a peer's change before it is applied; `Err` says why it is
-/// refused. See [`Replica::gate`].
-pub type Gate = std::sync::Arc<dyn Fn(&automerge::Change) -> Result<(), String>>;
+/// refused, or why it must wait. See [`Replica::gate`].
+pub type Gate =
+    std::sync::Arc<dyn Fn(&collection::Candidate<'_>) -> Result<(), collection::Refusal>>;
 
 /// The node's data as a session sees it.
 ///
@@ -496,6 +516,17 @@ pub struct Stats {
 
 type ShardKey = (String, ShardIndex);
 
+/// A peer's sync message held back until the access list state its changes
+/// name is known (see [`Limits::max_waiting`]).
+#[derive(Debug)]
+struct Held {
+    collection: String,
+    shards: u16,
+    shard: ShardIndex,
+    message: Vec<u8>,
+    signatures: Vec<Authorship>,
+}
+
 /// The sync protocol with one peer. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
@@ -514,6 +545,8 @@ pub struct Session {
     shards_sent: BTreeSet<String>,
     /// The heads of the log the peer is known to hold from us.
     log_sent: BTreeSet<EntryHash>,
+    /// Messages held back, oldest first, retried before each next frame.
+    waiting: VecDeque<Held>,
     stats: Stats,
 }
 
@@ -544,6 +577,7 @@ impl Session {
             pending_hello: None,
             shards_sent: BTreeSet::new(),
             log_sent: BTreeSet::new(),
+            waiting: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -632,13 +666,17 @@ impl Session {
         self.stats.bytes_received += frame.len() as u64;
         let frame = Frame::decode(frame, &self.limits)?;
         let mut fx = Effects::default();
-        catch_unwind(AssertUnwindSafe(|| self.dispatch(replica, frame, &mut fx))).unwrap_or_else(
-            |payload| {
-                Err(Error::Panicked {
-                    message: panic_text(payload.as_ref()),
-                })
-            },
-        )?;
+        catch_unwind(AssertUnwindSafe(|| {
+            // The caller merged the access lists of earlier frames since:
+            // what waited for them may pass now.
+            self.retry_waiting(replica, &mut fx)?;
+            self.dispatch(replica, frame, &mut fx)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::Panicked {
+                message: panic_text(payload.as_ref()),
+            })
+        })?;
         self.count_sent(&fx.send);
         self.flush_states(&mut fx);
         Ok(fx)
@@ -732,9 +770,17 @@ impl Session {
                 shards,
                 shard,
                 message,
+                signatures,
             } => {
                 self.require_member(replica)?;
-                self.on_sync(replica, collection, shards, shard, &message, fx)
+                let held = Held {
+                    collection,
+                    shards,
+                    shard,
+                    message,
+                    signatures,
+                };
+                self.on_sync(replica, held, fx)
             }
             Frame::Shards(summary) => {
                 self.require_member(replica)?;
@@ -961,15 +1007,28 @@ impl Session {
         Ok(())
     }
 
+    /// Retries the messages held back, in order; those that still wait stay.
+    fn retry_waiting(&mut self, replica: &mut impl Replica, fx: &mut Effects) -> Result<(), Error> {
+        for held in std::mem::take(&mut self.waiting) {
+            self.on_sync(replica, held, fx)?;
+        }
+        Ok(())
+    }
+
     fn on_sync(
         &mut self,
         replica: &mut impl Replica,
-        name: String,
-        shards: u16,
-        shard: ShardIndex,
-        message: &[u8],
+        held: Held,
         fx: &mut Effects,
     ) -> Result<(), Error> {
+        let Held {
+            collection: ref name,
+            shards,
+            shard,
+            ref message,
+            ref signatures,
+        } = held;
+        let name = name.clone();
         if replica.collection(&name).is_none() {
             self.create(replica, &name, shards, fx)?;
         }
@@ -996,16 +1055,28 @@ impl Session {
         let before = coll.shard_heads(shard).map_err(coll_err)?;
         let key = (name.clone(), shard);
         let state = self.states.entry(key.clone()).or_default();
-        let written = coll
-            .sync_receive(
-                shard,
-                state,
-                message,
-                self.limits.max_inflated,
-                self.limits.max_record,
-                gate.as_deref(),
-            )
-            .map_err(coll_err)?;
+        let bounds = collection::Bounds {
+            max_inflated: self.limits.max_inflated,
+            max_record: self.limits.max_record,
+        };
+        let written =
+            match coll.sync_receive(shard, state, message, signatures, bounds, gate.as_deref()) {
+                Ok(written) => written,
+                Err(collection::Error::Merge {
+                    source: collection::DecodeError::Waiting { .. },
+                    ..
+                }) => {
+                    // Nothing changed; held until the access list arrives.
+                    if self.waiting.len() >= self.limits.max_waiting {
+                        return Err(Error::TooManyWaiting {
+                            max: self.limits.max_waiting,
+                        });
+                    }
+                    self.waiting.push_back(held);
+                    return Ok(());
+                }
+                Err(e) => return Err(coll_err(e)),
+            };
         if coll.shard_heads(shard).map_err(coll_err)? != before {
             fx.changed.push(key.clone());
         }
@@ -1105,7 +1176,7 @@ fn generate(
             collection: name.to_owned(),
             source,
         })?;
-    let Some(message) = message else {
+    let Some((message, signatures)) = message else {
         return Ok(None);
     };
     let frame = Frame::Sync {
@@ -1113,6 +1184,7 @@ fn generate(
         shards: coll.shard_count(),
         shard,
         message: message.encode(),
+        signatures,
     };
     frame.encode(limits).map(Some)
 }

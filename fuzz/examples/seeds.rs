@@ -59,6 +59,7 @@ fn main() {
                 shards: 1,
                 shard: 0,
                 message: bytes,
+                signatures: Vec::new(),
             };
             write(
                 "sync_frame",

@@ -249,6 +249,10 @@ pub struct EngineConfig {
     /// frame over it (a decompression bomb) is refused before Automerge sees
     /// it. Default 64 MiB.
     pub max_inflated_bytes: usize,
+    /// Sync frames one session holds back because their changes to a
+    /// shared collection name an access list state not known here yet; one
+    /// more closes the session. Default 16.
+    pub max_waiting_frames: usize,
     /// Frames queued for one peer before it counts as stalled and is
     /// disconnected (it resyncs when it reconnects). Default 256.
     pub peer_outbox: usize,
@@ -276,6 +280,7 @@ impl EngineConfig {
             max_frame: self.max_frame_bytes,
             max_inflated: self.max_inflated_bytes,
             max_record: self.max_record_bytes,
+            max_waiting: self.max_waiting_frames,
         }
     }
 
@@ -308,6 +313,7 @@ impl Default for EngineConfig {
             max_record_bytes: 1024 * 1024,
             max_frame_bytes: 16 * 1024 * 1024,
             max_inflated_bytes: 64 * 1024 * 1024,
+            max_waiting_frames: hearth_crdt::sync::DEFAULT_MAX_WAITING,
             peer_outbox: 256,
             dial_queue: 256,
             backoff: hearth_crdt::node::redial::Backoff::default(),
@@ -441,7 +447,7 @@ impl Config {
         let n = &self.net;
         let p = &self.pairing;
         let c = &self.contacts;
-        let rules: [(bool, &'static str, &'static str); 21] = [
+        let rules: [(bool, &'static str, &'static str); 22] = [
             (
                 c.max_contacts >= 1
                     && c.max_pending <= c.max_contacts
@@ -496,6 +502,11 @@ impl Config {
                 e.max_inflated_bytes >= e.max_frame_bytes && e.max_inflated_bytes <= 4 << 30,
                 "engine.max_inflated_bytes",
                 "at least engine.max_frame_bytes and at most 4 GiB",
+            ),
+            (
+                e.max_waiting_frames >= 1 && e.max_waiting_frames <= 1024,
+                "engine.max_waiting_frames",
+                "between 1 and 1024",
             ),
             (
                 e.peer_outbox >= 1 && e.peer_outbox <= 1 << 16,

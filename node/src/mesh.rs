@@ -214,17 +214,17 @@ impl Mesh {
 
     async fn follow_members(self, mut members: tokio::sync::watch::Receiver<Members>) {
         loop {
-            let (peers, contacts, sharing): (Vec<PeerId>, Vec<PeerId>, Vec<PeerId>) = {
+            let (peers, contacts, sharing, addrs) = {
                 let m = members.borrow_and_update();
-                (
-                    m.devices
-                        .iter()
-                        .filter(|d| **d != m.me)
-                        .filter_map(peer_id)
-                        .collect(),
-                    m.contacts.iter().filter_map(peer_id).collect(),
-                    m.peers.iter().filter_map(peer_id).collect(),
-                )
+                let peers: Vec<PeerId> = m
+                    .devices
+                    .iter()
+                    .filter(|d| **d != m.me)
+                    .filter_map(peer_id)
+                    .collect();
+                let contacts: Vec<PeerId> = m.contacts.iter().filter_map(peer_id).collect();
+                let sharing: Vec<PeerId> = m.peers.iter().filter_map(peer_id).collect();
+                (peers, contacts, sharing, m.addrs.clone())
             };
             self.admission.set_members(peers.clone());
             self.admission.set_contacts(contacts);
@@ -233,7 +233,19 @@ impl Mesh {
                 return;
             }
             // A device of an account that now shares something with this
-            // one: its card's addresses are in the book; try it.
+            // one: its card's addresses go in the book (a fellow member's
+            // card came with the share's list); try it.
+            for (device, at) in &addrs {
+                let Some(peer) = peer_id(device) else {
+                    continue;
+                };
+                for addr in at
+                    .iter()
+                    .filter_map(|a| a.parse::<libp2p::Multiaddr>().ok())
+                {
+                    let _ = self.net.add_address(peer, addr).await;
+                }
+            }
             for device in sharing.iter().filter_map(device_id) {
                 let _ = self.engine.link(LinkEvent::Reachable(device)).await;
             }

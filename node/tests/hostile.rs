@@ -464,6 +464,7 @@ fn sync_frame(shard: u16, message: Message) -> Vec<u8> {
         shards: SHARDS,
         shard,
         message: message.encode(),
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap()
@@ -852,6 +853,7 @@ async fn garbage_frames_close_only_that_session() {
         shards: SHARDS,
         shard: 0,
         message,
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap();

@@ -17,7 +17,10 @@ use automerge::{
     Prop, ReadDoc, VerificationMode,
 };
 
+use std::collections::BTreeMap;
+
 use super::DecodeError;
+use super::authorship::{self, Authorship, Signer};
 
 /// Magic bytes opening every Automerge chunk.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -37,6 +40,13 @@ pub(crate) struct Shard {
     pending: Option<Vec<u8>>,
     /// Our actor's last sequence number in this document, once looked up.
     last_seq: Option<u64>,
+    /// The signatures known for this document's changes (see
+    /// [`super::authorship`]), by change.
+    authorships: BTreeMap<ChangeHash, Authorship>,
+    /// Those not yet in a chunk handed out for storage.
+    unsaved: Vec<Authorship>,
+    /// What signs this replica's changes, on a shared collection.
+    signer: Option<Signer>,
 }
 
 impl Shard {
@@ -46,6 +56,9 @@ impl Shard {
             saved_heads: Vec::new(),
             pending: Some(Vec::new()),
             last_seq: Some(0),
+            authorships: BTreeMap::new(),
+            unsaved: Vec::new(),
+            signer: None,
         }
     }
 
@@ -57,8 +70,15 @@ impl Shard {
         actor: ActorId,
         read: impl FnOnce(&Automerge) -> Result<T, DecodeError>,
     ) -> Result<(Self, T), DecodeError> {
+        let mut authorships = BTreeMap::new();
+        let mut parts = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (list, rest) = authorship::split_chunk(chunk)?;
+            authorships.extend(list.into_iter().map(|a| (a.change(), a)));
+            parts.push(rest);
+        }
         let joined;
-        let bytes: &[u8] = match chunks {
+        let bytes: &[u8] = match parts.as_slice() {
             [] => &[],
             [one] => one,
             many => {
@@ -89,6 +109,9 @@ impl Shard {
                 saved_heads,
                 pending: Some(Vec::new()),
                 last_seq: None,
+                authorships,
+                unsaved: Vec::new(),
+                signer: None,
             };
             Ok((shard, value))
         })
@@ -122,17 +145,75 @@ impl Shard {
             (Some(pending), Some(change)) => pending.extend_from_slice(change.raw_bytes()),
             _ => self.pending = None,
         }
+        self.sign(hash);
     }
 
     /// Applies a change built by this replica (see `bulk`).
     pub(crate) fn apply_local(&mut self, change: Change) -> Result<(), automerge::AutomergeError> {
         let bytes = change.raw_bytes().to_vec();
+        let hash = change.hash();
         self.doc.apply_changes([change])?;
         self.last_seq = self.last_seq.map(|s| s + 1);
         if let Some(pending) = self.pending.as_mut() {
             pending.extend_from_slice(&bytes);
         }
+        self.sign(hash);
         Ok(())
+    }
+
+    /// Signs a change of ours, when a signer is set.
+    fn sign(&mut self, hash: ChangeHash) {
+        if let Some(signer) = &self.signer {
+            let signed = signer.sign(&hash);
+            self.keep(signed);
+        }
+    }
+
+    fn keep(&mut self, signed: Authorship) {
+        if self.authorships.insert(signed.change(), signed).is_none() {
+            self.unsaved.push(signed);
+        }
+    }
+
+    /// Sets what signs this replica's changes. An endorsing signer newly set
+    /// also signs every change held that carries no signature yet.
+    pub(crate) fn set_signer(&mut self, signer: Option<Signer>) {
+        let newly_endorsing = signer.as_ref().is_some_and(Signer::endorses)
+            && !self.signer.as_ref().is_some_and(Signer::endorses);
+        self.signer = signer;
+        if newly_endorsing {
+            let unsigned: Vec<ChangeHash> = self
+                .doc
+                .get_changes_meta(&[])
+                .iter()
+                .map(|meta| meta.hash)
+                .filter(|hash| !self.authorships.contains_key(hash))
+                .collect();
+            for hash in unsigned {
+                self.sign(hash);
+            }
+        }
+    }
+
+    /// The signatures known for `hashes` (those without one are skipped).
+    pub(crate) fn authorships_for<'h>(
+        &self,
+        hashes: impl IntoIterator<Item = &'h ChangeHash>,
+    ) -> Vec<Authorship> {
+        hashes
+            .into_iter()
+            .filter_map(|hash| self.authorships.get(hash).copied())
+            .collect()
+    }
+
+    /// Whether any change here carries a signature.
+    pub(crate) fn has_authorships(&self) -> bool {
+        !self.authorships.is_empty()
+    }
+
+    /// The signature known for one change.
+    pub(crate) fn authorship(&self, hash: &ChangeHash) -> Option<&Authorship> {
+        self.authorships.get(hash)
     }
 
     /// Applies a peer's changes (the output of `save`, `save_after` or
@@ -146,23 +227,62 @@ impl Shard {
         bytes: &[u8],
         max_inflated: usize,
         gate: Option<super::ChangeGate<'_>>,
+        offered: &[Authorship],
         mut read: impl FnMut(&Automerge, &str) -> Result<T, DecodeError>,
     ) -> Result<Vec<(String, T)>, DecodeError> {
         let current = &self.doc;
-        let changes = guard(|| {
+        let offered: BTreeMap<ChangeHash, &Authorship> =
+            offered.iter().map(|a| (a.change(), a)).collect();
+        let known = &self.authorships;
+        let (changes, kept) = guard(|| {
             let mut changes = decode_changes(bytes, max_inflated)?;
             // Peers resend what we have; skipping it also skips the clone.
             changes.retain(|c| !current.get_missing_deps(&[c.hash()]).is_empty());
-            if let Some(gate) = gate {
-                for change in &changes {
-                    gate(change).map_err(|reason| DecodeError::Refused { reason })?;
+            let batch: BTreeMap<ChangeHash, &Change> =
+                changes.iter().map(|c| (c.hash(), c)).collect();
+            let mut kept = Vec::new();
+            for change in &changes {
+                let hash = change.hash();
+                let authorship = offered
+                    .get(&hash)
+                    .copied()
+                    .or_else(|| known.get(&hash))
+                    .copied();
+                if let Some(gate) = gate {
+                    let dep_notes = change
+                        .deps()
+                        .iter()
+                        .map(|dep| match batch.get(dep) {
+                            Some(c) => c.message().map(str::to_owned),
+                            None => current
+                                .get_change_meta_by_hash(dep)
+                                .and_then(|m| m.message.map(|n| n.into_owned())),
+                        })
+                        .collect();
+                    let candidate = super::Candidate {
+                        change,
+                        authorship: authorship.as_ref(),
+                        dep_notes,
+                    };
+                    gate(&candidate).map_err(|refusal| match refusal {
+                        super::Refusal::Refused(reason) => DecodeError::Refused { reason },
+                        super::Refusal::Waiting(reason) => DecodeError::Waiting { reason },
+                    })?;
+                }
+                // Kept only if it checks out: a bad signature from one of our
+                // own devices is dropped, not passed on.
+                if let Some(signed) =
+                    authorship.filter(|a| !known.contains_key(&hash) && a.verify().is_ok())
+                {
+                    kept.push(signed);
                 }
             }
-            Ok(changes)
+            Ok((changes, kept))
         })?;
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        let merged: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
         let (doc, touched) = guard(|| {
             let mut doc = current.clone();
             let mut log = PatchLog::active();
@@ -186,6 +306,16 @@ impl Shard {
         // Our own actor's changes only ever come back as duplicates (the
         // actor is never shared), so `last_seq` still holds.
         self.pending = None;
+        for signed in kept {
+            self.keep(signed);
+        }
+        if self.signer.as_ref().is_some_and(Signer::endorses) {
+            for hash in merged {
+                if !self.authorships.contains_key(&hash) {
+                    self.sign(hash);
+                }
+            }
+        }
         Ok(touched)
     }
 
@@ -194,22 +324,29 @@ impl Shard {
     /// are none.
     pub(crate) fn take_chunk(&mut self) -> Option<Vec<u8>> {
         let heads = self.doc.get_heads();
-        if heads == self.saved_heads {
+        if heads == self.saved_heads && self.unsaved.is_empty() {
             return None;
         }
-        let bytes = match self.pending.replace(Vec::new()) {
-            Some(bytes) if !bytes.is_empty() => bytes,
-            _ => self.doc.save_after(&self.saved_heads),
-        };
-        self.saved_heads = heads;
-        Some(bytes)
+        let mut out = authorship::encode_block(&std::mem::take(&mut self.unsaved));
+        if heads != self.saved_heads {
+            match self.pending.replace(Vec::new()) {
+                Some(bytes) if !bytes.is_empty() => out.extend_from_slice(&bytes),
+                _ => out.extend_from_slice(&self.doc.save_after(&self.saved_heads)),
+            }
+            self.saved_heads = heads;
+        }
+        Some(out)
     }
 
     /// A full save, which replaces every chunk handed out so far.
     pub(crate) fn compact(&mut self) -> Vec<u8> {
         self.saved_heads = self.doc.get_heads();
         self.pending = Some(Vec::new());
-        self.doc.save()
+        self.unsaved.clear();
+        let all: Vec<Authorship> = self.authorships.values().copied().collect();
+        let mut out = authorship::encode_block(&all);
+        out.extend_from_slice(&self.doc.save());
+        out
     }
 }
 
@@ -374,7 +511,7 @@ mod tests {
         bytes.extend(second);
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let err = shard
-            .merge(&bytes, usize::MAX, None, |_, _| Ok(()))
+            .merge(&bytes, usize::MAX, None, &[], |_, _| Ok(()))
             .unwrap_err();
         assert!(!matches!(err, DecodeError::Panicked { .. }), "{err}");
         assert!(shard.doc.get_heads().is_empty(), "nothing may be applied");
@@ -385,7 +522,7 @@ mod tests {
         let source = doc_with("k");
         let mut shard = Shard::new(ActorId::from([1u8; 16]));
         let touched = shard
-            .merge(&source.save(), usize::MAX, None, |doc, key| {
+            .merge(&source.save(), usize::MAX, None, &[], |doc, key| {
                 Ok(doc.get(automerge::ROOT, key).unwrap().is_some())
             })
             .unwrap();

@@ -1579,3 +1579,137 @@ fn bloom_filters_beyond_automerge_parameters_are_refused() {
     // Truncated parameters.
     assert!(check_bloom(0, &[1, 10]).is_err());
 }
+
+fn key(n: u8) -> std::sync::Arc<hearth_crypto::identity::DeviceKey> {
+    std::sync::Arc::new(hearth_crypto::identity::DeviceKey::from_bytes(&[n; 32]))
+}
+
+/// Every change of every shard of `c`, with whether it carries a signature.
+fn signed_changes(c: &Collection) -> Vec<(ChangeHash, Option<Authorship>)> {
+    (0..c.shard_count())
+        .flat_map(|shard| {
+            c.shard_changes_since(shard, &[])
+                .unwrap()
+                .into_iter()
+                .map(move |hash| (hash, c.authorship(shard, &hash).copied()))
+        })
+        .collect()
+}
+
+#[test]
+fn signatures_of_local_writes_survive_chunks_compaction_and_reload() {
+    let mut c = collection(2, 1);
+    c.put("early", json!({"a": 1}), PutMode::Create, 0).unwrap();
+    c.set_signer(Some(Signer::author(key(1))));
+    c.put("signed", json!({"a": 2}), PutMode::Create, 0)
+        .unwrap();
+    c.put_many(
+        vec![
+            ("bulk".into(), json!({"b": 1})),
+            ("bulk2".into(), json!({"b": 2})),
+        ],
+        PutMode::Create,
+        0,
+    )
+    .unwrap();
+    c.delete("signed", None, 0).unwrap();
+    let mut store = Store::new(2);
+    store.persist(&mut c);
+    let before = signed_changes(&c);
+    // Every change after the signer was set is signed by its key; the one
+    // before is not (an author does not endorse).
+    let unsigned: Vec<_> = before.iter().filter(|(_, a)| a.is_none()).collect();
+    assert_eq!(unsigned.len(), 1, "{before:?}");
+    for (hash, signed) in before.iter().filter(|(_, a)| a.is_some()) {
+        let signed = signed.unwrap();
+        assert_eq!(signed.change(), *hash);
+        assert_eq!(signed.verify().unwrap(), key(1).id());
+    }
+    assert_eq!(signed_changes(&store.reopen(1)), before);
+    // A compacted shard keeps every signature in its one chunk.
+    let mut compacted = Store::new(2);
+    for shard in 0..2 {
+        compacted.shards[usize::from(shard)].push(c.compact_shard(shard).unwrap());
+    }
+    assert_eq!(signed_changes(&compacted.reopen(1)), before);
+}
+
+#[test]
+fn an_endorsing_signer_signs_held_and_merged_changes_and_sync_carries_signatures() {
+    let mut owner = collection(1, 1);
+    owner
+        .put("history", json!({"a": 1}), PutMode::Create, 0)
+        .unwrap();
+    let mut other_device = collection(1, 2);
+    other_device
+        .merge_shard(0, &owner.export_automerge()[0])
+        .unwrap();
+    other_device
+        .put("unsigned", json!({"a": 2}), PutMode::Create, 0)
+        .unwrap();
+    owner.set_signer(Some(Signer::endorsing(key(1))));
+    assert!(signed_changes(&owner).iter().all(|(_, a)| a.is_some()));
+    // A change merged without a signature is endorsed on arrival.
+    let bytes = other_device.shard_changes_since(0, &[]).unwrap();
+    assert_eq!(bytes.len(), 2);
+    let mut state = sync::State::new();
+    let mut theirs = sync::State::new();
+    // Sync other_device -> owner -> a member, by Automerge's protocol.
+    let mut member = collection(1, 3);
+    member.set_signer(Some(Signer::author(key(3))));
+    for _ in 0..6 {
+        if let Some((message, signed)) = other_device.sync_generate(0, &mut theirs).unwrap() {
+            assert!(signed.is_empty(), "nothing signed there");
+            owner
+                .sync_receive(0, &mut state, message, &signed, bounds(), None)
+                .unwrap();
+        }
+        if let Some((message, _)) = owner.sync_generate(0, &mut state).unwrap() {
+            other_device
+                .sync_receive(0, &mut theirs, message, &[], bounds(), None)
+                .unwrap();
+        }
+    }
+    assert!(owner.get("unsigned").is_some());
+    let endorsed = signed_changes(&owner);
+    assert!(
+        endorsed
+            .iter()
+            .all(|(_, a)| a.is_some_and(|a| a.verify().unwrap() == key(1).id()))
+    );
+    let (mut to_member, mut from_owner) = (sync::State::new(), sync::State::new());
+    let mut carried = 0;
+    for _ in 0..6 {
+        if let Some((message, signed)) = owner.sync_generate(0, &mut to_member).unwrap() {
+            carried += signed.len();
+            member
+                .sync_receive(0, &mut from_owner, message, &signed, bounds(), None)
+                .unwrap();
+        }
+        if let Some((message, signed)) = member.sync_generate(0, &mut from_owner).unwrap() {
+            owner
+                .sync_receive(0, &mut to_member, message, &signed, bounds(), None)
+                .unwrap();
+        }
+    }
+    assert_eq!(carried, endorsed.len());
+    assert_eq!(signed_changes(&member), endorsed);
+}
+
+fn bounds() -> Bounds {
+    Bounds {
+        max_inflated: MAX_INFLATED_BYTES,
+        max_record: usize::MAX,
+    }
+}
+
+#[test]
+fn a_malformed_signature_block_fails_the_load_with_a_clear_error() {
+    let mut c = collection(1, 1);
+    c.set_signer(Some(Signer::author(key(1))));
+    c.put("x", json!({}), PutMode::Create, 0).unwrap();
+    let mut chunk = c.take_chunks().remove(0).bytes;
+    chunk[8] ^= 0xff;
+    let err = Collection::load(DOCTYPE, actor(1), vec![vec![chunk]]).unwrap_err();
+    assert!(err.to_string().contains("signatures"), "{err}");
+}

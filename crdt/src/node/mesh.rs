@@ -40,8 +40,12 @@ pub struct Members {
     /// which may use `/hearth/share/1`.
     pub contacts: BTreeSet<DeviceId>,
     /// The devices of other accounts this one shares a collection with
-    /// now (both sides active in it), which may also sync.
+    /// now (both sides active in it), which may also sync: contacts'
+    /// devices, and those of fellow members of a share.
     pub peers: BTreeSet<DeviceId>,
+    /// Where those peers listen, as their accounts' cards say (for a fellow
+    /// member, the card came with the share's list).
+    pub addrs: BTreeMap<DeviceId, Vec<String>>,
 }
 
 impl Members {
@@ -52,6 +56,7 @@ impl Members {
             devices: log.members().into_iter().map(|m| m.device).collect(),
             contacts: BTreeSet::new(),
             peers: BTreeSet::new(),
+            addrs: BTreeMap::new(),
         }
     }
 
@@ -221,12 +226,18 @@ impl Node {
         let scope = peer
             .filter(|p| !self.log.is_member(p))
             .map(|p| self.scope_for(p).unwrap_or_default());
-        let gates = self
-            .shares()
-            .values()
-            .filter_map(|s| s.local.clone())
-            .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
-            .collect();
+        // Another device of the account is trusted as this one is: its
+        // changes pass ungated (their signatures are still kept and passed
+        // on). A contact's device meets the gates of the shares.
+        let gates = match scope {
+            Some(_) => self
+                .shares()
+                .values()
+                .filter_map(|s| s.local.clone())
+                .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
+                .collect(),
+            None => BTreeMap::new(),
+        };
         Replica {
             collections: &mut self.collections,
             log: &mut self.log,
@@ -247,10 +258,15 @@ impl Node {
             .flat_map(super::Contact::devices)
             .filter(|d| !members.devices.contains(d))
             .collect();
-        members.peers = self
-            .share_peers()
-            .into_iter()
+        let peers = self.share_peers();
+        members.peers = peers
+            .keys()
             .filter(|d| !members.devices.contains(d))
+            .copied()
+            .collect();
+        members.addrs = peers
+            .into_iter()
+            .filter(|(d, addrs)| members.peers.contains(d) && !addrs.is_empty())
             .collect();
         members
     }

@@ -53,15 +53,28 @@
 //! the whole message is refused and the session closes. A reader's own
 //! write is refused locally ([`ShareError::ReadOnly`]).
 //!
-//! Not yet enforced here: a signature of the author over each change, so
-//! a member relaying changes cannot forge another member's actor; and the
-//! rule that a change must name a list state at least as new as the ones
-//! its dependencies name. Both are the next step of this module.
+//! Every change is also signed by its author device
+//! ([`crate::collection::authorship`]); the signature travels beside the
+//! change, from replica to replica, so a member relaying changes cannot
+//! forge another member's (or the owner's) actor. The owner's devices
+//! endorse their own account's unsigned changes (those written before the
+//! collection was shared). A change must name a list state that includes
+//! every state its dependencies name, so a writer cannot build on what was
+//! written after its revocation while claiming an older state. A change
+//! naming a state this replica lacks is not refused: the session holds its
+//! message back until the list arrives ([`crate::sync::Limits::max_waiting`]).
+//!
+//! What this cannot catch: a revoked writer's change written on a fork of
+//! the past, concurrent with its revocation (it names an old state and
+//! depends only on old changes). Every replica accepts it alike, so all
+//! converge; a change whose dependency has not arrived yet is judged
+//! without that dependency's state (Automerge queues it until it can apply).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hearth_crypto::acl::{self, Acl, AclState, Level};
+use hearth_crypto::card::Card;
 use hearth_crypto::identity::DeviceId;
 use hearth_crypto::membership::{AccountId, EntryHash, Log};
 use serde::{Deserialize, Serialize};
@@ -70,7 +83,7 @@ use serde_json::{Value, json};
 use super::contacts::{Purpose, Reply, Request};
 use super::data::{check_doctype, is_reserved};
 use super::{Error, Millis, Node, Output, Outputs};
-use crate::collection::{Collection, PutMode};
+use crate::collection::{Candidate, Collection, PutMode, Refusal, Signer};
 use crate::sync::Gate;
 
 /// The reserved collection that holds the account's shares.
@@ -123,6 +136,10 @@ pub struct Share {
     /// this one, as the owner's devices sent them: what checks a fellow
     /// member's changes relayed by the owner.
     pub logs: BTreeMap<AccountId, Arc<Log>>,
+    /// Contact cards of those same accounts, as the owner's devices (or a
+    /// fellow member) passed them on: where a fellow member's devices
+    /// listen, so members sync with each other without the owner.
+    pub cards: BTreeMap<AccountId, Arc<Card>>,
     /// When the record last changed.
     pub updated_at_ms: Millis,
 }
@@ -166,6 +183,11 @@ impl Share {
                 .logs
                 .iter()
                 .map(|(a, l)| (a.to_string(), data_encoding::BASE64.encode(&l.encode())))
+                .collect::<BTreeMap<_, _>>(),
+            "cards": self
+                .cards
+                .iter()
+                .map(|(a, c)| (a.to_string(), data_encoding::BASE64.encode(&c.to_bytes())))
                 .collect::<BTreeMap<_, _>>(),
             "updated_at_ms": self.updated_at_ms,
         })
@@ -213,6 +235,20 @@ impl Share {
                     .collect()
             })
             .unwrap_or_default();
+        let cards = record
+            .get("cards")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        let account: AccountId = k.parse().ok()?;
+                        let bytes = data_encoding::BASE64.decode(v.as_str()?.as_bytes()).ok()?;
+                        let card = Card::from_bytes(&bytes).ok()?;
+                        (card.account() == account).then(|| (account, Arc::new(card)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Share {
             acl: Arc::new(acl),
             shards: record
@@ -227,6 +263,7 @@ impl Share {
             answers,
             owed,
             logs,
+            cards,
             updated_at_ms: record
                 .get("updated_at_ms")
                 .and_then(Value::as_i64)
@@ -439,6 +476,7 @@ impl Node {
                 answers: BTreeMap::new(),
                 owed: BTreeSet::new(),
                 logs: BTreeMap::new(),
+                cards: BTreeMap::new(),
                 updated_at_ms: now,
             },
         };
@@ -680,16 +718,26 @@ impl Node {
         self.shares.known.values().any(|s| !s.owed.is_empty())
     }
 
+    /// Makes every shared collection write under its list's current heads
+    /// and sign what it writes (the owner's devices also endorse their
+    /// account's unsigned changes: see [`crate::collection::authorship`]).
     pub(super) fn set_notes(&mut self) {
-        let notes: Vec<(String, String)> = self
+        let me = self.log.account_id();
+        let notes: Vec<(String, String, bool)> = self
             .shares
             .known
             .values()
-            .filter_map(|s| Some((s.local.clone()?, note_of(&s.acl))))
+            .filter_map(|s| Some((s.local.clone()?, note_of(&s.acl), s.owner() == me)))
             .collect();
-        for (local, note) in notes {
+        for (local, note, owned) in notes {
             if let Some(loaded) = self.collections.get_mut(&local) {
                 loaded.data.set_note(Some(note));
+                let key = Arc::clone(&self.key);
+                loaded.data.set_signer(Some(if owned {
+                    Signer::endorsing(key)
+                } else {
+                    Signer::author(key)
+                }));
             }
         }
     }
@@ -808,6 +856,7 @@ impl Node {
                     answers: BTreeMap::new(),
                     owed: BTreeSet::new(),
                     logs: BTreeMap::new(),
+                    cards: BTreeMap::new(),
                     updated_at_ms: now,
                 };
                 (share, true)
@@ -946,6 +995,26 @@ impl Node {
                 }
             }
         }
+        for bytes in &credentials.cards {
+            let card = Card::from_bytes(bytes).map_err(|e| format!("a member's card: {e}"))?;
+            let account = card.account();
+            if !named.contains(&account) {
+                return Err(format!(
+                    "the card of {account}, an account the list does not name"
+                ));
+            }
+            if self.log_of(&account).is_some() {
+                continue;
+            }
+            let newer = share
+                .cards
+                .get(&account)
+                .is_none_or(|held| held.to_bytes() != card.to_bytes());
+            if newer {
+                share.cards.insert(account, Arc::new(card));
+                changed = true;
+            }
+        }
         if changed {
             share.acl = Arc::new(merged);
             out.extend(
@@ -965,13 +1034,42 @@ impl Node {
                 || (share.answers.get(&me) == Some(&Answer::Accepted) && state.may_read(&me)))
     }
 
+    /// The account of `peer`, a device of a contact or of a fellow member
+    /// of a share (as the log the owner sent with the list says).
+    fn account_of(&self, peer: &DeviceId) -> Option<AccountId> {
+        if let Some(contact) = self.contacts().values().find(|c| c.log.is_member(peer)) {
+            return Some(contact.account);
+        }
+        self.shares
+            .known
+            .values()
+            .flat_map(|s| s.logs.iter())
+            .find(|(_, log)| log.is_member(peer))
+            .map(|(account, _)| *account)
+    }
+
+    /// The accounts this one may sync shares with: contacts, and the
+    /// fellow members the shares' lists name.
+    fn share_accounts(&self) -> BTreeMap<AccountId, Arc<Log>> {
+        let mut accounts: BTreeMap<AccountId, Arc<Log>> = BTreeMap::new();
+        for share in self.shares.known.values() {
+            for (account, log) in &share.logs {
+                accounts.insert(*account, Arc::clone(log));
+            }
+        }
+        for contact in self.contacts().values() {
+            accounts.insert(contact.account, Arc::clone(&contact.log));
+        }
+        accounts
+    }
+
     /// What the device `peer` of another account may sync with this one.
     pub(super) fn scope_for(&self, peer: &DeviceId) -> Option<Scope> {
-        let contact = self.contacts().values().find(|c| c.log.is_member(peer))?;
+        let account = self.account_of(peer)?;
         let mut scope = Scope::default();
-        for share in self.active_with(&contact.account) {
+        for share in self.active_with(&account) {
             let local = share.local.clone().unwrap_or_default();
-            let credentials = self.credentials(share, &contact.account);
+            let credentials = self.credentials(share, &account);
             scope
                 .shares
                 .insert(share.id().to_string(), (local, share.shards, credentials));
@@ -995,15 +1093,24 @@ impl Node {
     /// What a session with a device of `peer` sends before the share's
     /// data: the list, and the logs of every other account it names.
     fn credentials(&self, share: &Share, peer: &AccountId) -> Vec<u8> {
-        let logs = named(&share.acl)
+        let others: Vec<AccountId> = named(&share.acl)
             .into_iter()
             .filter(|a| a != peer)
-            .filter_map(|a| self.member_log(share, &a))
+            .collect();
+        let logs = others
+            .iter()
+            .filter_map(|a| self.member_log(share, a))
             .map(|log| log.encode())
+            .collect();
+        let cards = others
+            .iter()
+            .filter_map(|a| self.card_of(share, a))
+            .map(|card| card.to_bytes())
             .collect();
         let credentials = Credentials {
             acl: share.acl.encode(),
             logs,
+            cards,
         };
         postcard::to_allocvec(&credentials).unwrap_or_default()
     }
@@ -1015,13 +1122,34 @@ impl Node {
             .or_else(|| share.logs.get(account).map(Arc::clone))
     }
 
-    /// The devices of other accounts this one shares something with now.
-    pub(super) fn share_peers(&self) -> BTreeSet<DeviceId> {
-        self.contacts()
-            .values()
-            .filter(|c| self.active_with(&c.account).next().is_some())
-            .flat_map(super::Contact::devices)
-            .collect()
+    /// The card of `account` for `share`: a contact's own, else the one
+    /// passed on with the list.
+    fn card_of(&self, share: &Share, account: &AccountId) -> Option<Card> {
+        match self.contacts().get(account) {
+            Some(contact) => Some(contact.card.clone()),
+            None => share.cards.get(account).map(|c| (**c).clone()),
+        }
+    }
+
+    /// The devices of other accounts this one shares something with now
+    /// (contacts, and fellow members of its shares), with the addresses
+    /// their cards give.
+    pub(super) fn share_peers(&self) -> BTreeMap<DeviceId, Vec<String>> {
+        let mut peers = BTreeMap::new();
+        for (account, log) in self.share_accounts() {
+            let Some(share) = self.active_with(&account).next() else {
+                continue;
+            };
+            let addrs: BTreeMap<DeviceId, Vec<String>> = self
+                .card_of(share, &account)
+                .map(|card| card.addrs().iter().cloned().collect())
+                .unwrap_or_default();
+            for member in log.members() {
+                let at = addrs.get(&member.device).cloned().unwrap_or_default();
+                peers.insert(member.device, at);
+            }
+        }
+        peers
     }
 
     /// A local write to `collection`: refused if it is a share this
@@ -1047,9 +1175,13 @@ impl Node {
         .into())
     }
 
-    /// What checks a peer's changes to the local collection `local`: for a
-    /// share, the author must be a device of the owner, or of an account
-    /// holding `write` at the list state the change names.
+    /// What checks a peer's changes to the local collection `local`, for a
+    /// share (the rules are in the [module docs](self)): each change must
+    /// be signed by its author device (or, for the owner account's own
+    /// changes, endorsed by one of its devices); the author must be a device
+    /// of the owner, or of an account holding `write` at the list state the
+    /// change names; and that state must include every state its
+    /// dependencies name. A change naming a state this replica lacks waits.
     pub(super) fn gate(&self, local: &str) -> Option<Gate> {
         let share = self.share_of(local)?;
         let owner_log = self.log_of(&share.owner())?;
@@ -1058,37 +1190,92 @@ impl Node {
             .into_iter()
             .filter_map(|a| Some((a, self.member_log(share, &a)?)))
             .collect();
-        let ever = |log: &Log, d: &DeviceId| log.is_member(d) || log.is_removed(d);
-        Some(Arc::new(move |change: &automerge::Change| {
-            let actor = change.actor_id().to_bytes();
-            let device = actor
-                .get(..32)
-                .filter(|_| actor.len() == 34)
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .and_then(|b| DeviceId::from_bytes(&b).ok())
-                .ok_or("a change whose actor is no device")?;
-            if ever(&owner_log, &device) {
-                return Ok(());
-            }
-            let (account, _) = logs
-                .iter()
-                .find(|(_, log)| ever(log, &device))
-                .ok_or_else(|| format!("a change by {device}, a device of no member"))?;
-            let heads = change
-                .message()
-                .and_then(heads_of_note)
-                .ok_or_else(|| format!("a change by {device} names no access list state"))?;
-            let then = acl.at(&heads).ok_or_else(|| {
-                format!("a change by {device} names an access list state this device lacks")
-            })?;
-            if then.state(&owner_log).may_write(account) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "a change by {device}, whose account held no write right when it wrote"
-                ))
-            }
+        Some(Arc::new(move |candidate: &Candidate<'_>| {
+            check_change(candidate, &acl, &owner_log, &logs)
         }))
+    }
+}
+
+/// Whether `device` was ever a device of the account of `log`.
+fn ever(log: &Log, device: &DeviceId) -> bool {
+    log.is_member(device) || log.is_removed(device)
+}
+
+/// The author device a shared collection's change names: the first 32 bytes
+/// of its 34-byte actor (device id, then shard).
+fn author_of(change: &automerge::Change) -> Option<DeviceId> {
+    let actor = change.actor_id().to_bytes();
+    let bytes: [u8; 32] = actor
+        .get(..32)
+        .filter(|_| actor.len() == 34)?
+        .try_into()
+        .ok()?;
+    DeviceId::from_bytes(&bytes).ok()
+}
+
+/// The gate of a share: see [`Node::gate`].
+fn check_change(
+    candidate: &Candidate<'_>,
+    acl: &Acl,
+    owner_log: &Log,
+    logs: &[(AccountId, Arc<Log>)],
+) -> Result<(), Refusal> {
+    let change = candidate.change;
+    let refuse = |reason: String| Refusal::Refused(reason);
+    let device =
+        author_of(change).ok_or_else(|| refuse("a change whose actor is no device".into()))?;
+    let signed = candidate
+        .authorship
+        .ok_or_else(|| refuse(format!("an unsigned change by {device}")))?;
+    if signed.change() != change.hash() {
+        return Err(refuse(format!(
+            "a signature for another change than {device}'s"
+        )));
+    }
+    let signer = signed.verify().map_err(refuse)?;
+    let owners = ever(owner_log, &device);
+    if signer != device && !(owners && ever(owner_log, &signer)) {
+        return Err(refuse(format!(
+            "a change by {device} signed by {signer}, which may not vouch for it"
+        )));
+    }
+    if owners {
+        return Ok(());
+    }
+    let (account, _) = logs
+        .iter()
+        .find(|(_, log)| ever(log, &device))
+        .ok_or_else(|| refuse(format!("a change by {device}, a device of no member")))?;
+    let heads = change
+        .message()
+        .and_then(heads_of_note)
+        .ok_or_else(|| refuse(format!("a change by {device} names no access list state")))?;
+    let then = acl.at(&heads).ok_or_else(|| {
+        Refusal::Waiting(format!(
+            "a change by {device} names an access list state this device lacks"
+        ))
+    })?;
+    for note in candidate.dep_notes.iter().flatten() {
+        let Some(theirs) = heads_of_note(note) else {
+            continue;
+        };
+        if let Some(unknown) = theirs.iter().find(|h| !acl.contains(h)) {
+            return Err(Refusal::Waiting(format!(
+                "a change by {device} depends on one naming access list entry {unknown}, which this device lacks"
+            )));
+        }
+        if !theirs.iter().all(|h| then.contains(h)) {
+            return Err(refuse(format!(
+                "a change by {device} names an access list state older than one of its dependencies"
+            )));
+        }
+    }
+    if then.state(owner_log).may_write(account) {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "a change by {device}, whose account held no write right when it wrote"
+        )))
     }
 }
 
@@ -1101,6 +1288,7 @@ impl Node {
 struct Credentials {
     acl: Vec<u8>,
     logs: Vec<Vec<u8>>,
+    cards: Vec<Vec<u8>>,
 }
 
 /// Every account `acl` names, granted or revoked.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Error, Limits};
 use crate::collection::{
-    EMPTY_SHARD_DIGEST, MAX_DOCTYPE_BYTES, MAX_SHARDS, ShardDigest, ShardIndex,
+    Authorship, EMPTY_SHARD_DIGEST, MAX_DOCTYPE_BYTES, MAX_SHARDS, ShardDigest, ShardIndex,
 };
 
 /// The first byte of every frame of this protocol version.
@@ -20,6 +20,9 @@ pub const FRAME_VERSION: u8 = 1;
 
 /// Most collections one `Hello` may list.
 pub const MAX_COLLECTIONS: usize = 4096;
+
+/// Most change signatures one [`Frame::Sync`] may carry.
+pub const MAX_AUTHORSHIPS: usize = 1 << 16;
 
 /// One message of the sync protocol. See the [module docs](super).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,10 @@ pub enum Frame {
         /// The encoded `automerge::sync::Message`.
         #[serde(with = "bytes")]
         message: Vec<u8>,
+        /// The signatures the sender holds for the changes the message
+        /// carries (a shared collection's; empty otherwise).
+        #[serde(deserialize_with = "bounded::<_, _, MAX_AUTHORSHIPS>")]
+        signatures: Vec<Authorship>,
     },
     /// Every shard digest of one collection, sent when the collection
     /// digests of the two Hellos differ, so each side learns which shards to
@@ -323,6 +330,10 @@ mod tests {
                 shards: 4,
                 shard: 3,
                 message: vec![9; 1000],
+                signatures: vec![Authorship::sign(
+                    &hearth_crypto::identity::DeviceKey::from_bytes(&[5; 32]),
+                    &automerge::ChangeHash([6; 32]),
+                )],
             },
         ] {
             let bytes = frame.encode(&limits).unwrap();
@@ -382,6 +393,7 @@ mod tests {
             shards: 2,
             shard: 2,
             message: Vec::new(),
+            signatures: Vec::new(),
         };
         assert!(matches!(
             Frame::decode(&sync.encode(&limits).unwrap(), &limits),

@@ -362,12 +362,14 @@ fn a_stranger_with_our_log_is_refused() {
         .unwrap()
         .sync_generate(0, &mut state)
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .0;
     let frame = Frame::Sync {
         collection: "notes".into(),
         shards: 1,
         shard: 0,
         message: msg.encode(),
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap();
@@ -536,6 +538,7 @@ fn oversized_malformed_and_truncated_frames_are_errors() {
         shards: 2,
         shard: 0,
         message: vec![0x42, 1, 2, 3],
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap();
@@ -548,6 +551,7 @@ fn oversized_malformed_and_truncated_frames_are_errors() {
         shards: 3,
         shard: 0,
         message: vec![],
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap();
@@ -572,6 +576,7 @@ fn sync_frame_with(chunk: Vec<u8>) -> Vec<u8> {
         shards: 1,
         shard: 0,
         message: message.encode(),
+        signatures: Vec::new(),
     }
     .encode(&Limits::default())
     .unwrap()
@@ -829,12 +834,13 @@ proptest! {
         state.their_have = Some(Vec::new());
         state.their_need = Some(Vec::new());
         state.their_capabilities = Some(vec![automerge::sync::Capability::MessageV2]);
-        let message = source.collection("notes").unwrap().sync_generate(0, &mut state).unwrap().unwrap();
+        let (message, _) = source.collection("notes").unwrap().sync_generate(0, &mut state).unwrap().unwrap();
         let mut frame = Frame::Sync {
             collection: "notes".into(),
             shards: 1,
             shard: 0,
             message: message.encode(),
+            signatures: Vec::new(),
         }
         .encode(&Limits::default())
         .unwrap();
@@ -910,4 +916,122 @@ fn a_peers_record_over_the_record_limit_is_refused_at_limit_plus_one() {
     };
     pump(&mut a, &mut b, exact).unwrap();
     assert!(b.collection("notes").unwrap().get("big").is_some());
+}
+
+/// A replica whose gate holds every change back until `open` is set.
+struct Holding {
+    inner: MemoryReplica,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Replica for Holding {
+    type CreateError = collection::Error;
+
+    fn collection_names(&self) -> Vec<String> {
+        self.inner.collection_names()
+    }
+
+    fn collection(&self, name: &str) -> Option<&Collection> {
+        self.inner.collection(name)
+    }
+
+    fn collection_mut(&mut self, name: &str) -> Option<&mut Collection> {
+        self.inner.collection_mut(name)
+    }
+
+    fn create_collection(&mut self, name: &str, shards: u16) -> Result<(), collection::Error> {
+        self.inner.create_collection(name, shards)
+    }
+
+    fn membership(&self) -> &Log {
+        self.inner.membership()
+    }
+
+    fn membership_mut(&mut self) -> &mut Log {
+        self.inner.membership_mut()
+    }
+
+    fn gate(&self, _name: &str) -> Option<Gate> {
+        let open = std::sync::Arc::clone(&self.open);
+        Some(std::sync::Arc::new(move |_: &collection::Candidate<'_>| {
+            if open.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(collection::Refusal::Waiting(
+                    "the list is on its way".into(),
+                ))
+            }
+        }))
+    }
+}
+
+/// A sync frame carrying everything `source` holds of shard 0 of `notes`.
+fn full_frame(source: &MemoryReplica) -> Vec<u8> {
+    let mut state = State::new();
+    state.their_heads = Some(Vec::new());
+    state.their_have = Some(Vec::new());
+    state.their_need = Some(Vec::new());
+    state.their_capabilities = Some(vec![automerge::sync::Capability::MessageV2]);
+    let (message, signatures) = source
+        .collection("notes")
+        .unwrap()
+        .sync_generate(0, &mut state)
+        .unwrap()
+        .unwrap();
+    Frame::Sync {
+        collection: "notes".into(),
+        shards: 1,
+        shard: 0,
+        message: message.encode(),
+        signatures,
+    }
+    .encode(&Limits::default())
+    .unwrap()
+}
+
+#[test]
+fn a_message_the_gate_cannot_judge_yet_waits_and_passes_once_it_can() {
+    let log = log_of(2);
+    let mut source = replica(2, log.clone());
+    write(&mut source, "notes", 1, "w1", 1);
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut target = Holding {
+        inner: replica(1, log),
+        open: std::sync::Arc::clone(&open),
+    };
+    target.create_collection("notes", 1).unwrap();
+    let limits = Limits {
+        max_waiting: 2,
+        ..Limits::default()
+    };
+    let mut session = Session::new(Net::device(1), Vec::new(), limits);
+    let frame = full_frame(&source);
+    // Held: nothing applied, the session stays up.
+    let fx = session.receive(&mut target, &frame).unwrap();
+    assert!(fx.merged.is_empty() && fx.send.is_empty());
+    assert!(target.collection("notes").unwrap().get("w1").is_none());
+    // What it waited for arrives; the next frame retries it first.
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acl = Frame::Acl {
+        collection: "notes".into(),
+        bytes: vec![1],
+    }
+    .encode(&Limits::default())
+    .unwrap();
+    let fx = session.receive(&mut target, &acl).unwrap();
+    assert_eq!(fx.merged.len(), 1);
+    assert!(target.collection("notes").unwrap().get("w1").is_some());
+
+    // At most `max_waiting` wait; one more closes the session.
+    open.store(false, std::sync::atomic::Ordering::SeqCst);
+    write(&mut source, "notes", 1, "w2", 2);
+    let mut session = Session::new(Net::device(1), Vec::new(), limits);
+    let frame = full_frame(&source);
+    session.receive(&mut target, &frame).unwrap();
+    session.receive(&mut target, &frame).unwrap();
+    assert!(matches!(
+        session.receive(&mut target, &frame),
+        Err(Error::TooManyWaiting { max: 2 })
+    ));
+    assert!(target.collection("notes").unwrap().get("w2").is_none());
 }

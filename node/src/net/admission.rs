@@ -29,6 +29,10 @@ pub enum Standing {
     /// added): it may use [`SHARE`], and [`SYNC`] while the two accounts
     /// share a collection (the core scopes what such a session carries).
     Contact,
+    /// A device of a fellow member of a share this account takes part in
+    /// (named by the share's list, not a contact): it may use [`SYNC`] only,
+    /// and the core scopes that session to the shares both take part in.
+    SharePeer,
     /// Any other peer while contact requests are open
     /// (`[contacts] accept_requests`): it may only send a contact request on
     /// [`SHARE`], which the core bounds and rate-limits.
@@ -77,7 +81,7 @@ impl Admission {
     }
 
     /// Replaces the devices of accounts this one shares a collection with
-    /// (a subset of the contacts' devices), which may also sync.
+    /// (contacts' devices, and fellow members' of a share), which may sync.
     pub fn set_share_peers(&self, peers: impl IntoIterator<Item = PeerId>) {
         self.write().share_peers = peers.into_iter().collect();
     }
@@ -86,8 +90,7 @@ impl Admission {
     /// account something is shared with.
     pub fn may_sync(&self, peer: &PeerId) -> bool {
         let state = self.read();
-        state.members.contains(peer)
-            || (state.contacts.contains(peer) && state.share_peers.contains(peer))
+        state.members.contains(peer) || state.share_peers.contains(peer)
     }
 
     /// Whether any peer may connect to send a contact request.
@@ -131,6 +134,8 @@ impl Admission {
             Some(Standing::Infrastructure)
         } else if state.contacts.contains(peer) {
             Some(Standing::Contact)
+        } else if state.share_peers.contains(peer) {
+            Some(Standing::SharePeer)
         } else if state.pairing {
             Some(Standing::PendingJoiner)
         } else if state.requests {
@@ -153,6 +158,7 @@ impl Admission {
             Some(Standing::Contact) => {
                 *protocol == SHARE || (*protocol == SYNC && self.read().share_peers.contains(peer))
             }
+            Some(Standing::SharePeer) => *protocol == SYNC,
             Some(Standing::Requester) => *protocol == SHARE,
             Some(Standing::Infrastructure) | None => false,
         }
@@ -217,6 +223,13 @@ mod tests {
         assert!(admission.may_use(&stranger, &SYNC) && admission.may_sync(&stranger));
         admission.set_share_peers([]);
         admission.set_contacts([]);
+        // A fellow member of a share, not a contact: sync only.
+        admission.set_share_peers([stranger]);
+        assert_eq!(admission.standing(&stranger), Some(Standing::SharePeer));
+        assert!(admission.may_use(&stranger, &SYNC) && admission.may_sync(&stranger));
+        assert!(!admission.may_use(&stranger, &SHARE) && !admission.may_use(&stranger, &PAIR));
+        admission.set_share_peers([]);
+        assert_eq!(admission.standing(&stranger), None);
         admission.set_members([stranger]);
         assert!(admission.is_member(&stranger));
         assert!(!admission.is_member(&member));

@@ -4,12 +4,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use automerge::sync::{ChunkList, SyncDoc};
+use automerge::{ActorId, ChangeHash};
 use rand_core::OsRng;
 use serde_json::json;
 
 use super::*;
+use crate::collection::{Authorship, ShardIndex};
 use crate::node::contacts::tests::account;
 use crate::node::{Config, Input, SessionId};
+use crate::sync::{Frame, Limits};
 
 /// Nodes and the sessions between them, with every output carried.
 struct Net {
@@ -172,6 +176,80 @@ impl Net {
         let mut out = Outputs::default();
         node.offer(now, collection, &shards, None, &mut out);
         self.carry(at, out);
+    }
+
+    /// The session node `to` has with node `from`.
+    fn session_of(&self, to: usize, from: usize) -> SessionId {
+        self.links
+            .iter()
+            .find(|&(&(x, _), &(y, _))| x == to && y == from)
+            .map(|(&(_, s), _)| s)
+            .expect("a session")
+    }
+
+    /// Hands node `to`, on its session with `from`, a sync frame for the
+    /// share `wire` carrying `crafted`'s change and `signatures`.
+    fn inject(
+        &mut self,
+        from: usize,
+        to: usize,
+        wire: &str,
+        crafted: &Crafted,
+        signatures: Vec<Authorship>,
+    ) {
+        let mut message = automerge::Automerge::new()
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap();
+        message.changes = ChunkList::from(vec![crafted.chunk.clone()]);
+        let frame = Frame::Sync {
+            collection: wire.into(),
+            shards: crafted.shards,
+            shard: crafted.shard,
+            message: message.encode(),
+            signatures,
+        }
+        .encode(&Limits::default())
+        .unwrap();
+        let session = self.session_of(to, from);
+        let out = self.input(to, Input::Frame { session, frame });
+        self.carry(to, out);
+    }
+
+    /// Whether node `at` closed its session with node `peer` for a reason
+    /// whose text holds `why`.
+    fn closed_for(&self, at: usize, peer: usize, why: &str) -> bool {
+        let peer = self.nodes[peer].id();
+        self.closed
+            .iter()
+            .any(|(a, p, reason)| *a == at && *p == peer && reason.contains(why))
+    }
+}
+
+/// One change made outside any node: writing `id` as `actor`, with `note`.
+struct Crafted {
+    shards: u16,
+    shard: ShardIndex,
+    chunk: Vec<u8>,
+    hash: ChangeHash,
+}
+
+fn craft(actor: ActorId, shards: u16, id: &str, note: Option<&str>) -> Crafted {
+    let mut c = Collection::new("crafted", shards, actor).unwrap();
+    c.set_note(note.map(str::to_owned));
+    c.put(id, json!({"title": id}), PutMode::Upsert, 0).unwrap();
+    let shard = c.shard_of(id);
+    let chunk = c
+        .take_chunks()
+        .into_iter()
+        .find(|k| k.shard == shard)
+        .unwrap()
+        .bytes;
+    let hash = c.shard_heads(shard).unwrap()[0];
+    Crafted {
+        shards,
+        shard,
+        chunk,
+        hash,
     }
 }
 
@@ -398,6 +476,7 @@ fn credentials_naming_an_account_outside_the_list_close_the_session() {
     let forged = Credentials {
         acl: share.acl.encode(),
         logs: vec![mallory.log().encode()],
+        cards: Vec::new(),
     };
     let now = net.now;
     let mut out = Outputs::default();
@@ -425,4 +504,149 @@ fn shares_and_member_logs_reload_from_their_collection() {
     assert_eq!(back.local.as_deref(), Some("alice-notes"));
     assert_eq!(back.logs[&bob].heads(), net.nodes[BOB].log().heads());
     assert_eq!(back.acl.heads(), carol.shares()[&hash].acl.heads());
+}
+
+/// The note a member's shared collection writes under now.
+fn note_at(net: &Net, at: usize, local: &str) -> String {
+    net.nodes[at].collections[local]
+        .data
+        .note()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_change_is_taken_only_with_its_authors_signature() {
+    let (mut net, id) = shared();
+    let shards = net.nodes[ALICE].shares()[&id.parse().unwrap()].shards;
+    let note = note_at(&net, BOB, "shared.alice.notes");
+    let bob_actor = net.nodes[BOB].actor();
+    let change = craft(bob_actor.clone(), shards, "b-unsigned", Some(&note));
+    // Without a signature: refused, and the session closes.
+    net.inject(BOB, ALICE, &id, &change, Vec::new());
+    assert!(!net.has(ALICE, "notes", "b-unsigned"));
+    assert!(
+        net.closed_for(ALICE, BOB, "an unsigned change"),
+        "{:?}",
+        net.closed
+    );
+    // Signed by Bob, but over another change: refused.
+    net.connect(ALICE, BOB);
+    let other = craft(bob_actor.clone(), shards, "b-other", Some(&note));
+    let wrong = Authorship::sign(net.nodes[BOB].key(), &other.hash);
+    let mut swapped = wrong;
+    swapped.hash = change.hash.0;
+    net.inject(BOB, ALICE, &id, &change, vec![swapped]);
+    assert!(!net.has(ALICE, "notes", "b-unsigned"));
+    assert!(
+        net.closed_for(ALICE, BOB, "forged signature"),
+        "{:?}",
+        net.closed
+    );
+    // The same change with Bob's own signature passes.
+    net.connect(ALICE, BOB);
+    let signed = Authorship::sign(net.nodes[BOB].key(), &change.hash);
+    net.inject(BOB, ALICE, &id, &change, vec![signed]);
+    assert!(net.has(ALICE, "notes", "b-unsigned"));
+    // Carol, who never met Bob's session, gets it with Bob's signature
+    // relayed by Alice.
+    assert!(net.has(CAROL, "alice-notes", "b-unsigned"));
+}
+
+#[test]
+fn a_member_cannot_write_under_the_owners_actor() {
+    let (mut net, id) = shared();
+    let shards = net.nodes[ALICE].shares()[&id.parse().unwrap()].shards;
+    let alice_actor = net.nodes[ALICE].actor();
+    // Bob, a writer, poses as Alice's device and signs with his own key.
+    let posing = craft(alice_actor, shards, "posing", None);
+    let bob_sig = Authorship::sign(net.nodes[BOB].key(), &posing.hash);
+    net.inject(BOB, ALICE, &id, &posing, vec![bob_sig]);
+    assert!(!net.has(ALICE, "notes", "posing"));
+    assert!(
+        net.closed_for(ALICE, BOB, "may not vouch"),
+        "{:?}",
+        net.closed
+    );
+}
+
+#[test]
+fn a_change_may_not_name_an_older_list_state_than_its_dependencies() {
+    let (mut net, _) = shared();
+    let old_note = note_at(&net, BOB, "shared.alice.notes");
+    // The list moves on (Carol becomes a writer) and Alice writes under it.
+    let now = net.now;
+    let (_, out) = net.nodes[ALICE]
+        .share(now, "notes", "Carol", Level::Write)
+        .unwrap();
+    net.carry(ALICE, out);
+    net.put(ALICE, "notes", "after").unwrap();
+    assert!(net.has(BOB, "shared.alice.notes", "after"));
+    assert_ne!(note_at(&net, BOB, "shared.alice.notes"), old_note);
+    // Bob's modified node builds on Alice's change but names the old state.
+    net.nodes[BOB]
+        .collections
+        .get_mut("shared.alice.notes")
+        .unwrap()
+        .data
+        .set_note(Some(old_note));
+    // Dependencies are per shard: write where Alice's change is.
+    let data = &net.nodes[BOB].collections["shared.alice.notes"].data;
+    let id = (0..)
+        .map(|i| format!("backdated-{i}"))
+        .find(|id| data.shard_of(id) == data.shard_of("after"))
+        .unwrap();
+    net.forge(BOB, "shared.alice.notes", &id);
+    assert!(!net.has(ALICE, "notes", &id));
+    assert!(!net.has(CAROL, "alice-notes", &id));
+    assert!(
+        net.closed_for(ALICE, BOB, "older than one of its dependencies"),
+        "{:?}",
+        net.closed
+    );
+}
+
+#[test]
+fn a_change_naming_an_unknown_list_state_waits_instead_of_being_refused() {
+    let (net, id) = shared();
+    let shards = net.nodes[ALICE].shares()[&id.parse().unwrap()].shards;
+    let gate = net.nodes[CAROL].gate("alice-notes").unwrap();
+    let unknown = format!("{NOTE_PREFIX}{}", EntryHash::from_bytes(&[7; 32]));
+    let change = craft(net.nodes[BOB].actor(), shards, "later", Some(&unknown));
+    let doc_change = change_of(&change);
+    let signed = Authorship::sign(net.nodes[BOB].key(), &change.hash);
+    let candidate = Candidate {
+        change: &doc_change,
+        authorship: Some(&signed),
+        dep_notes: Vec::new(),
+    };
+    assert!(matches!(gate(&candidate), Err(Refusal::Waiting(_))));
+    // Named by a state Carol knows, the same author passes.
+    let note = note_at(&net, BOB, "shared.alice.notes");
+    let change = craft(net.nodes[BOB].actor(), shards, "now", Some(&note));
+    let doc_change = change_of(&change);
+    let signed = Authorship::sign(net.nodes[BOB].key(), &change.hash);
+    let candidate = Candidate {
+        change: &doc_change,
+        authorship: Some(&signed),
+        dep_notes: Vec::new(),
+    };
+    assert_eq!(gate(&candidate), Ok(()));
+}
+
+fn change_of(crafted: &Crafted) -> automerge::Change {
+    automerge::Change::try_from(crafted.chunk.as_slice()).unwrap()
+}
+
+#[test]
+fn history_written_before_sharing_reaches_members_endorsed_by_the_owner() {
+    let (net, _) = shared();
+    // `n1` was written before the share existed, so it carries no author
+    // signature of its own; Alice's device endorsed it, and Carol holds
+    // that endorsement.
+    let loaded = &net.nodes[CAROL].collections["alice-notes"].data;
+    let shard = loaded.shard_of("n1");
+    let heads = loaded.shard_heads(shard).unwrap();
+    let signed = loaded.authorship(shard, &heads[0]).expect("endorsed");
+    assert_eq!(signed.verify().unwrap(), net.nodes[ALICE].id());
 }
