@@ -3,7 +3,7 @@
 //! accept under local names, everyone converges, Carol's write is refused,
 //! Bob is revoked while all are connected and a marker Alice writes
 //! afterwards reaches Carol but never Bob, and the shares survive a
-//! restart. A member's phone, paired after accepting, holds the share and
+//! restart. With Alice stopped, Bob's write reaches Carol directly. A member's phone, paired after accepting, holds the share and
 //! writes to it; removed from its account, it gets nothing more, and
 //! neither does the revoked account's remaining device.
 
@@ -202,6 +202,19 @@ fn a_collection_shared_read_and_write_converges_refuses_the_reader_and_is_revoke
         .home
         .run(&["put", "alice-notes", r#"{"title":"no"}"#, "--id", "c1"]);
     assert!(run.err().contains("read-only"), "{}", run.err());
+
+    // With the owner away, the members sync with each other: Carol admits
+    // and dials Bob's device from the card that came with the list.
+    drop(da);
+    put(
+        &bob,
+        "shared.alice.notes",
+        "b-away",
+        r#"{"title":"owner away"}"#,
+    );
+    carol.wait_for("alice-notes", "b-away", |r| r.is_some());
+    let da = alice.up();
+    alice.wait_for("notes", "b-away", |r| r.is_some());
 
     // Bob is revoked while everyone is connected.
     let run = alice.home.run(&["unshare", "notes", "Bob"]);

@@ -178,6 +178,21 @@ impl Net {
         self.carry(at, out);
     }
 
+    /// Ends the session between `a` and `b` (a connection that dropped).
+    fn disconnect(&mut self, a: usize, b: usize) {
+        let ends: Vec<(usize, SessionId)> = self
+            .links
+            .iter()
+            .filter(|&(&(x, _), &(y, _))| (x, y) == (a, b) || (x, y) == (b, a))
+            .map(|(&end, _)| end)
+            .collect();
+        for (at, session) in ends {
+            self.links.remove(&(at, session));
+            let out = self.input(at, Input::Closed { session });
+            self.carry(at, out);
+        }
+    }
+
     /// The session node `to` has with node `from`.
     fn session_of(&self, to: usize, from: usize) -> SessionId {
         self.links
@@ -649,4 +664,55 @@ fn history_written_before_sharing_reaches_members_endorsed_by_the_owner() {
     let heads = loaded.shard_heads(shard).unwrap();
     let signed = loaded.authorship(shard, &heads[0]).expect("endorsed");
     assert_eq!(signed.verify().unwrap(), net.nodes[ALICE].id());
+}
+
+#[test]
+fn fellow_members_sync_with_each_other_while_the_owner_is_away() {
+    let (mut net, id) = shared();
+    // Bob and Carol are not contacts, but each is named in the list the
+    // other received: each admits the other's devices.
+    let bob = net.nodes[BOB].id();
+    let carol = net.nodes[CAROL].id();
+    assert!(net.nodes[CAROL].members().peers.contains(&bob));
+    assert!(net.nodes[BOB].members().peers.contains(&carol));
+    net.disconnect(ALICE, BOB);
+    net.disconnect(ALICE, CAROL);
+    net.connect(BOB, CAROL);
+    assert!(net.connected(BOB, CAROL), "{:?}", net.closed);
+    net.put(BOB, "shared.alice.notes", "while-away").unwrap();
+    assert!(net.has(CAROL, "alice-notes", "while-away"));
+    // Bob, a writer, relays a change posing as Alice's device: Carol checks
+    // the author, not the sender, and refuses it.
+    let shards = net.nodes[BOB].shares()[&id.parse().unwrap()].shards;
+    let posing = craft(net.nodes[ALICE].actor(), shards, "relayed-forgery", None);
+    let bob_sig = Authorship::sign(net.nodes[BOB].key(), &posing.hash);
+    net.inject(BOB, CAROL, &id, &posing, vec![bob_sig]);
+    assert!(!net.has(CAROL, "alice-notes", "relayed-forgery"));
+    assert!(
+        net.closed_for(CAROL, BOB, "may not vouch"),
+        "{:?}",
+        net.closed
+    );
+    // Alice back: she gets Bob's write.
+    net.connect(ALICE, BOB);
+    assert!(net.has(ALICE, "notes", "while-away"));
+    net.connect(ALICE, CAROL);
+    // Carol still may not write: Bob's node refuses her forgery as Alice's
+    // does.
+    net.connect(BOB, CAROL);
+    net.forge(CAROL, "alice-notes", "carol-forged");
+    assert!(!net.has(BOB, "shared.alice.notes", "carol-forged"));
+    assert!(!net.has(ALICE, "notes", "carol-forged"));
+    assert!(
+        net.closed_for(BOB, CAROL, "no write right"),
+        "{:?}",
+        net.closed
+    );
+    // Once Alice revokes Bob, Carol no longer admits his devices.
+    let now = net.now;
+    let (_, out) = net.nodes[ALICE].unshare(now, "notes", "Bob").unwrap();
+    net.carry(ALICE, out);
+    assert!(!net.nodes[CAROL].members().peers.contains(&bob));
+    net.connect(BOB, CAROL);
+    assert!(!net.connected(CAROL, BOB));
 }
