@@ -4,7 +4,8 @@
 //! (engine thread, libp2p network, mesh tasks) on loopback. A hostile member
 //! H is no node at all: only a network with H's key, which opens raw
 //! `/hearth/sync/1` streams to T and writes whatever bytes it likes. A
-//! stranger is a key that is not in the account at all.
+//! stranger is a key that is not in the account at all. A hostile contact
+//! is a key of another account that T shares `notes` with.
 //!
 //! Every case checks two things: T ends the offending session (or never lets
 //! the stranger in), and T keeps serving its own devices — it answers, and a
@@ -22,9 +23,10 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, ChangeHash, ROOT};
 use futures::io::WriteHalf;
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
-use hearth_crdt::collection::{PutMode, shard_of};
+use hearth_crdt::collection::{Authorship, Collection, PutMode, shard_of};
 use hearth_crdt::node::contacts::{Reply, Request};
-use hearth_crdt::sync::{FRAME_VERSION, Frame, Hello, Limits, log_digest};
+use hearth_crdt::sync::{FRAME_VERSION, Frame, Hello, Limits, Summary, log_digest};
+use hearth_crypto::acl::{Acl, AclEntry, AclOp, Level};
 use hearth_crypto::card::Card;
 use hearth_crypto::identity::DeviceKey;
 use hearth_crypto::membership::Log;
@@ -379,6 +381,10 @@ impl Fixture {
 /// One raw sync stream from H to T.
 struct RawSession {
     writer: WriteHalf<libp2p::Stream>,
+    /// T's Hello.
+    hello: Hello,
+    /// Frames T sent before its Hello, not read yet.
+    early: std::collections::VecDeque<Vec<u8>>,
     /// Frames T sends; closed when T ends the stream.
     frames: mpsc::Receiver<Vec<u8>>,
 }
@@ -401,23 +407,55 @@ impl RawSession {
                 }
             }
         });
-        let mut session = RawSession { writer, frames };
-        let first = timeout(WAIT, session.frames.recv())
-            .await
-            .expect("T sent no Hello")
-            .expect("T closed the stream before its Hello");
-        assert!(
-            matches!(
-                Frame::decode(&first, &Limits::default()),
-                Ok(Frame::Hello(_))
-            ),
-            "T's first frame is not a Hello"
-        );
-        session
+        let mut frames = frames;
+        // A contact's session may carry access lists ahead of the Hello.
+        let mut early = std::collections::VecDeque::new();
+        let hello = loop {
+            let frame = timeout(WAIT, frames.recv())
+                .await
+                .expect("T sent no Hello")
+                .expect("T closed the stream before its Hello");
+            match Frame::decode(&frame, &Limits::default()) {
+                Ok(Frame::Hello(hello)) => break hello,
+                Ok(Frame::Acl { .. }) => early.push_back(frame),
+                _ => panic!("T's first frame is not a Hello"),
+            }
+        };
+        RawSession {
+            writer,
+            hello,
+            early,
+            frames,
+        }
     }
 
     async fn send(&mut self, frame: &[u8]) {
         net::write_frame(&mut self.writer, frame).await.unwrap();
+    }
+
+    /// The next frame T sends that `pick` accepts, skipping others.
+    async fn next_where<T>(&mut self, mut pick: impl FnMut(Frame) -> Option<T>) -> T {
+        while let Some(bytes) = self.early.pop_front() {
+            if let Some(found) = Frame::decode(&bytes, &Limits::default())
+                .ok()
+                .and_then(&mut pick)
+            {
+                return found;
+            }
+        }
+        timeout(WAIT, async {
+            while let Some(bytes) = self.frames.recv().await {
+                if let Some(found) = Frame::decode(&bytes, &Limits::default())
+                    .ok()
+                    .and_then(&mut pick)
+                {
+                    return found;
+                }
+            }
+            panic!("T closed the stream first");
+        })
+        .await
+        .expect("T never sent the frame waited for")
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) {
@@ -1076,4 +1114,239 @@ async fn a_change_that_alters_no_record_is_durable_before_the_answer() {
     tokio::task::spawn_blocking(move || reopened.stop())
         .await
         .unwrap();
+}
+
+/// A change writing `id` as the device `actor` into a share of `shards`
+/// shards, under `note`: (shard, change chunk, hash).
+fn share_change(
+    actor: &[u8; 32],
+    shards: u16,
+    id: &str,
+    note: Option<String>,
+) -> (u16, Vec<u8>, ChangeHash) {
+    let mut c = Collection::new("crafted", shards, ActorId::from(actor.as_slice())).unwrap();
+    c.set_note(note);
+    c.put(id, json!({ "n": 1 }), PutMode::Upsert, 0).unwrap();
+    let shard = c.shard_of(id);
+    let chunk = c
+        .take_chunks()
+        .into_iter()
+        .find(|k| k.shard == shard)
+        .unwrap()
+        .bytes;
+    let hash = c.shard_heads(shard).unwrap()[0];
+    (shard, chunk, hash)
+}
+
+/// A sync frame for the share `wire` carrying one change and `signatures`.
+fn share_sync_frame(
+    wire: &str,
+    shards: u16,
+    shard: u16,
+    chunk: Vec<u8>,
+    signatures: Vec<Authorship>,
+) -> Vec<u8> {
+    Frame::Sync {
+        collection: wire.into(),
+        shards,
+        shard,
+        message: message_with_changes(vec![chunk]).encode(),
+        signatures,
+    }
+    .encode(&Limits::default())
+    .unwrap()
+}
+
+/// A contact with write access to T's notes, driven by hand: a forged list
+/// entry, an unsigned change, a change under T's actor with the contact's
+/// signature, each closes only its session with a logged reason; its own
+/// signed change is taken; T keeps serving its own devices throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_contact_cannot_forge_the_list_or_another_devices_changes() {
+    let _alone = ALONE.write().await;
+    let fx = fixture().await;
+    let m = new_key();
+    let m_log = Log::genesis(&m, "mallory", 0);
+    let card = Card::new(&m, "mallory", m_log.clone(), Vec::new()).unwrap();
+    fx.t.handle
+        .add_contact(card.clone(), "Mallory".into())
+        .await
+        .unwrap();
+    let mut net = net::spawn(&m, net_config(), Admission::new([fx.t.peer]))
+        .await
+        .unwrap();
+    connect(&mut net, fx.t.peer, &fx.t.addr).await;
+    let request = Request::Card {
+        card: card.to_bytes(),
+    }
+    .encode();
+    share_exchange(&net, fx.t.peer, &request).await.unwrap();
+    let share =
+        fx.t.handle
+            .share(NOTES.into(), "Mallory".into(), Level::Write)
+            .await
+            .unwrap();
+    let answer = Request::Answer {
+        share: share.id.clone(),
+        accepted: true,
+    }
+    .encode();
+    share_exchange(&net, fx.t.peer, &answer).await.unwrap();
+    // T admits Mallory's device to sync once the answer is in.
+    let deadline = Instant::now() + WAIT;
+    while !fx.t.handle.members().borrow().peers.contains(&m.id()) {
+        assert!(Instant::now() < deadline, "T never admitted its contact");
+        sleep(Duration::from_millis(20)).await;
+    }
+    sleep(Duration::from_millis(200)).await;
+
+    let mut session = RawSession::open(&net, fx.t.peer).await;
+    let summary = session
+        .hello
+        .collections
+        .iter()
+        .find(|c| c.name == share.id)
+        .cloned()
+        .expect("T's Hello lists the share under its id");
+    let shards = summary.shards;
+    let hello = Frame::Hello(Hello {
+        log_digest: log_digest(&m_log),
+        collections: vec![Summary {
+            name: share.id.clone(),
+            shards,
+            digests: summary.digests.clone(),
+        }],
+    })
+    .encode(&Limits::default())
+    .unwrap();
+    session.send(&hello).await;
+    let credentials = session
+        .next_where(|f| match f {
+            Frame::Acl { collection, bytes } if collection == share.id => Some(bytes),
+            _ => None,
+        })
+        .await;
+    let (acl, _, _): (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>) =
+        postcard::from_bytes(&credentials).unwrap();
+    let acl = Acl::decode(&acl, &fx.log).unwrap();
+    let note = hearth_crdt::node::shares::note_of(&acl);
+
+    // 1. A list entry signed by Mallory (granting a friend write): refused.
+    let friend = Log::genesis(&new_key(), "friend", 0).account_id();
+    let forged = AclEntry::sign(
+        &m,
+        AclOp::Grant {
+            account: friend,
+            level: Level::Write,
+        },
+        acl.heads(),
+        1,
+    )
+    .unwrap();
+    let mut entries: Vec<Vec<u8>> = acl.entries().iter().map(AclEntry::to_bytes).collect();
+    entries.push(forged.to_bytes());
+    let mut forged_acl = vec![acl.encode()[0]];
+    forged_acl.extend(postcard::to_allocvec(&entries).unwrap());
+    let frame = Frame::Acl {
+        collection: share.id.clone(),
+        bytes: postcard::to_allocvec(&(forged_acl, Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new()))
+            .unwrap(),
+    }
+    .encode(&Limits::default())
+    .unwrap();
+    session.send(&frame).await;
+    session
+        .expect_closed("a list entry signed by a contact")
+        .await;
+    expect_logged(&["closing the sync session", "no device of the owner account"]).await;
+
+    // 2. Mallory's change without a signature: refused.
+    let mine = *m.id().as_bytes();
+    let (shard, chunk, hash) = share_change(&mine, shards, "m-unsigned", Some(note.clone()));
+    let mut session = RawSession::open(&net, fx.t.peer).await;
+    session
+        .send(&share_sync_frame(
+            &share.id,
+            shards,
+            shard,
+            chunk.clone(),
+            Vec::new(),
+        ))
+        .await;
+    session.expect_closed("an unsigned change").await;
+    expect_logged(&["closing the sync session", "an unsigned change"]).await;
+
+    // 3. A change under T's own actor, signed by Mallory: refused.
+    let t_device = *fx.t.handle.members().borrow().me.as_bytes();
+    let (p_shard, p_chunk, p_hash) = share_change(&t_device, shards, "posing-as-t", None);
+    let mut session = RawSession::open(&net, fx.t.peer).await;
+    let sig = Authorship::sign(&m, &p_hash);
+    session
+        .send(&share_sync_frame(
+            &share.id,
+            shards,
+            p_shard,
+            p_chunk,
+            vec![sig],
+        ))
+        .await;
+    session
+        .expect_closed("a change under another device's actor")
+        .await;
+    expect_logged(&["closing the sync session", "may not vouch"]).await;
+
+    // 4. Mallory's own change, signed by Mallory: taken.
+    let mut session = RawSession::open(&net, fx.t.peer).await;
+    let sig = Authorship::sign(&m, &hash);
+    session
+        .send(&share_sync_frame(
+            &share.id,
+            shards,
+            shard,
+            chunk,
+            vec![sig],
+        ))
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while fx.t.handle.get(NOTES, "m-unsigned").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "T refused the contact's signed change"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fx.t.handle.get(NOTES, "posing-as-t").await.is_err());
+    drop(session);
+
+    // 5. T's own list replayed to T as an offer from Mallory: refused.
+    let replay = Request::Offer {
+        acl: acl.encode(),
+        shards,
+    }
+    .encode();
+    let reply = share_exchange(&net, fx.t.peer, &replay).await;
+    assert!(matches!(&reply, Some(Reply::Refused { .. })), "{reply:?}");
+    expect_logged(&["refused", &m.id().to_string()]).await;
+    // 6. A flood of offers of Mallory's own: the rate limit stops it.
+    let mut refused = 0;
+    for i in 0..=ContactsConfig::default().requests_per_minute {
+        let own = Acl::create(&m, &m_log, &format!("bait-{i}"), 1).unwrap();
+        let mut own = own;
+        own.grant(&m, &m_log, fx.log.account_id(), Level::Read, 2)
+            .unwrap();
+        let offer = Request::Offer {
+            acl: own.encode(),
+            shards: 1,
+        }
+        .encode();
+        if let Some(Reply::Refused { reason }) = share_exchange(&net, fx.t.peer, &offer).await {
+            assert!(reason.contains("too many"), "{reason}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "no offer of the flood was refused");
+
+    fx.assert_serving("a hostile contact's frames").await;
+    let _ = net.handle.shutdown().await;
+    fx.stop().await;
 }
