@@ -646,7 +646,8 @@ impl Collection {
         let mut entries = Vec::new();
         for (index, result) in loaded {
             match result {
-                Ok((doc, records)) => {
+                Ok((mut doc, (records, conflicted))) => {
+                    doc.conflicted = conflicted;
                     docs.push(doc);
                     entries.extend(records);
                 }

@@ -342,8 +342,9 @@ pub enum Error {
 
 /// Checks a peer's change before it is applied; `Err` says why it is
 /// refused, or why it must wait. See [`Replica::gate`].
-pub type Gate =
-    std::sync::Arc<dyn Fn(&collection::Candidate<'_>) -> Result<(), collection::Refusal>>;
+pub type Gate = std::sync::Arc<
+    dyn Fn(&collection::Candidate<'_>) -> Result<(), collection::Refusal> + Send + Sync,
+>;
 
 /// The node's data as a session sees it.
 ///
@@ -512,6 +513,9 @@ pub struct Stats {
     pub frames_received: u64,
     /// Bytes of those frames.
     pub bytes_received: u64,
+    /// Frames dropped because they carried a collection this replica does
+    /// not share with the peer.
+    pub ignored: u64,
 }
 
 type ShardKey = (String, ShardIndex);
@@ -897,6 +901,10 @@ impl Session {
         summary: Summary,
         fx: &mut Effects,
     ) -> Result<(), Error> {
+        if !replica.may_hold(&summary.name) {
+            self.stats.ignored += 1;
+            return Ok(());
+        }
         if replica.collection(&summary.name).is_none() {
             self.create(replica, &summary.name, summary.shards, fx)?;
         }
@@ -1029,6 +1037,13 @@ impl Session {
             ref signatures,
         } = held;
         let name = name.clone();
+        if !replica.may_hold(&name) {
+            // A share the peer still counts this replica in (its copy of the
+            // list lags, or this side declined it): its data is dropped,
+            // and the rest of the session goes on.
+            self.stats.ignored += 1;
+            return Ok(());
+        }
         if replica.collection(&name).is_none() {
             self.create(replica, &name, shards, fx)?;
         }
@@ -1059,24 +1074,24 @@ impl Session {
             max_inflated: self.limits.max_inflated,
             max_record: self.limits.max_record,
         };
-        let written =
-            match coll.sync_receive(shard, state, message, signatures, bounds, gate.as_deref()) {
-                Ok(written) => written,
-                Err(collection::Error::Merge {
-                    source: collection::DecodeError::Waiting { .. },
-                    ..
-                }) => {
-                    // Nothing changed; held until the access list arrives.
-                    if self.waiting.len() >= self.limits.max_waiting {
-                        return Err(Error::TooManyWaiting {
-                            max: self.limits.max_waiting,
-                        });
-                    }
-                    self.waiting.push_back(held);
-                    return Ok(());
+        let gate = gate.as_deref().map(|g| g as collection::ChangeGate<'_>);
+        let written = match coll.sync_receive(shard, state, message, signatures, bounds, gate) {
+            Ok(written) => written,
+            Err(collection::Error::Merge {
+                source: collection::DecodeError::Waiting { .. },
+                ..
+            }) => {
+                // Nothing changed; held until the access list arrives.
+                if self.waiting.len() >= self.limits.max_waiting {
+                    return Err(Error::TooManyWaiting {
+                        max: self.limits.max_waiting,
+                    });
                 }
-                Err(e) => return Err(coll_err(e)),
-            };
+                self.waiting.push_back(held);
+                return Ok(());
+            }
+            Err(e) => return Err(coll_err(e)),
+        };
         if coll.shard_heads(shard).map_err(coll_err)? != before {
             fx.changed.push(key.clone());
         }

@@ -12,6 +12,12 @@
 //!   pairing received data or the log before its code was confirmed.
 //! - [`pairing`]: every join completed and its device is a member on every
 //!   member replica of its account's log; no refused attempt left an entry.
+//! - [`revocation`]: no device of a revoked contact ever held a change
+//!   written after its revocation (by the writer's list).
+//! - [`refusal`]: no change a share's rules refuse (a hostile account's
+//!   forgeries) was ever held by a replica of another account.
+//! - [`share_convergence`]: after heal, every device of every member still
+//!   in a share holds the same records in it as the owner's.
 
 use std::collections::BTreeMap;
 
@@ -396,5 +402,85 @@ mod tests {
             collection: "io.cozy.notes".into(),
         };
         assert!(!access(&[leak], 10, 1).passed);
+    }
+}
+
+/// No device of a revoked account held a change written after its
+/// revocation. `violations` name each such holding; `checked` counts the
+/// records looked at (every arrival and every record at the end).
+pub fn revocation(violations: &[String], checked: u64) -> Verdict {
+    Verdict {
+        name: "revocation",
+        passed: violations.is_empty(),
+        detail: match violations.first() {
+            Some(v) => format!("{} violations; first: {v}", violations.len()),
+            None => format!(
+                "{checked} shared records checked on arrival and at the end; none written after a revocation reached the revoked account"
+            ),
+        },
+    }
+}
+
+/// No forged change reached a replica of another account. `forged` and
+/// `gate_refusals` show the check was exercised.
+pub fn refusal(violations: &[String], forged: u64, gate_refusals: u64) -> Verdict {
+    Verdict {
+        name: "refusal",
+        passed: violations.is_empty(),
+        detail: match violations.first() {
+            Some(v) => format!("{} violations; first: {v}", violations.len()),
+            None => format!(
+                "{forged} forged writes, {gate_refusals} sessions refused by the share gate; no forged record on any replica of another account"
+            ),
+        },
+    }
+}
+
+/// One member device's records of one share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareReplica {
+    /// The share (index in the plan).
+    pub share: u32,
+    /// The device.
+    pub node: u32,
+    /// Its account.
+    pub account: u32,
+    /// BLAKE3 over the share's records as JSON.
+    pub records: [u8; 32],
+}
+
+/// Every member device of a share holds the records of its first replica
+/// (the owner's), and no step of the plan was abandoned.
+pub fn share_convergence(replicas: &[ShareReplica], abandoned: u64) -> Verdict {
+    let name = "share convergence";
+    if abandoned > 0 {
+        return Verdict {
+            name,
+            passed: false,
+            detail: format!("{abandoned} contact or share steps were abandoned"),
+        };
+    }
+    let mut first: BTreeMap<u32, &ShareReplica> = BTreeMap::new();
+    for r in replicas {
+        let reference = *first.entry(r.share).or_insert(r);
+        if reference.records != r.records {
+            return Verdict {
+                name,
+                passed: false,
+                detail: format!(
+                    "share {}: device {} (account {}) and device {} (account {}) differ in records",
+                    r.share, reference.node, reference.account, r.node, r.account
+                ),
+            };
+        }
+    }
+    Verdict {
+        name,
+        passed: true,
+        detail: format!(
+            "{} member replicas of {} shares identical",
+            replicas.len(),
+            first.len()
+        ),
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::check::{QueueMax, Verdict};
-use crate::sim::{Counters, Outcome, log3};
+use crate::sim::{Counters, Outcome, SharingFigures, log3};
 
 /// Percentiles of a sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -143,8 +143,25 @@ pub struct Report {
     pub queues: Vec<QueueMax>,
     /// Pairing.
     pub pairing: Pairing,
+    /// Contacts and shares.
+    pub sharing: Sharing,
     /// Counters.
     pub counters: Counters,
+}
+
+/// Contacts, shares and the writes to shared collections.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sharing {
+    /// Counts of the plan's steps and of the writes.
+    pub figures: SharingFigures,
+    /// Time from a shared write to the last device of its share's final
+    /// members, ms (for a write made before a member accepted, this
+    /// includes the acceptance).
+    pub converge_ms: Summary,
+    /// Rounds per shared write, against log₃ of the member devices.
+    pub rounds: Summary,
+    /// log₃ of the mean member devices per share.
+    pub log3_n: f64,
 }
 
 impl Report {
@@ -200,6 +217,20 @@ impl Report {
                 failed: c.pairings_failed,
                 duration_ms: Summary::of(&outcome.pairing_us, 1e-3),
             },
+            sharing: Sharing {
+                figures: outcome.sharing.clone(),
+                converge_ms: Summary::of(&outcome.sharing.converge_us, 1e-3),
+                rounds: Summary::of(
+                    &outcome
+                        .sharing
+                        .rounds
+                        .iter()
+                        .map(|&r| u64::from(r))
+                        .collect::<Vec<_>>(),
+                    1.0,
+                ),
+                log3_n: round3(outcome.sharing.replicas_per_share.max(1.0).log(3.0)),
+            },
             counters: outcome.counters.clone(),
         }
     }
@@ -241,6 +272,11 @@ impl Report {
             ("frames sent per node", &self.frames_per_node),
             ("bytes sent per node", &self.bytes_per_node),
             ("pairing duration (ms)", &self.pairing.duration_ms),
+            (
+                "shared write to last member (ms)",
+                &self.sharing.converge_ms,
+            ),
+            ("rounds per shared write", &self.sharing.rounds),
         ] {
             let _ = writeln!(
                 s,
@@ -268,6 +304,29 @@ impl Report {
             "Pairing: {} joins, {} attempts, {} succeeded, {} refused (wrong code), {} failed.",
             p.joins, p.attempted, p.succeeded, p.refused, p.failed
         );
+        let g = &self.sharing.figures;
+        if g.shares > 0 {
+            let _ = writeln!(
+                s,
+                "Sharing: {} contacts, {} shares ({:.1} member devices each, log₃N = {}), {} grants, {} accepted, {} level changes, {} revocations; {} shared writes ({} converged, {} not), {} refused locally, {} forged, {} sessions refused by the gate; {} requests carried, {} steps abandoned.",
+                g.contacts,
+                g.shares,
+                g.replicas_per_share,
+                self.sharing.log3_n,
+                g.grants,
+                g.accepted,
+                g.level_changes,
+                g.revocations,
+                g.shared_writes,
+                g.converge_us.len(),
+                g.unconverged,
+                g.refused_locally,
+                g.forged,
+                g.refused_by_gate,
+                g.requests,
+                g.abandoned
+            );
+        }
         let _ = writeln!(s, "\n| queue | max | bound |\n|---|---|---|");
         for q in &self.queues {
             let _ = writeln!(s, "| {} | {} | {} |", q.queue, q.max, q.bound);

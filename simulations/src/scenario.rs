@@ -118,6 +118,82 @@ pub struct Scenario {
     /// New devices that join an account by pairing during the run.
     #[serde(default)]
     pub joins: Vec<Join>,
+    /// Contacts between accounts and the collections they share.
+    #[serde(default)]
+    pub sharing: Sharing,
+}
+
+/// The contact graph and the shares over it. Each account adds
+/// `contacts_per_account` other accounts at random (the other side accepts
+/// the request after `accept_delay_s`); each account shares its collection
+/// [`Sharing::collection`] with probability `share_fraction`, granting
+/// `members_per_share` of its contacts `write` (probability
+/// `write_fraction`) or `read`, each recipient accepting after
+/// `accept_delay_s`. Later a grant may change level once
+/// (`level_change_fraction`) and may be revoked for good
+/// (`revoke_fraction`), at a time drawn from `change_at_s`. A fraction of
+/// each device's writes (`shared_writes`) go to a shared collection its
+/// account holds. Accounts drawn as hostile (`hostile_fraction`) write
+/// past the share rules wherever they may not (`Node::forge`), so every
+/// other replica must refuse them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sharing {
+    /// Contacts each account adds (0: no contacts, no shares).
+    pub contacts_per_account: u32,
+    /// When contact requests are made, s.
+    pub contacts_at_s: Range,
+    /// Delay before a request or an offer is accepted, s.
+    pub accept_delay_s: Range,
+    /// The collection each sharing account shares.
+    pub collection: String,
+    /// Probability that an account shares its collection.
+    pub share_fraction: f64,
+    /// Contacts each share is granted to (at most the account's contacts).
+    pub members_per_share: u32,
+    /// Probability that a grant is `write` (else `read`).
+    pub write_fraction: f64,
+    /// When the grants are made, s.
+    pub grant_at_s: Range,
+    /// Probability that a grant changes level once.
+    pub level_change_fraction: f64,
+    /// Probability that a grant is revoked (for good).
+    pub revoke_fraction: f64,
+    /// When level changes and revocations happen, s.
+    pub change_at_s: Range,
+    /// Fraction of a device's writes that go to a shared collection.
+    pub shared_writes: f64,
+    /// Probability that an account is hostile.
+    pub hostile_fraction: f64,
+}
+
+impl Default for Sharing {
+    fn default() -> Self {
+        Self {
+            contacts_per_account: 0,
+            contacts_at_s: Range { min: 0.0, max: 5.0 },
+            accept_delay_s: Range {
+                min: 1.0,
+                max: 10.0,
+            },
+            collection: "trip.notes".to_owned(),
+            share_fraction: 1.0,
+            members_per_share: 2,
+            write_fraction: 0.5,
+            grant_at_s: Range {
+                min: 10.0,
+                max: 20.0,
+            },
+            level_change_fraction: 0.0,
+            revoke_fraction: 0.0,
+            change_at_s: Range {
+                min: 40.0,
+                max: 80.0,
+            },
+            shared_writes: 0.5,
+            hostile_fraction: 0.0,
+        }
+    }
 }
 
 /// A new device joining an account through the pairing handshake: at `at_s`
@@ -566,9 +642,62 @@ impl Scenario {
                 format!("at most {MAX_DEVICES_PER_ACCOUNT} devices per account"),
             ));
         }
+        self.validate_sharing()?;
         let b = &self.bounds;
         if b.window_frames == 0 || b.max_outbox_frames == 0 || b.max_held == 0 {
             return Err(invalid("bounds", "every bound must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_sharing(&self) -> Result<(), Error> {
+        let g = &self.sharing;
+        if g.contacts_per_account == 0 {
+            return Ok(());
+        }
+        if g.contacts_per_account >= self.topology.accounts {
+            return Err(invalid(
+                "sharing.contacts_per_account",
+                "below the number of accounts",
+            ));
+        }
+        if g.members_per_share == 0 {
+            return Err(invalid("sharing.members_per_share", "at least 1"));
+        }
+        hearth_crdt::node::check_doctype(&g.collection)
+            .map_err(|e| invalid("sharing.collection", e.to_string()))?;
+        if self.workload.collections.contains(&g.collection) {
+            return Err(invalid(
+                "sharing.collection",
+                "must differ from the workload's collections",
+            ));
+        }
+        for (field, r) in [
+            ("sharing.contacts_at_s", g.contacts_at_s),
+            ("sharing.accept_delay_s", g.accept_delay_s),
+            ("sharing.grant_at_s", g.grant_at_s),
+            ("sharing.change_at_s", g.change_at_s),
+        ] {
+            r.validate(field)?;
+        }
+        for (field, at) in [
+            ("sharing.contacts_at_s", g.contacts_at_s),
+            ("sharing.grant_at_s", g.grant_at_s),
+            ("sharing.change_at_s", g.change_at_s),
+        ] {
+            if at.max >= self.duration_s {
+                return Err(invalid(field, "within the write phase"));
+            }
+        }
+        for (field, p) in [
+            ("sharing.share_fraction", g.share_fraction),
+            ("sharing.write_fraction", g.write_fraction),
+            ("sharing.level_change_fraction", g.level_change_fraction),
+            ("sharing.revoke_fraction", g.revoke_fraction),
+            ("sharing.shared_writes", g.shared_writes),
+            ("sharing.hostile_fraction", g.hostile_fraction),
+        ] {
+            probability(field, p)?;
         }
         Ok(())
     }
@@ -595,6 +724,9 @@ impl Scenario {
             t.devices_per_account - s.faults.removals_per_account,
         );
         s.joins.retain(|j| j.account < accounts);
+        if accounts <= s.sharing.contacts_per_account {
+            s.sharing.contacts_per_account = accounts - 1;
+        }
         for j in &mut s.joins {
             j.inviter = j.inviter.min(kept - 1);
         }
@@ -606,6 +738,16 @@ impl Scenario {
                 p.end_s *= k;
             }
             s.faults.removal_at_s *= k;
+            let g = &mut s.sharing;
+            for r in [
+                &mut g.contacts_at_s,
+                &mut g.accept_delay_s,
+                &mut g.grant_at_s,
+                &mut g.change_at_s,
+            ] {
+                r.min *= k;
+                r.max *= k;
+            }
             for j in &mut s.joins {
                 j.at_s *= k;
             }

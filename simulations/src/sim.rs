@@ -20,6 +20,9 @@ use crate::check::{self, AccessViolation, AckedWrite, QueueMax, ReplicaFingerpri
 use crate::scenario::{Range, Scenario};
 
 mod pairing;
+mod sharing;
+
+pub use sharing::Figures as SharingFigures;
 
 /// Virtual time, in microseconds.
 pub type Time = u64;
@@ -162,6 +165,16 @@ enum Held {
     Ack {
         write: u32,
     },
+    /// A write to a shared collection.
+    SharedAck {
+        write: u32,
+    },
+    /// The reply to a contact request, to device `to`.
+    Reply {
+        to: u32,
+        incarnation: u32,
+        bytes: Vec<u8>,
+    },
     /// A pairing frame (the welcome, after the new member is durable).
     Pair {
         join: u32,
@@ -196,6 +209,12 @@ struct Node {
     joiner_of: Option<u32>,
     /// The timer its core asked for last, until it fires.
     timer: Option<i64>,
+    /// Who its admission gate lets sync (the core's last
+    /// `Output::MembersChanged`).
+    admission: core::Members,
+    /// Per shared record (share, writer, k): the newest generation seen and
+    /// the hops it took.
+    shared_seen: BTreeMap<(u32, u32, u32), (u64, u32)>,
     links: Vec<u32>,
     outbox: u64,
     /// Per record: the newest generation seen and the hops it took.
@@ -307,6 +326,8 @@ enum Kind {
         node: u32,
         at: i64,
     },
+    /// A step of the sharing plan (and the tries it had).
+    Share(sharing::Step, u32),
 }
 
 #[derive(Debug)]
@@ -406,6 +427,8 @@ pub struct Outcome {
     pub removed_devices: u32,
     /// Per completed join: time from its first attempt to the welcome, µs.
     pub pairing_us: Vec<Time>,
+    /// Contacts, shares and shared writes.
+    pub sharing: SharingFigures,
 }
 
 /// The simulated world.
@@ -439,6 +462,11 @@ pub struct World {
     joins: Vec<pairing::JoinState>,
     /// Pairing properties seen broken during the run.
     pairing_violations: Vec<String>,
+    /// Every device by id.
+    by_id: BTreeMap<DeviceId, u32>,
+    /// The contact graph and shares, and what the run saw of them.
+    sharing: sharing::Sharing,
+    sharing_figures: SharingFigures,
 }
 
 impl std::fmt::Debug for World {
@@ -488,9 +516,10 @@ impl World {
             let log = Arc::new(log);
             let base = account * per;
             for (i, key) in keys.into_iter().enumerate() {
+                let id = key.id();
                 nodes.push(Node {
                     account,
-                    id: key.id(),
+                    id,
                     core: core::Node::new(
                         key,
                         &format!("device-{i}"),
@@ -511,6 +540,8 @@ impl World {
                     member: true,
                     joiner_of: None,
                     timer: None,
+                    admission: core::Members::of(id, &log),
+                    shared_seen: BTreeMap::new(),
                     links: Vec::new(),
                     outbox: 0,
                     seen: BTreeMap::new(),
@@ -523,7 +554,13 @@ impl World {
                 add_link(&mut nodes, &mut conns, base + a, base + b);
             }
         }
+        let sharing = sharing::plan(scenario, &mut rng, &mut nodes, &mut conns);
         let joins = pairing::add_joiners(scenario, &config, &mut rng, &mut nodes, &mut conns);
+        let by_id = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id, i as u32))
+            .collect();
         let mut world = World {
             scenario: scenario.clone(),
             core: config,
@@ -551,6 +588,9 @@ impl World {
             hop_histogram: Vec::new(),
             joins,
             pairing_violations: Vec::new(),
+            by_id,
+            sharing,
+            sharing_figures: SharingFigures::default(),
         };
         world.schedule_initial();
         Ok(world)
@@ -613,6 +653,7 @@ impl World {
         for (join, j) in s.joins.iter().enumerate() {
             self.push(us(j.at_s), Kind::JoinStart { join: join as u32 });
         }
+        self.schedule_sharing();
         for node in 0..n {
             self.wake(node);
         }
@@ -677,6 +718,7 @@ impl World {
             } => self.pair_deliver(join, attempt, dir, frame),
             Kind::PairConfirm { join, attempt } => self.pair_confirm(join, attempt),
             Kind::Tick { node, at } => self.tick(node, at),
+            Kind::Share(step, tries) => self.share_step(step, tries),
         }
     }
 
@@ -727,6 +769,10 @@ impl World {
     /// for good, as `refused` does, would be wrong: the log is on its way).
     fn admits(&self, by: u32, device: u32) -> bool {
         let d = &self.nodes[device as usize];
+        let gate = &self.nodes[by as usize];
+        if d.account != gate.account {
+            return gate.admission.may_sync(&d.id);
+        }
         if d.joiner_of.is_none() {
             return true;
         }
@@ -894,6 +940,18 @@ impl World {
     /// the next fsync: persist, then send.
     fn node_send(&mut self, c: u32, side: usize, frame: Vec<u8>) {
         let node = self.conns[c as usize].ends[side];
+        let to = self.conns[c as usize].ends[1 - side];
+        if self.nodes[node as usize].account != self.nodes[to as usize].account
+            && let Ok(Frame::Sync { collection, .. }) = Frame::decode(&frame, &self.limits)
+            && !self.may_receive(node, to, &collection)
+        {
+            self.violations.push(AccessViolation {
+                at_us: self.now,
+                from: node,
+                to,
+                collection,
+            });
+        }
         let n = &mut self.nodes[node as usize];
         if n.pending.is_empty() && n.held.is_empty() {
             self.net_send(c, side, frame);
@@ -998,6 +1056,11 @@ impl World {
                 heads: undurable,
             });
         }
+        if sender.account != receiver.account {
+            // Checked when the core produced it (`node_send`): that is the
+            // order its outputs are in, whatever the disk holds back.
+            return;
+        }
         // A device that is still pairing is a non-member whatever the
         // sender's log says: it must not see data before its welcome.
         if receiver.member && sender.core.log().is_member(&receiver.id) {
@@ -1085,6 +1148,7 @@ impl World {
                     if let Some(from) = from {
                         for (name, records) in arrived {
                             self.arrivals(me, from, &name, &records);
+                            self.share_arrivals(me, from, &name, &records);
                         }
                     }
                 }
@@ -1099,6 +1163,20 @@ impl World {
                     let Some((c, _)) = self.session_end(session) else {
                         continue;
                     };
+                    let [a, b] = self.conns[c as usize].ends;
+                    if self.nodes[a as usize].account != self.nodes[b as usize].account {
+                        // Between accounts the admission gates decide when
+                        // to connect again; a peer whose change the gate
+                        // refused is not dialled again (see `sharing`).
+                        if is_gate_refusal(&reason) {
+                            self.sharing_figures.refused_by_gate += 1;
+                            self.conns[c as usize].refused = true;
+                        } else if matches!(reason, CloseReason::Refused(_)) {
+                            self.counters.session_errors += 1;
+                        }
+                        self.close(c);
+                        continue;
+                    }
                     match reason {
                         // A peer refused for not being a member is never
                         // dialled again (the node's admission gate remembers
@@ -1114,15 +1192,11 @@ impl World {
                     }
                     self.close(c);
                 }
-                Output::MembersChanged(_) => self.admit_joiners(me),
-                Output::Deliver { peer, .. } => {
-                    // The simulated world is one account with no contacts
-                    // yet: a card has nowhere to go and comes back
-                    // undelivered, as a dial to nobody would.
-                    let now = self.core_now();
-                    let (_, more) = self.nodes[me as usize].core.share_reply(now, peer, None);
-                    self.perform(me, None, more);
+                Output::MembersChanged(members) => {
+                    self.admit_joiners(me);
+                    self.members_changed(me, members);
                 }
+                Output::Deliver { peer, frame, .. } => self.share_deliver(me, peer, frame),
                 Output::Dial { peer, .. } => {
                     // One connection carries the session here, whichever
                     // side opens the stream; a dial that cannot get through
@@ -1196,6 +1270,12 @@ impl World {
                     self.writes[write as usize].acked = Some(self.now);
                     self.counters.acked += 1;
                 }
+                Held::SharedAck { write } => self.sharing.writes[write as usize].acked = true,
+                Held::Reply {
+                    to,
+                    incarnation,
+                    bytes,
+                } => self.send_reply(to, incarnation, me, bytes),
                 Held::Pair {
                     join,
                     attempt,
@@ -1217,6 +1297,9 @@ impl World {
         let next = exponential(&mut self.rng, mean);
         self.push_before_heal(next, Kind::Write { node: me });
         if self.nodes[me as usize].crashed || !self.nodes[me as usize].member {
+            return;
+        }
+        if self.shared_write(me) {
             return;
         }
         let ci = self.rng.gen_range(0..count);
@@ -1357,6 +1440,10 @@ impl World {
         node.fsync_scheduled = false;
         node.pending.clear();
         for h in std::mem::take(&mut node.held) {
+            if let Held::SharedAck { write } = h {
+                self.sharing.writes[write as usize].lost = true;
+                self.counters.lost_unacked_writes += 1;
+            }
             if let Held::Ack { write } = h {
                 let rec = &mut self.writes[write as usize];
                 rec.lost = true;
@@ -1400,6 +1487,7 @@ impl World {
                     .insert((collection.clone(), shard), heads);
             }
         }
+        node.admission = fresh.members();
         node.core = fresh;
         node.timer = None;
         node.crashed = false;
@@ -1454,7 +1542,8 @@ impl World {
 
     // --- the end ----------------------------------------------------------
 
-    fn finish(self, quiesced: bool) -> Outcome {
+    fn finish(mut self, quiesced: bool) -> Outcome {
+        let sharing_verdicts = self.sharing_verdicts();
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut fingerprints = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -1464,18 +1553,19 @@ impl World {
             members.entry(node.account).or_default().push(i as u32);
             fingerprints.push(fingerprint(i as u32, node));
         }
-        let acked: Vec<AckedWrite> = self
-            .writes
-            .iter()
-            .filter(|w| w.acked.is_some() && !self.nodes[w.origin as usize].removed)
-            .map(|w| AckedWrite {
-                node: w.origin,
-                account: w.account,
-                collection: self.scenario.workload.collections[usize::from(w.key.0)].clone(),
-                id: format!("d{}-{}", w.key.1, w.key.2),
-                rev: w.rev.clone(),
-            })
-            .collect();
+        let mut acked: Vec<AckedWrite> = self.shared_acked();
+        acked.extend(
+            self.writes
+                .iter()
+                .filter(|w| w.acked.is_some() && !self.nodes[w.origin as usize].removed)
+                .map(|w| AckedWrite {
+                    node: w.origin,
+                    account: w.account,
+                    collection: self.scenario.workload.collections[usize::from(w.key.0)].clone(),
+                    id: format!("d{}-{}", w.key.1, w.key.2),
+                    rev: w.rev.clone(),
+                }),
+        );
         let nodes = &self.nodes;
         let durability = check::durability(&acked, &members, |node, coll, id| {
             nodes[node as usize]
@@ -1515,6 +1605,7 @@ impl World {
         if !self.joins.is_empty() {
             verdicts.push(self.pairing_verdict());
         }
+        verdicts.extend(sharing_verdicts);
         let pairing_us = self.pairing_durations();
         if !quiesced {
             verdicts.push(Verdict {
@@ -1557,8 +1648,56 @@ impl World {
             queues,
             removed_devices: removals * self.scenario.topology.accounts,
             pairing_us,
+            sharing: self.sharing_figures,
         }
     }
+
+    /// Whether `to` may receive the data of the share `wire` (its id) from
+    /// `from`, by the sender's own list: the owner's devices, and those of
+    /// an account the list lets read.
+    fn may_receive(&self, from: u32, to: u32, wire: &str) -> bool {
+        let sender = &self.nodes[from as usize].core;
+        let account = self.nodes[to as usize].core.log().account_id();
+        let Some(share) = sender
+            .shares()
+            .values()
+            .find(|s| s.id().to_string() == wire)
+        else {
+            return false;
+        };
+        if share.owner() == account {
+            return true;
+        }
+        let owner_log = if sender.log().account_id() == share.owner() {
+            Arc::clone(sender.log())
+        } else {
+            match sender.contacts().get(&share.owner()) {
+                Some(c) => Arc::clone(&c.log),
+                None => match share.logs.get(&share.owner()) {
+                    Some(l) => Arc::clone(l),
+                    None => return false,
+                },
+            }
+        };
+        share.acl.state(&owner_log).may_read(&account)
+    }
+}
+
+/// Whether a session ended because the peer sent a change the share gate
+/// refused.
+fn is_gate_refusal(reason: &CloseReason) -> bool {
+    use hearth_crdt::collection::{DecodeError, Error as CollectionError};
+    use hearth_crdt::sync::Error as SyncError;
+    matches!(
+        reason,
+        CloseReason::Refused(SyncError::Collection {
+            source: CollectionError::Merge {
+                source: DecodeError::Refused { .. },
+                ..
+            },
+            ..
+        })
+    )
 }
 
 fn parse_id(id: &str) -> Option<(u32, u32)> {

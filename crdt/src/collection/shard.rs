@@ -47,6 +47,11 @@ pub(crate) struct Shard {
     unsaved: Vec<Authorship>,
     /// What signs this replica's changes, on a shared collection.
     signer: Option<Signer>,
+    /// Records whose `_rev` holds concurrent values. Their shown revision
+    /// is a function of every such value, and Automerge reports a conflict
+    /// only when it starts, not when another concurrent value joins it; so
+    /// every merge re-reads these (see [`Shard::merge`]).
+    pub(crate) conflicted: BTreeSet<String>,
 }
 
 impl Shard {
@@ -59,6 +64,7 @@ impl Shard {
             authorships: BTreeMap::new(),
             unsaved: Vec::new(),
             signer: None,
+            conflicted: BTreeSet::new(),
         }
     }
 
@@ -112,6 +118,7 @@ impl Shard {
                 authorships,
                 unsaved: Vec::new(),
                 signer: None,
+                conflicted: BTreeSet::new(),
             };
             Ok((shard, value))
         })
@@ -283,16 +290,22 @@ impl Shard {
             return Ok(Vec::new());
         }
         let merged: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
-        let (doc, touched) = guard(|| {
+        let conflicted = &self.conflicted;
+        let (doc, touched, still) = guard(|| {
             let mut doc = current.clone();
             let mut log = PatchLog::active();
             doc.apply_changes_log_patches(changes, &mut log)?;
-            let mut keys = BTreeSet::new();
+            let mut keys = conflicted.clone();
             for patch in doc.make_patches(&mut log) {
                 if let Some(key) = root_key(&patch.path, &patch.action) {
                     keys.insert(key);
                 }
             }
+            let still: BTreeSet<String> = keys
+                .iter()
+                .filter(|key| rev_conflicted(&doc, key))
+                .cloned()
+                .collect();
             let touched = keys
                 .into_iter()
                 .map(|key| {
@@ -300,9 +313,12 @@ impl Shard {
                     Ok((key, value))
                 })
                 .collect::<Result<Vec<(String, T)>, DecodeError>>()?;
-            Ok((doc, touched))
+            Ok((doc, touched, still))
         })?;
         self.doc = doc;
+        // Every re-read key is known now: conflicted or not.
+        self.conflicted.retain(|key| still.contains(key));
+        self.conflicted.extend(still);
         // Our own actor's changes only ever come back as duplicates (the
         // actor is never shared), so `last_seq` still holds.
         self.pending = None;
@@ -385,6 +401,16 @@ fn root_key(path: &[(automerge::ObjId, Prop)], action: &PatchAction) -> Option<S
             } => Some(key.clone()),
             _ => None,
         },
+    }
+}
+
+/// Whether the record map at root key `key` holds concurrent `_rev` values.
+fn rev_conflicted(doc: &Automerge, key: &str) -> bool {
+    match doc.get(automerge::ROOT, key) {
+        Ok(Some((automerge::Value::Object(_), obj))) => doc
+            .get_all(&obj, crate::record::REV_KEY)
+            .is_ok_and(|values| values.len() > 1),
+        _ => false,
     }
 }
 

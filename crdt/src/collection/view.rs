@@ -6,7 +6,7 @@
 //! function of the document. A record whose id hashes to another shard is
 //! refused outright (see [`DecodeError::MisplacedRecord`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use automerge::iter::DocItem;
@@ -48,7 +48,12 @@ pub(crate) fn check_placement<R: ReadDoc>(
     }
 }
 
-/// Every record of one shard, in the document's key order.
+/// A shard's records as [`read_shard`] reads them: every record in key
+/// order, and the ids of those whose `_rev` holds concurrent values.
+pub(crate) type ShardRecords = (Vec<(String, Value)>, BTreeSet<String>);
+
+/// Every record of one shard, in the document's key order, with the ids of
+/// those whose `_rev` holds concurrent values.
 ///
 /// This walks the whole document once with [`ReadDoc::iter`] instead of
 /// asking for each record map in turn, which would seek through the op
@@ -59,7 +64,7 @@ pub(crate) fn read_shard<R: ReadDoc>(
     doc: &R,
     shard: ShardIndex,
     shard_count: u16,
-) -> Result<Vec<(String, Value)>, DecodeError> {
+) -> Result<ShardRecords, DecodeError> {
     let mut walk = Walk::default();
     let mut current: Option<(Arc<ExId>, Option<usize>)> = None;
     for item in doc.iter() {
@@ -221,7 +226,7 @@ impl Walk {
 
     /// Moves every nested container into its parent (children always come
     /// after their parent) and finishes each readable record.
-    fn finish(mut self) -> Vec<(String, Value)> {
+    fn finish(mut self) -> ShardRecords {
         for n in (0..self.nodes.len()).rev() {
             let Some((parent, slot)) = self.nodes[n].parent.take() else {
                 continue;
@@ -240,9 +245,13 @@ impl Walk {
             }
         }
         let mut out = Vec::with_capacity(self.records.len());
+        let mut conflicted = BTreeSet::new();
         for pending in self.records {
             if pending.unreadable {
                 continue;
+            }
+            if matches!(pending.rev, StoredRev::Conflicted(_)) {
+                conflicted.insert(pending.id.clone());
             }
             let Value::Object(mut fields) = std::mem::take(&mut self.nodes[pending.node].value)
             else {
@@ -253,7 +262,7 @@ impl Walk {
             fields.insert(REV_KEY.to_owned(), Value::String(rev));
             out.push((pending.id, Value::Object(fields)));
         }
-        out
+        (out, conflicted)
     }
 }
 

@@ -502,6 +502,7 @@ impl Node {
         let written = loaded.data.delete(&id, None, now)?;
         out.extend(self.commit(now, COLLECTION, [&written]));
         self.contacts.known.remove(&contact.account);
+        self.forget_access();
         self.publish_admission(now, &mut out);
         Ok((contact, out))
     }
@@ -521,6 +522,7 @@ impl Node {
         for c in contacts.iter() {
             self.contacts.known.insert(c.account, c.clone());
         }
+        self.forget_access();
         self.publish_admission(now, &mut out);
         Ok(out)
     }
@@ -547,6 +549,7 @@ impl Node {
                 None => self.contacts.known.remove(&account),
             };
         }
+        self.forget_access();
         self.publish_admission(now, out);
     }
 

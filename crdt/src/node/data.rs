@@ -157,6 +157,12 @@ impl Node {
                     meta: Catalog::new(shards, now),
                 },
             );
+            // A shared collection written here before any of its data
+            // arrived: its changes are signed and name their list state
+            // from the first one.
+            if self.share_of(name).is_some() {
+                self.set_notes();
+            }
         }
         self.collections
             .get_mut(name)
@@ -177,6 +183,25 @@ impl Node {
         check_size(&self.config, &id, &body)?;
         let loaded = self.collection_mut(doctype, now)?;
         let written = loaded.data.put(&id, body, mode, now)?;
+        let out = self.commit(now, doctype, [&written]);
+        Ok((written, out))
+    }
+
+    /// Upserts `id` past the share rules (a reader's or a revoked writer's
+    /// write), signed as this device and offered to every session, as a
+    /// modified node would: how the simulator plays a hostile member. The
+    /// other replicas' gates must refuse it. Never on in a build that ships.
+    #[cfg(feature = "adversary")]
+    pub fn forge(
+        &mut self,
+        now: Millis,
+        doctype: &str,
+        id: &str,
+        body: Value,
+    ) -> Result<(Written, Outputs), Error> {
+        check_size(&self.config, id, &body)?;
+        let loaded = self.ensure_collection(doctype, now)?;
+        let written = loaded.data.put(id, body, PutMode::Upsert, now)?;
         let out = self.commit(now, doctype, [&written]);
         Ok((written, out))
     }

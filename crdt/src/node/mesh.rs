@@ -102,6 +102,8 @@ impl std::fmt::Display for CloseReason {
 pub(super) struct Peer {
     id: SessionId,
     session: Session,
+    /// The scope last announced to a device of another account.
+    announced: Option<Arc<Scope>>,
 }
 
 /// The node's collections and log, as a sync session sees them: all of
@@ -113,9 +115,9 @@ struct Replica<'n> {
     actor: automerge::ActorId,
     now: Millis,
     /// `Some` for a device of another account (empty: nothing shared).
-    scope: Option<Scope>,
+    scope: Option<Arc<Scope>>,
     /// The gates of shared collections, by local name.
-    gates: BTreeMap<String, sync::Gate>,
+    gates: Arc<BTreeMap<String, sync::Gate>>,
 }
 
 impl Replica<'_> {
@@ -225,18 +227,14 @@ impl Node {
         let actor = self.actor();
         let scope = peer
             .filter(|p| !self.log.is_member(p))
-            .map(|p| self.scope_for(p).unwrap_or_default());
+            .map(|p| self.cached_scope(p).unwrap_or_default());
         // Another device of the account is trusted as this one is: its
-        // changes pass ungated (their signatures are still kept and passed
-        // on). A contact's device meets the gates of the shares.
+        // changes are only held back until the access list state they name
+        // is here (their signatures are still kept and passed on). A
+        // contact's device meets the gates of the shares.
         let gates = match scope {
-            Some(_) => self
-                .shares()
-                .values()
-                .filter_map(|s| s.local.clone())
-                .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
-                .collect(),
-            None => BTreeMap::new(),
+            Some(_) => self.cached_gates(),
+            None => self.cached_member_gates(),
         };
         Replica {
             collections: &mut self.collections,
@@ -291,8 +289,11 @@ impl Node {
         states: Vec<(String, ShardIndex, Vec<u8>)>,
         out: &mut Outputs,
     ) {
-        let shares = !self.log.is_member(&peer) && self.scope_for(&peer).is_some();
-        if peer == self.key.id() || !(self.log.is_member(&peer) || shares) {
+        let announced = match self.log.is_member(&peer) {
+            true => None,
+            false => self.cached_scope(&peer),
+        };
+        if peer == self.key.id() || !(self.log.is_member(&peer) || announced.is_some()) {
             out.push(Output::Close {
                 session,
                 peer,
@@ -308,6 +309,7 @@ impl Node {
             Peer {
                 id: session,
                 session: s,
+                announced,
             },
         ) {
             out.push(Output::Close {
@@ -543,8 +545,13 @@ impl Node {
             .filter(|p| !self.log.is_member(p))
             .collect();
         for peer in peers {
-            if self.scope_for(&peer).is_none() {
+            let Some(scope) = self.cached_scope(&peer) else {
                 self.close_session(now, peer, CloseReason::NotShared, out);
+                continue;
+            };
+            // A change elsewhere in the shares leaves this peer's as it was:
+            // nothing to announce again.
+            if self.sessions.get(&peer).and_then(|p| p.announced.as_ref()) == Some(&scope) {
                 continue;
             }
             let Some(mut p) = self.sessions.remove(&peer) else {
@@ -552,6 +559,7 @@ impl Node {
             };
             let frames = p.session.restart(&self.replica_for(now, Some(&peer)));
             let id = p.id;
+            p.announced = Some(scope);
             self.sessions.insert(peer, p);
             match frames {
                 Ok(frames) => self.send(id, frames, out),

@@ -274,7 +274,7 @@ impl Share {
 
 /// The collections a contact's device may sync with this one, by wire name
 /// (the share id): each with its local name and its encoded access list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Scope {
     pub(super) shares: BTreeMap<String, (String, u16, Vec<u8>)>,
 }
@@ -296,6 +296,32 @@ impl Scope {
 #[derive(Debug, Default)]
 pub(super) struct Shares {
     known: BTreeMap<EntryHash, Share>,
+    /// Scopes and gates as last computed, and the state they were computed
+    /// at.
+    access: Access,
+}
+
+/// What sessions with other accounts' devices need on every frame (each
+/// one's [`Scope`] and the gates of the shared collections), computed once
+/// per state of what decides them: the parsed share and contact records
+/// (every change to them calls [`Node::forget_access`]; their collections'
+/// heads are checked too) and this account's log (its heads).
+#[derive(Default)]
+struct Access {
+    key: Vec<automerge::ChangeHash>,
+    log: Vec<EntryHash>,
+    scopes: BTreeMap<AccountId, Option<Arc<Scope>>>,
+    gates: Option<Arc<BTreeMap<String, Gate>>>,
+    member_gates: Option<Arc<BTreeMap<String, Gate>>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("scopes", &self.scopes.len())
+            .field("gates", &self.gates.as_ref().map(|g| g.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a share operation failed.
@@ -670,6 +696,7 @@ impl Node {
         let written = loaded.data.put(&id, record, PutMode::Upsert, now)?;
         let mut out = self.commit(now, COLLECTION, [&written]);
         self.shares.known.insert(share.id(), share.clone());
+        self.forget_access();
         self.shares_changed(now, &mut out);
         Ok(out)
     }
@@ -710,6 +737,7 @@ impl Node {
                 None => self.shares.known.remove(&hash),
             };
         }
+        self.forget_access();
         self.set_notes();
     }
 
@@ -1061,6 +1089,100 @@ impl Node {
             accounts.insert(contact.account, Arc::clone(&contact.log));
         }
         accounts
+    }
+
+    /// Forgets the cached scopes and gates if what decides them moved.
+    fn fresh_access(&mut self) {
+        let mut key = Vec::new();
+        for name in [COLLECTION, super::contacts::COLLECTION] {
+            if let Some(l) = self.collections.get(name) {
+                for shard in 0..l.data.shard_count() {
+                    key.extend(l.data.shard_heads(shard).unwrap_or_default());
+                }
+            }
+            key.push(automerge::ChangeHash([0; 32]));
+        }
+        let log = self.log.heads();
+        let access = &mut self.shares.access;
+        if access.key != key || access.log != log {
+            *access = Access {
+                key,
+                log,
+                ..Access::default()
+            };
+        }
+    }
+
+    /// Drops the cached scopes and gates: the shares or contacts they were
+    /// computed from changed (a commit of their records is offered to the
+    /// sessions before the cache of parsed records follows it, so the
+    /// records' heads alone could key a cache built from the old ones).
+    pub(super) fn forget_access(&mut self) {
+        self.shares.access = Access::default();
+    }
+
+    /// [`Node::scope_for`], computed once per state of the shares.
+    pub(super) fn cached_scope(&mut self, peer: &DeviceId) -> Option<Arc<Scope>> {
+        self.fresh_access();
+        let account = self.account_of(peer)?;
+        if let Some(scope) = self.shares.access.scopes.get(&account) {
+            return scope.clone();
+        }
+        let scope = self.scope_for(peer).map(Arc::new);
+        self.shares.access.scopes.insert(account, scope.clone());
+        scope
+    }
+
+    /// The gates of every shared collection this account holds, by local
+    /// name, computed once per state of the shares.
+    pub(super) fn cached_gates(&mut self) -> Arc<BTreeMap<String, Gate>> {
+        self.fresh_access();
+        if let Some(gates) = &self.shares.access.gates {
+            return Arc::clone(gates);
+        }
+        let gates: BTreeMap<String, Gate> = self
+            .shares()
+            .values()
+            .filter_map(|s| s.local.clone())
+            .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
+            .collect();
+        let gates = Arc::new(gates);
+        self.shares.access.gates = Some(Arc::clone(&gates));
+        gates
+    }
+
+    /// The gates sessions with this account's own devices apply to shared
+    /// collections: they refuse nothing (another device of the account is
+    /// trusted as this one is), but hold back a change naming an access
+    /// list state this device lacks until the list arrives. Otherwise this
+    /// device could build on it while naming an older state in its own
+    /// changes, which every other member would refuse.
+    pub(super) fn cached_member_gates(&mut self) -> Arc<BTreeMap<String, Gate>> {
+        self.fresh_access();
+        if let Some(gates) = &self.shares.access.member_gates {
+            return Arc::clone(gates);
+        }
+        let gates: BTreeMap<String, Gate> = self
+            .shares()
+            .values()
+            .filter_map(|share| {
+                let local = share.local.clone()?;
+                let acl = Arc::clone(&share.acl);
+                let gate: Gate = Arc::new(move |candidate: &Candidate<'_>| {
+                    let named = candidate.change.message().and_then(heads_of_note);
+                    match named.and_then(|heads| heads.into_iter().find(|h| !acl.contains(h))) {
+                        Some(unknown) => Err(Refusal::Waiting(format!(
+                            "a change naming access list entry {unknown}, which this device lacks"
+                        ))),
+                        None => Ok(()),
+                    }
+                });
+                Some((local, gate))
+            })
+            .collect();
+        let gates = Arc::new(gates);
+        self.shares.access.member_gates = Some(Arc::clone(&gates));
+        gates
     }
 
     /// What the device `peer` of another account may sync with this one.

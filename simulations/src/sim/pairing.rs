@@ -113,9 +113,11 @@ pub(super) fn add_joiners(
                     .map(|(s, _): (&JoinState, _)| s.node),
             );
         }
+        let id = key.id();
+        let admission = core::Members::of(id, &placeholder);
         nodes.push(Node {
             account: join.account,
-            id: key.id(),
+            id,
             core: core::Node::new(key, "joining", placeholder, config.clone()),
             durable: Durable::default(),
             pending: Vec::new(),
@@ -128,6 +130,8 @@ pub(super) fn add_joiners(
             member: false,
             joiner_of: Some(j as u32),
             timer: None,
+            admission,
+            shared_seen: BTreeMap::new(),
             links: Vec::new(),
             outbox: 0,
             seen: BTreeMap::new(),
