@@ -484,3 +484,34 @@ pub fn share_convergence(replicas: &[ShareReplica], abandoned: u64) -> Verdict {
         ),
     }
 }
+
+#[cfg(test)]
+mod sharing_tests {
+    use super::*;
+
+    fn replica(share: u32, node: u32, records: u8) -> ShareReplica {
+        ShareReplica {
+            share,
+            node,
+            account: node / 3,
+            records: [records; 32],
+        }
+    }
+
+    #[test]
+    fn share_checkers_fail_on_what_they_guard() {
+        assert!(revocation(&[], 10).passed);
+        assert!(!revocation(&["device 4 holds s1-0".into()], 10).passed);
+        assert!(refusal(&[], 3, 2).passed);
+        assert!(!refusal(&["device 4 holds f7-1".into()], 3, 2).passed);
+        let same = [replica(0, 0, 1), replica(0, 3, 1), replica(1, 6, 2)];
+        assert!(share_convergence(&same, 0).passed);
+        assert!(
+            !share_convergence(&same, 1).passed,
+            "an abandoned step fails it"
+        );
+        let differ = [replica(0, 0, 1), replica(0, 3, 2)];
+        let v = share_convergence(&differ, 0);
+        assert!(!v.passed && v.detail.contains("device 3"), "{}", v.detail);
+    }
+}

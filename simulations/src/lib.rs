@@ -61,6 +61,13 @@
 //!   timer ticks while no link that is down could connect (cores keep
 //!   backing off towards the unreachable) — or fails the quiescence check
 //!   at `max_quiescence_s`.
+//! - **Accounts, contacts and shares** (`[sharing]`, `sim/sharing.rs`). A
+//!   contact graph drawn from the seed; contacts added and accepted, shares
+//!   granted, accepted, changed in level and revoked through the cores' own
+//!   commands; contact requests carried as request and reply; links between
+//!   related accounts connect only while both admission gates let them.
+//!   Hostile accounts forge writes (`Node::forge`). Checked by the
+//!   revocation, refusal and share convergence checkers.
 //! - **Pairing.** A `[[joins]]` entry brings a new device into an account
 //!   at a given time through the node's own handshake (the inviter core's
 //!   flow and [`hearth_crypto::pairing`]'s `Joiner`, with the message flow
@@ -96,7 +103,10 @@
 //!   durable sends (no sync message announces shard heads that are not in
 //!   the causal past of what the sender's disk holds) and, with joins, pairing (every join completed and its device is a member on
 //!   every replica of its account's log; a refused attempt left no entry for
-//!   the device in the inviter's log).
+//!   the device in the inviter's log); with shares, revocation (no device of
+//!   a revoked account ever held a change written after its revocation),
+//!   refusal (no forged change reached another account) and share
+//!   convergence (every current member device holds the owner's records).
 //! - **Report** ([`report`]): `report.json`, `report.md` and SVG plots
 //!   (time-to-converge CDF, frames and bytes per node, rounds against
 //!   log₃N). Wall time and memory go to `timing.json`, never compared.

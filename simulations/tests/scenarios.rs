@@ -41,6 +41,7 @@ fn every_shipped_scenario_passes_its_checks() {
         "city",
         "partition-heal",
         "crash-storm",
+        "friends",
     ] {
         assert!(names.contains(&expected), "missing scenario {expected}");
     }
@@ -78,6 +79,39 @@ fn the_same_seed_gives_byte_identical_reports() {
             a.files["report.json"], c.files["report.json"],
             "the seed is ignored"
         );
+    }
+}
+
+#[test]
+fn sharing_is_exercised_and_checked() {
+    let scenarios = shipped();
+    let friends = small(
+        &scenarios
+            .iter()
+            .find(|(_, s)| s.name == "friends")
+            .unwrap()
+            .1,
+    );
+    let r = hearth_sim::run(&friends, "friends.toml", 1).unwrap().report;
+    assert!(r.passed, "{}", r.markdown());
+    let g = &r.sharing.figures;
+    assert!(
+        g.contacts > 0 && g.grants > 0 && g.accepted > 0,
+        "{}",
+        r.markdown()
+    );
+    assert!(g.level_changes > 0 && g.revocations > 0, "{}", r.markdown());
+    // Readers tried to write and their own nodes refused; shared writes
+    // reached every member of their share.
+    assert!(
+        g.refused_locally > 0 && g.shared_writes > 0,
+        "{}",
+        r.markdown()
+    );
+    assert!(!g.converge_us.is_empty(), "{}", r.markdown());
+    for name in ["revocation", "refusal", "share convergence"] {
+        let v = r.checks.iter().find(|v| v.name == name);
+        assert!(v.is_some_and(|v| v.passed), "{name}: {}", r.markdown());
     }
 }
 
