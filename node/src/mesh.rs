@@ -213,6 +213,9 @@ impl Mesh {
     }
 
     async fn follow_members(self, mut members: tokio::sync::watch::Receiver<Members>) {
+        // Share peers already told to the engine: telling it again would
+        // reset their redial backoff on every change of the member set.
+        let mut announced: std::collections::BTreeSet<PeerId> = std::collections::BTreeSet::new();
         loop {
             let (peers, contacts, sharing, addrs) = {
                 let m = members.borrow_and_update();
@@ -246,8 +249,14 @@ impl Mesh {
                     let _ = self.net.add_address(peer, addr).await;
                 }
             }
-            for device in sharing.iter().filter_map(device_id) {
-                let _ = self.engine.link(LinkEvent::Reachable(device)).await;
+            announced.retain(|p| sharing.contains(p));
+            for peer in &sharing {
+                if !announced.insert(*peer) {
+                    continue;
+                }
+                if let Some(device) = device_id(peer) {
+                    let _ = self.engine.link(LinkEvent::Reachable(device)).await;
+                }
             }
             if self.lookups {
                 // Any member can be found by a lookup: each is worth a dial.
