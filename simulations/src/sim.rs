@@ -753,15 +753,7 @@ impl World {
     fn reachable(&self, c: u32) -> bool {
         let conn = &self.conns[c as usize];
         let [a, b] = conn.ends;
-        let up = |n: u32| {
-            let node = &self.nodes[n as usize];
-            node.online && !node.crashed
-        };
-        let split = self
-            .partition
-            .as_ref()
-            .is_some_and(|side| side[a as usize] != side[b as usize]);
-        !conn.refused && up(a) && up(b) && !split && self.admits(a, b) && self.admits(b, a)
+        !conn.refused && self.can_talk(a, b) && self.admits(a, b) && self.admits(b, a)
     }
 
     /// The admission gate for a device that joined by pairing: until it

@@ -538,7 +538,7 @@ impl World {
     // --- contact requests over /hearth/share/1 ----------------------------
 
     /// Whether devices `a` and `b` can talk now (both up, same side).
-    fn can_talk(&self, a: u32, b: u32) -> bool {
+    pub(super) fn can_talk(&self, a: u32, b: u32) -> bool {
         let up = |n: u32| {
             let node = &self.nodes[n as usize];
             node.online && !node.crashed
