@@ -52,8 +52,8 @@ impl Launcher {
     }
 
     /// The command running a node on `home`; with `listen`, its network
-    /// listens there only, without mDNS.
-    fn command(&self, home: &Home, listen: Option<&str>) -> Command {
+    /// listens there only, without mDNS. It logs at `log` (`HEARTH_LOG`).
+    fn command(&self, home: &Home, listen: Option<&str>, log: &str) -> Command {
         let (exe, sub) = match self {
             Launcher::Hearth(p) => (p, "up"),
             Launcher::SelfDaemon(p) => (p, "daemon"),
@@ -72,7 +72,7 @@ impl Launcher {
         }
         cmd.env_remove("HEARTH_PASSPHRASE")
             .env_remove("HEARTH_HOME")
-            .env("HEARTH_LOG", "warn");
+            .env("HEARTH_LOG", log);
         cmd
     }
 }
@@ -102,6 +102,18 @@ impl Daemon {
         log: &Path,
         listen: Option<&str>,
     ) -> Result<Self> {
+        Self::start_logging(launcher, home, log, listen, "warn")
+    }
+
+    /// [`Daemon::start_listening`], logging at `level` (`HEARTH_LOG`'s
+    /// syntax) to `log`.
+    pub(crate) fn start_logging(
+        launcher: &Launcher,
+        home: &Home,
+        log: &Path,
+        listen: Option<&str>,
+        level: &str,
+    ) -> Result<Self> {
         // A node killed earlier leaves its address behind; it must not be read
         // as the new one's.
         let _ = std::fs::remove_file(home.api_addr_path());
@@ -109,7 +121,7 @@ impl Daemon {
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let started = Instant::now();
         let child = launcher
-            .command(home, listen)
+            .command(home, listen, level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -197,6 +209,60 @@ impl Daemon {
             bail!("GET {path}: {status}: {body}");
         }
         Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Sends `method` to `path` with an optional JSON body; the status and
+    /// the answer (JSON, or `null` when empty or not JSON).
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let url = self.url(path);
+        let auth = self.auth();
+        let mut response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call()?,
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call()?,
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(b)?,
+            ("POST", None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_empty()?,
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(b)?,
+            _ => bail!("unsupported request {method} {path}"),
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+
+    /// [`Daemon::call`] that errors unless the status is 2xx.
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let (status, value) = self.call(method, path, body)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status}: {value}");
+        }
+        Ok(value)
     }
 
     /// Stops the node with SIGTERM (a clean stop, as Ctrl-C), waiting up to

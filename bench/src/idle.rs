@@ -206,7 +206,7 @@ fn connected(ctx: &mut Ctx) -> Result<Connected> {
 }
 
 /// `count` distinct loopback TCP ports free right now.
-fn free_ports(count: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()

@@ -2,7 +2,7 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|all] [--records N] [--out FILE.json]
+//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|p12|p13|all] [--records N] [--out FILE.json]
 //! ```
 //!
 //! | scenario | Hearth | same-run baseline |
@@ -15,6 +15,8 @@
 //! | P6 | reconnect of an in-sync pair: bytes and round trips per collection | `automerge::sync` with persisted sync states |
 //! | P7 | one `put` reaching two other online devices, p50/p99 | a loopback TCP round trip |
 //! | P11 | an idle node's RSS and CPU, alone and connected to two devices | an idle `sleep` process |
+//! | P12 | import and cold sync with every change signed and checked by the share gate | the same without signatures |
+//! | P13 | `unshare` until every other online member device refuses the revoked contact | one write's propagation over the same mesh |
 //!
 //! A table goes to stderr, JSON to stdout (or `--out`). Targets come from
 //! `design/TARGETS.md`; a miss is reported as a miss. The machines are
@@ -32,6 +34,8 @@ use serde_json::{Value, json};
 mod baseline;
 /// P5: cold sync of 10k records to a new device.
 mod cold_sync;
+/// Real node cores wired in memory (P12).
+mod core_net;
 mod daemon;
 /// P11: an idle node, alone and connected.
 mod idle;
@@ -50,13 +54,17 @@ mod reconnect;
 /// P3: reopen to ready, and memory.
 mod reopen;
 mod report;
+/// P13: revocation latency.
+mod revocation;
+/// P12: the cost of signing and checking every change.
+mod signing;
 /// The README's tables, generated from `--out` reports.
 mod table;
 mod wire;
 
 use report::Outcome;
 
-/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11), each with a same-run baseline.
+/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11–P13), each with a same-run baseline.
 #[derive(Debug, Parser)]
 #[command(name = "hearth-bench", version)]
 struct Cli {
@@ -99,6 +107,11 @@ enum Command {
     P7,
     /// Idle node, alone and connected to two devices: RSS and CPU.
     P11,
+    /// Import and cold sync with every change signed and checked vs not.
+    P12,
+    /// Revocation latency: unshare until every other member device refuses
+    /// the revoked contact (real processes, 3 accounts, 5 devices).
+    P13,
     /// Every scenario, in order (the default).
     All,
     /// Print the markdown tables of `bench/README.md` from JSON reports
@@ -144,6 +157,8 @@ enum Scenario {
     P6,
     P7,
     P11,
+    P12,
+    P13,
 }
 
 /// What every scenario shares within one run.
@@ -209,6 +224,8 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::P6) => vec![Scenario::P6],
         Some(Command::P7) => vec![Scenario::P7],
         Some(Command::P11) => vec![Scenario::P11],
+        Some(Command::P12) => vec![Scenario::P12],
+        Some(Command::P13) => vec![Scenario::P13],
         Some(Command::All) | None => vec![
             Scenario::P1,
             Scenario::P2,
@@ -218,6 +235,8 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P6,
             Scenario::P7,
             Scenario::P11,
+            Scenario::P12,
+            Scenario::P13,
         ],
     };
     anyhow::ensure!(cli.records > 0, "--records must be at least 1");
@@ -262,6 +281,8 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P6 => reconnect::run(&mut ctx),
             Scenario::P7 => propagation::run(&mut ctx),
             Scenario::P11 => idle::run(&mut ctx),
+            Scenario::P12 => signing::run(&mut ctx),
+            Scenario::P13 => revocation::run(&mut ctx),
         };
         match result {
             Ok(outcome) => {

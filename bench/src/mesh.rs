@@ -37,17 +37,30 @@ impl Account {
     /// An account of `count` devices named `dev0`, `dev1`, …; `dev0` made
     /// it and added the others.
     pub(crate) fn new(count: usize) -> Result<Self> {
-        anyhow::ensure!(count >= 1, "an account has at least one device");
-        let keys: Vec<DeviceKey> = (0..count)
+        let names: Vec<String> = (0..count).map(|i| format!("dev{i}")).collect();
+        Self::named(&names.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// An account whose devices are named `names`; the first made it and
+    /// added the others.
+    pub(crate) fn named(names: &[&str]) -> Result<Self> {
+        anyhow::ensure!(!names.is_empty(), "an account has at least one device");
+        let keys: Vec<DeviceKey> = names
+            .iter()
             .map(|_| DeviceKey::generate(&mut rand::rngs::OsRng))
             .collect();
         let at = now_ms();
-        let mut log = Log::genesis(&keys[0], "dev0", at);
+        let mut log = Log::genesis(&keys[0], names[0], at);
         for (i, key) in keys.iter().enumerate().skip(1) {
-            log.add_device(&keys[0], key.id(), &format!("dev{i}"), at + i as u64)
+            log.add_device(&keys[0], key.id(), names[i], at + i as u64)
                 .context("cannot add a device to the benchmark account")?;
         }
         Ok(Self { keys, log })
+    }
+
+    /// The account's membership log.
+    pub(crate) fn log(&self) -> &Log {
+        &self.log
     }
 
     /// Device `i`'s id.
