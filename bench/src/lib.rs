@@ -1,6 +1,6 @@
 //! Shared pieces of Hearth's benchmarks.
 //!
-//! The `hearth-bench` binary (scenarios P1–P7 and P11 of
+//! The `hearth-bench` binary (scenarios P1–P7 and P11–P13 of
 //! `design/TARGETS.md`) and the criterion micro-benchmarks in `benches/`
 //! draw their data and their arithmetic from here, so that both measure the
 //! same records the same way:
