@@ -48,8 +48,16 @@
 //! the highest conflicting one, derived from the conflicting revisions and the
 //! merged content. Nothing is written to do so (which would make replicas
 //! trade merge changes forever); the next local update writes a single `_rev`
-//! again and ends the conflict. A record another Automerge client wrote
-//! without a usable `_rev` shows the revision a create of that content gets.
+//! again and ends the conflict.
+//!
+//! Two replicas that *create* one id concurrently leave two record maps
+//! under one root key. The view shows the one Automerge picks, with the
+//! merged revision of both, and [`Collection::versions`] returns them all.
+//! The next local update writes its content into every version, so they
+//! become equal and no edit made inside either is lost.
+//!
+//! A record another Automerge client wrote without a usable `_rev` shows the
+//! revision a create of that content gets.
 //!
 //! # Storage
 //!
@@ -735,6 +743,21 @@ impl Collection {
     /// Every record by id, each with `_id` and `_rev`.
     pub fn records(&self) -> &BTreeMap<String, Value> {
         &self.records
+    }
+
+    /// Every concurrent version of the record `id`, the one [`Self::get`]
+    /// shows first; empty when there is no such record. Two replicas that
+    /// create one id concurrently leave two versions, both kept until the
+    /// next write, which replaces both (see the module docs). A reader that
+    /// knows how its records merge reads them all; the view shows the first
+    /// with the merged revision of all.
+    pub fn versions(&self, id: &str) -> Vec<Value> {
+        if record::validate_id(id).is_err() {
+            return Vec::new();
+        }
+        let shard = self.shard_of(id);
+        let count = self.shard_count();
+        view::versions(&self.shards[usize::from(shard)].doc, id, shard, count)
     }
 
     /// Writes one record. `body` must be a JSON object; its `_id`, if any, must

@@ -404,13 +404,16 @@ fn root_key(path: &[(automerge::ObjId, Prop)], action: &PatchAction) -> Option<S
     }
 }
 
-/// Whether the record map at root key `key` holds concurrent `_rev` values.
+/// Whether the record at root key `key` holds concurrent `_rev` values, or
+/// is held in several concurrent versions: either way its shown revision
+/// depends on more than the map the view reads, so every merge re-reads it.
 fn rev_conflicted(doc: &Automerge, key: &str) -> bool {
-    match doc.get(automerge::ROOT, key) {
-        Ok(Some((automerge::Value::Object(_), obj))) => doc
+    match super::view::version_objs(doc, key) {
+        Some((_, others)) if !others.is_empty() => true,
+        Some((obj, _)) => doc
             .get_all(&obj, crate::record::REV_KEY)
             .is_ok_and(|values| values.len() > 1),
-        _ => false,
+        None => false,
     }
 }
 

@@ -49,11 +49,13 @@ pub(crate) fn check_placement<R: ReadDoc>(
 }
 
 /// A shard's records as [`read_shard`] reads them: every record in key
-/// order, and the ids of those whose `_rev` holds concurrent values.
+/// order, and the ids of those whose `_rev` holds concurrent values (or
+/// that are held in several concurrent versions).
 pub(crate) type ShardRecords = (Vec<(String, Value)>, BTreeSet<String>);
 
 /// Every record of one shard, in the document's key order, with the ids of
-/// those whose `_rev` holds concurrent values.
+/// those whose `_rev` holds concurrent values (or that are held in several
+/// concurrent versions: see [`versions`]).
 ///
 /// This walks the whole document once with [`ReadDoc::iter`] instead of
 /// asking for each record map in turn, which would seek through the op
@@ -93,7 +95,10 @@ pub(crate) fn read_shard<R: ReadDoc>(
                     placement(&entry.key, shard, shard_count)?;
                     if record::validate_id(&entry.key).is_ok() {
                         let obj = entry.id();
-                        walk.record(entry.key.into_owned(), obj);
+                        // Concurrent creations: the revision is read from
+                        // every version now, and kept.
+                        let versions = entry.conflict.then(|| versions_rev(doc, &entry.key));
+                        walk.record(entry.key.into_owned(), obj, versions);
                     }
                 }
             }
@@ -105,6 +110,9 @@ pub(crate) fn read_shard<R: ReadDoc>(
                     }
                     if entry.key == REV_KEY {
                         let record = walk.nodes[n].record;
+                        if walk.records[record].versions {
+                            continue;
+                        }
                         let obj = walk.records[record].obj.clone();
                         walk.records[record].rev =
                             record::read_rev(doc, &obj, &entry.value, entry.conflict);
@@ -148,6 +156,8 @@ struct Pending {
     rev: StoredRev,
     node: usize,
     unreadable: bool,
+    /// The root key holds several concurrent versions of the record.
+    versions: bool,
 }
 
 #[derive(Default)]
@@ -159,7 +169,7 @@ struct Walk {
 }
 
 impl Walk {
-    fn record(&mut self, id: String, obj: ExId) {
+    fn record(&mut self, id: String, obj: ExId, versions: Option<StoredRev>) {
         let node = self.nodes.len();
         self.register(&obj, node);
         self.nodes.push(Node {
@@ -171,7 +181,8 @@ impl Walk {
         self.records.push(Pending {
             id,
             obj,
-            rev: StoredRev::Missing,
+            versions: versions.is_some(),
+            rev: versions.unwrap_or(StoredRev::Missing),
             node,
             unreadable: false,
         });
@@ -250,16 +261,13 @@ impl Walk {
             if pending.unreadable {
                 continue;
             }
-            if matches!(pending.rev, StoredRev::Conflicted(_)) {
+            if pending.versions || matches!(pending.rev, StoredRev::Conflicted(_)) {
                 conflicted.insert(pending.id.clone());
             }
-            let Value::Object(mut fields) = std::mem::take(&mut self.nodes[pending.node].value)
-            else {
+            let Value::Object(fields) = std::mem::take(&mut self.nodes[pending.node].value) else {
                 continue;
             };
-            fields.insert(ID_KEY.to_owned(), Value::String(pending.id.clone()));
-            let rev = shown_rev(pending.rev, &fields);
-            fields.insert(REV_KEY.to_owned(), Value::String(rev));
+            let fields = finish_fields(&pending.id, fields, pending.rev);
             out.push((pending.id, Value::Object(fields)));
         }
         (out, conflicted)
@@ -276,19 +284,90 @@ pub(crate) fn read_one<R: ReadDoc>(
     if !is_visible(id, shard, shard_count) {
         return None;
     }
-    match doc.get(ROOT, id) {
-        Ok(Some((AmValue::Object(ObjType::Map | ObjType::Table), obj))) => read_at(doc, id, &obj),
-        _ => None,
+    let (winner, others) = version_objs(doc, id)?;
+    let stored = record::read_record(doc, &winner).ok()?;
+    let rev = if others.is_empty() {
+        stored.rev
+    } else {
+        versions_rev(doc, id)
+    };
+    Some(Value::Object(finish_fields(id, stored.fields, rev)))
+}
+
+/// Every concurrent version of the record `id`, the one the view shows
+/// first, each with its own revision.
+///
+/// Two replicas that create the same id concurrently leave two record maps
+/// under one root key; Automerge shows one (the view's) and keeps the other
+/// as a conflict. Until a write replaces both (see `write::update`), the
+/// view shows the merged revision of all of them, and a reader that knows
+/// how its records merge (the node's reserved collections) reads them all.
+pub(crate) fn versions<R: ReadDoc>(
+    doc: &R,
+    id: &str,
+    shard: ShardIndex,
+    shard_count: u16,
+) -> Vec<Value> {
+    if !is_visible(id, shard, shard_count) {
+        return Vec::new();
+    }
+    let Some((winner, others)) = version_objs(doc, id) else {
+        return Vec::new();
+    };
+    std::iter::once(winner)
+        .chain(others)
+        .filter_map(|obj| {
+            let stored = record::read_record(doc, &obj).ok()?;
+            Some(Value::Object(finish_fields(id, stored.fields, stored.rev)))
+        })
+        .collect()
+}
+
+/// The map objects under root key `id`: the one Automerge shows, then the
+/// concurrent others in document order. `None` when the key holds no map.
+pub(crate) fn version_objs<R: ReadDoc>(doc: &R, id: &str) -> Option<(ExId, Vec<ExId>)> {
+    let winner = match doc.get(ROOT, id) {
+        Ok(Some((AmValue::Object(ObjType::Map | ObjType::Table), obj))) => obj,
+        _ => return None,
+    };
+    let others = doc
+        .get_all(ROOT, id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(value, obj)| {
+            matches!(value, AmValue::Object(ObjType::Map | ObjType::Table)).then_some(obj)
+        })
+        .filter(|obj| *obj != winner)
+        .collect();
+    Some((winner, others))
+}
+
+/// Every `_rev` value of every version of the record `id`, as one stored
+/// revision.
+fn versions_rev<R: ReadDoc>(doc: &R, id: &str) -> StoredRev {
+    let mut revs: Vec<String> = doc
+        .get_all(ROOT, id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(value, _)| matches!(value, AmValue::Object(ObjType::Map | ObjType::Table)))
+        .flat_map(|(_, obj)| doc.get_all(&obj, REV_KEY).unwrap_or_default())
+        .filter_map(|(value, _)| value.as_str().map(str::to_owned))
+        .collect();
+    revs.sort_unstable();
+    revs.dedup();
+    match revs.len() {
+        0 => StoredRev::Missing,
+        1 => StoredRev::One(revs.remove(0)),
+        _ => StoredRev::Conflicted(revs),
     }
 }
 
-fn read_at<R: ReadDoc>(doc: &R, id: &str, obj: &automerge::ObjId) -> Option<Value> {
-    let stored = record::read_record(doc, obj).ok()?;
-    let mut fields = stored.fields;
+/// A record's fields with its `_id` and shown `_rev` set.
+fn finish_fields(id: &str, mut fields: Map<String, Value>, rev: StoredRev) -> Map<String, Value> {
     fields.insert(ID_KEY.to_owned(), Value::String(id.to_owned()));
-    let rev = shown_rev(stored.rev, &fields);
+    let rev = shown_rev(rev, &fields);
     fields.insert(REV_KEY.to_owned(), Value::String(rev));
-    Some(Value::Object(fields))
+    fields
 }
 
 /// The revision the view shows for stored content (`fields` includes `_id`).

@@ -10,11 +10,18 @@
 //! diffing against it instead of walking Automerge is sound. The one place the
 //! document is consulted is a string that changed: if another client stored it
 //! as an Automerge text object, it is updated in place and stays text.
+//!
+//! A record created concurrently on two replicas is two maps under one root
+//! key (see `view::versions`). An update writes the new content into every
+//! one of them, diffing each against what it holds, so the versions become
+//! equal: none is left behind with older content for a reader to merge,
+//! and no edit made concurrently inside any of them is overwritten.
 
 use automerge::transaction::Transactable;
 use automerge::{AutomergeError, ObjId, ObjType, ROOT, ReadDoc, Value as AmValue, hydrate};
 use serde_json::{Map, Value};
 
+use super::view;
 use crate::record::{self, ID_KEY, REV_KEY, is_meta_key};
 
 /// Writes the record `id` (a full view record: `_id`, `_rev`, fields) as a new map.
@@ -28,22 +35,40 @@ pub(crate) fn create<T: Transactable>(
     Ok(())
 }
 
-/// Writes the difference from `before` to `after` (both full view records).
+/// Writes the difference from `before` to `after` (both full view records)
+/// into the record `id`, and `after` into each concurrent version of it.
 pub(crate) fn update<T: Transactable + ReadDoc>(
     tx: &mut T,
     id: &str,
     before: &Map<String, Value>,
     after: &Map<String, Value>,
 ) -> Result<(), AutomergeError> {
-    let obj = match tx.get(ROOT, id)? {
-        Some((AmValue::Object(ObjType::Map | ObjType::Table), obj)) => obj,
-        // The view had the record, so this cannot happen; rewriting the whole
-        // record is still the right outcome if it ever does.
-        _ => return create(tx, id, after),
+    // The view had the record, so a missing map cannot happen; rewriting
+    // the whole record is still the right outcome if it ever does.
+    let Some((winner, others)) = view::version_objs(tx, id) else {
+        return create(tx, id, after);
     };
-    diff_map(tx, &obj, before, after, true)?;
+    diff_into(tx, &winner, before, after)?;
+    for obj in others {
+        // A version too deep to read stays as it is: the view never shows it.
+        if let Ok(stored) = record::read_record(tx, &obj) {
+            diff_into(tx, &obj, &stored.fields, after)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `after`'s fields and revision into the record map `obj`, which
+/// holds `before`.
+fn diff_into<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    obj: &ObjId,
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Result<(), AutomergeError> {
+    diff_map(tx, obj, before, after, true)?;
     if let Some(rev) = after.get(REV_KEY) {
-        tx.put(&obj, REV_KEY, record::to_scalar(rev))?;
+        tx.put(obj, REV_KEY, record::to_scalar(rev))?;
     }
     Ok(())
 }

@@ -292,6 +292,27 @@ impl Contact {
     }
 }
 
+impl Contact {
+    /// Joins a concurrent version of the same contact record into this one
+    /// (two devices of the account took the same card or request at once:
+    /// see [`crate::collection::Collection::versions`]). Every flag set on
+    /// either stays set, the logs merge, and where both give a name or a
+    /// card this version (the one the collection shows) wins.
+    fn join(&mut self, other: Contact) {
+        if self.name.is_none() {
+            self.name = other.name;
+        }
+        self.added |= other.added;
+        self.added_us |= other.added_us;
+        self.deliver |= other.deliver;
+        let mut log = (*self.log).clone();
+        if log.merge(&other.log).is_ok_and(|added| added > 0) {
+            self.log = Arc::new(log);
+        }
+        self.updated_at_ms = self.updated_at_ms.max(other.updated_at_ms);
+    }
+}
+
 /// The node's contact state beside the records: a cache of the parsed
 /// records, what this node's card says, deliveries in flight and request
 /// windows.
@@ -536,15 +557,19 @@ impl Node {
         ids: impl IntoIterator<Item = &'i str>,
         out: &mut Outputs,
     ) {
-        let records = self.collections.get(COLLECTION).map(|l| l.data.records());
+        let loaded = self.collections.get(COLLECTION);
         for id in ids {
             let Ok(account) = id.parse::<AccountId>() else {
                 continue;
             };
-            match records
-                .and_then(|r| r.get(id))
-                .and_then(|record| Contact::from_record(id, record))
-            {
+            let versions = loaded.map(|l| l.data.versions(id)).unwrap_or_default();
+            match versions
+                .iter()
+                .filter_map(|record| Contact::from_record(id, record))
+                .reduce(|mut contact, other| {
+                    contact.join(other);
+                    contact
+                }) {
                 Some(c) => self.contacts.known.insert(account, c),
                 None => self.contacts.known.remove(&account),
             };

@@ -147,7 +147,8 @@ impl Node {
         now: Millis,
     ) -> Result<&mut Loaded, Error> {
         if !self.collections.contains_key(name) {
-            let shards = self.config.shards;
+            // A share's local collection has the owner's shard count.
+            let shards = self.share_of(name).map_or(self.config.shards, |s| s.shards);
             let data = Collection::new(name, shards, self.actor())?;
             self.collections.insert(
                 name.to_string(),

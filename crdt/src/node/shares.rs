@@ -272,6 +272,41 @@ impl Share {
     }
 }
 
+impl Share {
+    /// Joins a concurrent version of the same share record into this one
+    /// (two devices of the account stored one offer at once: see
+    /// [`crate::collection::Collection::versions`]). What is learnt is
+    /// kept from both: every list entry, log and card, every account still
+    /// owed, and an answer over no answer. Where both say something, this
+    /// version (the one the collection shows) wins.
+    fn join(&mut self, other: Share, owner_log: &Log) {
+        let mut acl = (*self.acl).clone();
+        if acl
+            .merge(&other.acl, owner_log)
+            .is_ok_and(|added| added > 0)
+        {
+            self.acl = Arc::new(acl);
+        }
+        if self.local.is_none() {
+            self.local = other.local;
+        }
+        for (account, answer) in other.answers {
+            let mine = self.answers.entry(account).or_insert(answer);
+            if *mine == Answer::Offered {
+                *mine = answer;
+            }
+        }
+        self.owed.extend(other.owed);
+        for (account, log) in other.logs {
+            self.logs.entry(account).or_insert(log);
+        }
+        for (account, card) in other.cards {
+            self.cards.entry(account).or_insert(card);
+        }
+        self.updated_at_ms = self.updated_at_ms.max(other.updated_at_ms);
+    }
+}
+
 /// The collections a contact's device may sync with this one, by wire name
 /// (the share id): each with its local name and its encoded access list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -632,27 +667,54 @@ impl Node {
         share.local = Some(name.clone());
         share.answers.insert(me, Answer::Accepted);
         share.owed = BTreeSet::from([share.owner()]);
-        let mut out = Outputs::default();
-        if !self.collections.contains_key(&name) {
-            let data = Collection::new(&name, share.shards, self.actor())?;
+        // The local collection is created, empty, by `shares_changed`.
+        let out = self.save_share(now, &mut share)?;
+        Ok((share, out))
+    }
+
+    /// Creates, empty and with the owner's shard count, the local
+    /// collection of every share this account takes part in that this
+    /// device lacks: one accepted here, or on another device of the account
+    /// whose share record just arrived. So the share shows in this device's
+    /// collections at once, and its sessions with members list it (a
+    /// contact's device syncs only what both sides list).
+    fn open_share_collections(&mut self, now: Millis, out: &mut Outputs) {
+        let missing: Vec<(String, u16)> = self
+            .shares
+            .known
+            .values()
+            .filter(|share| {
+                self.log_of(&share.owner())
+                    .is_some_and(|log| self.active_in(share, &share.acl.state(&log)))
+            })
+            .filter_map(|share| Some((share.local.clone()?, share.shards)))
+            .filter(|(local, _)| !self.collections.contains_key(local))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut batch = super::Batch::default();
+        for (name, shards) in missing {
+            // A name a stored record gives that this node cannot use
+            // stays unopened; `hearth shares` still lists the share.
+            let Ok(data) = Collection::new(&name, shards, self.actor()) else {
+                continue;
+            };
             self.collections.insert(
                 name.clone(),
                 super::Loaded {
                     data,
                     indexes: crate::query::Indexes::default(),
-                    meta: super::Catalog::new(share.shards, now),
+                    meta: super::Catalog::new(shards, now),
                 },
             );
-            let mut batch = super::Batch::default();
             self.stage(
                 &name,
                 std::iter::empty::<&crate::collection::Written>(),
                 &mut batch,
             );
-            out.persist(batch);
         }
-        out.extend(self.save_share(now, &mut share)?);
-        Ok((share, out))
+        out.persist(batch);
     }
 
     /// Declines the offered share `id`; the owner hears of it. A share
@@ -717,17 +779,26 @@ impl Node {
     /// the notes their local collections write under.
     pub(super) fn read_shares<'i>(&mut self, ids: impl IntoIterator<Item = &'i str>) {
         let mut found = Vec::new();
-        if let Some(records) = self.collections.get(COLLECTION).map(|l| l.data.records()) {
+        if let Some(loaded) = self.collections.get(COLLECTION) {
             for id in ids {
                 let Ok(hash) = id.parse::<EntryHash>() else {
                     continue;
                 };
-                let share = records.get(id).and_then(|record| {
-                    // The owner is named inside the list; try the logs known.
-                    let owner = record_owner(record)?;
-                    let log = self.log_of(&owner)?;
-                    Share::from_record(id, record, &log)
-                });
+                let versions = loaded.data.versions(id);
+                // The owner is named inside the list; try the logs known.
+                let share = versions
+                    .first()
+                    .and_then(record_owner)
+                    .and_then(|owner| self.log_of(&owner))
+                    .and_then(|log| {
+                        versions
+                            .iter()
+                            .filter_map(|record| Share::from_record(id, record, &log))
+                            .reduce(|mut share, other| {
+                                share.join(other, &log);
+                                share
+                            })
+                    });
                 found.push((hash, share));
             }
         }
@@ -775,6 +846,7 @@ impl Node {
     /// re-announced (or closed when nothing is shared with it any more),
     /// and the driver hears whom to admit.
     fn shares_changed(&mut self, now: Millis, out: &mut Outputs) {
+        self.open_share_collections(now, out);
         self.set_notes();
         self.deliver_shares(now, out);
         self.rescope(now, out);

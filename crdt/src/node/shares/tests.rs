@@ -716,3 +716,79 @@ fn fellow_members_sync_with_each_other_while_the_owner_is_away() {
     net.connect(BOB, CAROL);
     assert!(!net.connected(CAROL, BOB));
 }
+
+/// Bob has two devices that are not connected to each other when Alice's
+/// request and offer arrive: each stores the contact and the share record
+/// on its own, so each record exists in two concurrent versions. Bob
+/// accepts on his first device only; once his devices sync, both know the
+/// acceptance, and his second device syncs the share with Alice. (Found by
+/// the simulator, `friends` seed 8: the acceptance went into the version
+/// the collection did not show, so the second device kept refusing.)
+#[test]
+fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
+    use hearth_crypto::identity::DeviceKey;
+    let (first, second) = (
+        DeviceKey::from_bytes(&[2; 32]),
+        DeviceKey::from_bytes(&[12; 32]),
+    );
+    let mut log = Log::genesis(&first, "bob", 0);
+    log.add_device(&first, second.id(), "bob-phone", 0).unwrap();
+    let bob_phone = {
+        let mut node = Node::new(second, "bob-phone", log.clone(), Config::default());
+        let id = node.id();
+        node.set_card_addrs(vec![(id, vec!["/ip4/127.0.0.1/tcp/4012".into()])]);
+        node
+    };
+    let bob = {
+        let mut node = Node::new(first, "bob", log, Config::default());
+        let id = node.id();
+        node.set_card_addrs(vec![(id, vec!["/ip4/127.0.0.1/tcp/4002".into()])]);
+        node
+    };
+    const PHONE: usize = 2;
+    let mut net = Net::new(vec![account(1, "alice", Config::default()), bob, bob_phone]);
+    net.befriend(ALICE, BOB);
+    // The phone learns the contact from Bob's first device, then they part.
+    net.connect(BOB, PHONE);
+    net.disconnect(BOB, PHONE);
+    net.put(ALICE, "notes", "n1").unwrap();
+    let now = net.now;
+    let (share, out) = net.nodes[ALICE]
+        .share(now, "notes", "Bob", Level::Write)
+        .unwrap();
+    net.carry(ALICE, out);
+    let id = share.id().to_string();
+    for device in [BOB, PHONE] {
+        let versions = net.nodes[device].collections[COLLECTION].data.versions(&id);
+        assert_eq!(versions.len(), 1, "each device stored the offer alone");
+    }
+    let (_, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
+    net.carry(BOB, out);
+    // The phone's version is the one either collection shows, or not: both
+    // devices must read the acceptance whichever it is.
+    net.connect(BOB, PHONE);
+    let bob = net.nodes[BOB].log().account_id();
+    for device in [BOB, PHONE] {
+        let node = &net.nodes[device];
+        let versions = node.collections[COLLECTION].data.versions(&id);
+        assert_eq!(versions.len(), 2, "two concurrent versions");
+        let known = &node.shares()[&share.id()];
+        assert_eq!(known.answers.get(&bob), Some(&Answer::Accepted));
+        assert_eq!(known.local.as_deref(), Some("shared.alice.notes"));
+        let alice = net.nodes[ALICE].log().account_id();
+        let contact = &node.contacts()[&alice];
+        assert_eq!(contact.state(), crate::node::contacts::State::Established);
+        // The share shows on both devices before any of its data arrived.
+        assert!(node.collections.contains_key("shared.alice.notes"));
+    }
+    net.connect(ALICE, PHONE);
+    assert!(net.connected(ALICE, PHONE), "{:?}", net.closed);
+    assert!(
+        net.has(PHONE, "shared.alice.notes", "n1"),
+        "{:?}",
+        net.closed
+    );
+    net.put(PHONE, "shared.alice.notes", "from-the-phone")
+        .unwrap();
+    assert!(net.has(ALICE, "notes", "from-the-phone"));
+}
