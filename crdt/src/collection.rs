@@ -151,6 +151,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutomergeError, ChangeHash, hydrate};
+use hearth_crypto::identity::DeviceId;
 use serde_json::{Map, Value};
 
 use crate::record::{self, REV_KEY};
@@ -533,12 +534,31 @@ pub struct Candidate<'a> {
     /// The change.
     pub change: &'a automerge::Change,
     /// The signature that came with it, or that this replica already held.
-    /// Not verified yet: the gate verifies what it relies on.
     pub authorship: Option<&'a Authorship>,
+    /// `authorship`'s signer once its signature verified, or why it did
+    /// not: checked once, by [`Candidate::new`], for the gate and for
+    /// keeping the signature alike.
+    pub signer: Option<Result<DeviceId, String>>,
     /// The message (note) of each of its dependencies, in the order of
     /// `change.deps()`; `None` for a dependency without one, or one that
     /// has not arrived.
     pub dep_notes: Vec<Option<String>>,
+}
+
+impl<'a> Candidate<'a> {
+    /// A change to judge, its signature verified here.
+    pub fn new(
+        change: &'a automerge::Change,
+        authorship: Option<&'a Authorship>,
+        dep_notes: Vec<Option<String>>,
+    ) -> Self {
+        Candidate {
+            change,
+            authorship,
+            signer: authorship.map(Authorship::verify),
+            dep_notes,
+        }
+    }
 }
 
 /// Why a [`ChangeGate`] does not let a change through.

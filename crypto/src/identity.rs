@@ -156,6 +156,29 @@ impl DeviceId {
     /// Builds an id from a raw 32-byte ed25519 public key, refusing bytes that
     /// are not a canonical, non-weak curve point.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, Error> {
+        Self::decode(bytes).map(|_| Self { key: *bytes })
+    }
+
+    /// The id whose raw key is `bytes`, once `signature` over `msg`
+    /// verifies under it (strictly, as [`DeviceId::verify`]). The key is
+    /// decoded once for both, which is most of the cost of a check when
+    /// each signature names its signer (as a change's authorship does).
+    pub fn verify_from_bytes(
+        bytes: &[u8; 32],
+        msg: &[u8],
+        signature: &Signature,
+    ) -> Result<Self, Error> {
+        let key = Self::decode(bytes)?;
+        let id = Self { key: *bytes };
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(msg, &sig)
+            .map_err(|source| Error::BadSignature { device: id, source })?;
+        Ok(id)
+    }
+
+    /// Decodes raw key bytes, refusing any that are not a canonical,
+    /// non-weak curve point.
+    fn decode(bytes: &[u8; 32]) -> Result<VerifyingKey, Error> {
         let key = VerifyingKey::from_bytes(bytes).map_err(Error::InvalidKey)?;
         // Decompression tolerates a y coordinate >= p; re-encoding shows it.
         if key.to_edwards().compress().to_bytes() != *bytes {
@@ -164,7 +187,7 @@ impl DeviceId {
         if key.is_weak() {
             return Err(Error::WeakKey);
         }
-        Ok(Self { key: *bytes })
+        Ok(key)
     }
 
     /// The raw 32-byte public key.

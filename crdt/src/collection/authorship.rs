@@ -61,12 +61,14 @@ impl Authorship {
 
     /// The signer, once the signature checks out.
     pub fn verify(&self) -> Result<DeviceId, String> {
-        let signer = DeviceId::from_bytes(&self.signer)
-            .map_err(|e| format!("an authorship whose signer is no device key: {e}"))?;
-        signer
-            .verify(&message(&self.hash), &self.signature)
-            .map_err(|_| format!("a forged signature on change {}", self.change()))?;
-        Ok(signer)
+        DeviceId::verify_from_bytes(&self.signer, &message(&self.hash), &self.signature).map_err(
+            |e| match e {
+                hearth_crypto::identity::Error::BadSignature { .. } => {
+                    format!("a forged signature on change {}", self.change())
+                }
+                other => format!("an authorship whose signer is no device key: {other}"),
+            },
+        )
     }
 }
 

@@ -255,8 +255,8 @@ impl Shard {
                     .copied()
                     .or_else(|| known.get(&hash))
                     .copied();
-                if let Some(gate) = gate {
-                    let dep_notes = change
+                let dep_notes = if gate.is_some() {
+                    change
                         .deps()
                         .iter()
                         .map(|dep| match batch.get(dep) {
@@ -265,12 +265,21 @@ impl Shard {
                                 .get_change_meta_by_hash(dep)
                                 .and_then(|m| m.message.map(|n| n.into_owned())),
                         })
-                        .collect();
-                    let candidate = super::Candidate {
-                        change,
-                        authorship: authorship.as_ref(),
-                        dep_notes,
-                    };
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // Verified once: for the gate, and for keeping it.
+                let fresh = authorship.filter(|_| !known.contains_key(&hash));
+                let candidate = super::Candidate {
+                    change,
+                    authorship: authorship.as_ref(),
+                    signer: authorship
+                        .filter(|_| gate.is_some() || fresh.is_some())
+                        .map(|a| a.verify()),
+                    dep_notes,
+                };
+                if let Some(gate) = gate {
                     gate(&candidate).map_err(|refusal| match refusal {
                         super::Refusal::Refused(reason) => DecodeError::Refused { reason },
                         super::Refusal::Waiting(reason) => DecodeError::Waiting { reason },
@@ -278,9 +287,7 @@ impl Shard {
                 }
                 // Kept only if it checks out: a bad signature from one of our
                 // own devices is dropped, not passed on.
-                if let Some(signed) =
-                    authorship.filter(|a| !known.contains_key(&hash) && a.verify().is_ok())
-                {
+                if let Some(signed) = fresh.filter(|_| matches!(candidate.signer, Some(Ok(_)))) {
                     kept.push(signed);
                 }
             }

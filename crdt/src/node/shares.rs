@@ -1426,7 +1426,11 @@ fn check_change(
             "a signature for another change than {device}'s"
         )));
     }
-    let signer = signed.verify().map_err(refuse)?;
+    let signer = match &candidate.signer {
+        Some(Ok(signer)) => *signer,
+        Some(Err(reason)) => return Err(refuse(reason.clone())),
+        None => signed.verify().map_err(refuse)?,
+    };
     let owners = ever(owner_log, &device);
     if signer != device && !(owners && ever(owner_log, &signer)) {
         return Err(refuse(format!(

@@ -630,22 +630,14 @@ fn a_change_naming_an_unknown_list_state_waits_instead_of_being_refused() {
     let change = craft(net.nodes[BOB].actor(), shards, "later", Some(&unknown));
     let doc_change = change_of(&change);
     let signed = Authorship::sign(net.nodes[BOB].key(), &change.hash);
-    let candidate = Candidate {
-        change: &doc_change,
-        authorship: Some(&signed),
-        dep_notes: Vec::new(),
-    };
+    let candidate = Candidate::new(&doc_change, Some(&signed), Vec::new());
     assert!(matches!(gate(&candidate), Err(Refusal::Waiting(_))));
     // Named by a state Carol knows, the same author passes.
     let note = note_at(&net, BOB, "shared.alice.notes");
     let change = craft(net.nodes[BOB].actor(), shards, "now", Some(&note));
     let doc_change = change_of(&change);
     let signed = Authorship::sign(net.nodes[BOB].key(), &change.hash);
-    let candidate = Candidate {
-        change: &doc_change,
-        authorship: Some(&signed),
-        dep_notes: Vec::new(),
-    };
+    let candidate = Candidate::new(&doc_change, Some(&signed), Vec::new());
     assert_eq!(gate(&candidate), Ok(()));
 }
 
