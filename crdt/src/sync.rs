@@ -976,6 +976,16 @@ impl Session {
             // nothing" from its Hello (which may be stale by now: it may have
             // received the shard from a third device) saved a round trip for
             // a new device but lost changes in the interleaving proptest.
+            //
+            // A side that holds nothing of the shard does not open: the
+            // peer, which holds something (the digests differ), opens from
+            // our Hello. Opening too would cost the whole shard twice: a
+            // message with no heads tells Automerge the peer lost its data,
+            // so the answer to the peer's opening, crossing the data already
+            // on its way, makes the peer send everything again.
+            if ours == EMPTY_SHARD_DIGEST {
+                continue;
+            }
             if let Some(frame) = generate(coll, name, shard, state, &self.limits)? {
                 fx.send.push(frame);
             }
