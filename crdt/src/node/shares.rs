@@ -1051,14 +1051,17 @@ impl Node {
         out: &mut Outputs,
     ) -> Result<(), String> {
         let hash: EntryHash = wire.parse().map_err(|_| "bad share id".to_owned())?;
-        let known = self
-            .shares
-            .known
-            .get(&hash)
-            .ok_or("an access list of a share this account does not know")?;
-        let owner_log = self
-            .log_of(&known.owner())
-            .ok_or("an access list of an unknown owner")?;
+        // A list of a share whose offer has not reached this account yet
+        // (or whose owner is not known here yet) is not an offence: the
+        // peer's scope runs ahead of ours. It is set aside, as its data
+        // would be (nothing outside our scope syncs), and the peer sends it
+        // again when the offer's acceptance restarts the session.
+        let Some(known) = self.shares.known.get(&hash) else {
+            return Ok(());
+        };
+        let Some(owner_log) = self.log_of(&known.owner()) else {
+            return Ok(());
+        };
         let credentials: Credentials = postcard::from_bytes(bytes)
             .map_err(|e| format!("unreadable share credentials: {e}"))?;
         let theirs = Acl::decode(&credentials.acl, &owner_log).map_err(|e| e.to_string())?;

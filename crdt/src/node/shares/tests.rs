@@ -716,8 +716,13 @@ fn fellow_members_sync_with_each_other_while_the_owner_is_away() {
 /// acceptance, and his second device syncs the share with Alice. (Found by
 /// the simulator, `friends` seed 8: the acceptance went into the version
 /// the collection did not show, so the second device kept refusing.)
-#[test]
-fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
+/// Bob's second device, in the nets of the tests below.
+const PHONE: usize = 2;
+
+/// Alice, and Bob with two devices (`BOB`, `PHONE`) that both know Alice
+/// as a contact and are not connected to each other; Alice shares `notes`
+/// (holding `n1`) with Bob, and the offer reaches both of his devices.
+fn shared_with_two_devices() -> (Net, Share) {
     use hearth_crypto::identity::DeviceKey;
     let (first, second) = (
         DeviceKey::from_bytes(&[2; 32]),
@@ -725,20 +730,17 @@ fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
     );
     let mut log = Log::genesis(&first, "bob", 0);
     log.add_device(&first, second.id(), "bob-phone", 0).unwrap();
-    let bob_phone = {
-        let mut node = Node::new(second, "bob-phone", log.clone(), Config::default());
+    let device = |key: DeviceKey, name: &str, port: u16| {
+        let mut node = Node::new(key, name, log.clone(), Config::default());
         let id = node.id();
-        node.set_card_addrs(vec![(id, vec!["/ip4/127.0.0.1/tcp/4012".into()])]);
+        node.set_card_addrs(vec![(id, vec![format!("/ip4/127.0.0.1/tcp/{port}")])]);
         node
     };
-    let bob = {
-        let mut node = Node::new(first, "bob", log, Config::default());
-        let id = node.id();
-        node.set_card_addrs(vec![(id, vec!["/ip4/127.0.0.1/tcp/4002".into()])]);
-        node
-    };
-    const PHONE: usize = 2;
-    let mut net = Net::new(vec![account(1, "alice", Config::default()), bob, bob_phone]);
+    let (bob, phone) = (
+        device(first, "bob", 4002),
+        device(second, "bob-phone", 4012),
+    );
+    let mut net = Net::new(vec![account(1, "alice", Config::default()), bob, phone]);
     net.befriend(ALICE, BOB);
     // The phone learns the contact from Bob's first device, then they part.
     net.connect(BOB, PHONE);
@@ -749,6 +751,13 @@ fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
         .share(now, "notes", "Bob", Level::Write)
         .unwrap();
     net.carry(ALICE, out);
+    (net, share)
+}
+
+#[test]
+fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
+    let (mut net, share) = shared_with_two_devices();
+    let now = net.now;
     let id = share.id().to_string();
     for device in [BOB, PHONE] {
         let versions = net.nodes[device].collections[COLLECTION].data.versions(&id);
@@ -783,4 +792,49 @@ fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
     net.put(PHONE, "shared.alice.notes", "from-the-phone")
         .unwrap();
     assert!(net.has(ALICE, "notes", "from-the-phone"));
+}
+
+/// Bob took Alice's `notes` on both devices. Alice then shares `diary`,
+/// and Bob accepts it on his first device, but the offer never reached
+/// the phone. Alice's devices list `diary` to the phone (Bob accepted it),
+/// and the phone receives an access list of a share it has never heard
+/// of. The list is set aside, not taken for an offence: the session stays
+/// open and `notes` syncs over it; once the phone learns of `diary` from
+/// Bob's first device, `diary` flows over the same session.
+#[test]
+fn an_access_list_ahead_of_its_offer_is_set_aside_and_the_session_stays() {
+    let (mut net, notes) = shared_with_two_devices();
+    let now = net.now;
+    let (_, out) = net.nodes[BOB]
+        .accept_share(now, &notes.id().to_string(), None)
+        .unwrap();
+    net.carry(BOB, out);
+    net.connect(BOB, PHONE);
+    net.disconnect(BOB, PHONE);
+    net.put(ALICE, "diary", "d1").unwrap();
+    let now = net.now;
+    let (diary, out) = net.nodes[ALICE]
+        .share(now, "diary", "Bob", Level::Read)
+        .unwrap();
+    net.carry(ALICE, out);
+    let id = diary.id().to_string();
+    // As if the offer never reached the phone.
+    let loaded = net.nodes[PHONE].collections.get_mut(COLLECTION).unwrap();
+    loaded.data.delete(&id, None, now).unwrap();
+    net.nodes[PHONE].read_shares([id.as_str()]);
+    assert!(!net.nodes[PHONE].shares().contains_key(&diary.id()));
+    let (_, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
+    net.carry(BOB, out);
+    net.put(ALICE, "notes", "n2").unwrap();
+    net.connect(ALICE, PHONE);
+    assert!(net.connected(ALICE, PHONE), "{:?}", net.closed);
+    assert!(net.has(PHONE, "shared.alice.notes", "n2"));
+    assert!(!net.has(PHONE, "shared.alice.diary", "d1"));
+    net.connect(BOB, PHONE);
+    assert!(net.connected(ALICE, PHONE), "{:?}", net.closed);
+    assert!(
+        net.has(PHONE, "shared.alice.diary", "d1"),
+        "{:?}",
+        net.closed
+    );
 }
