@@ -1211,19 +1211,10 @@ impl Node {
     /// The gates of every shared collection this account holds, by local
     /// name, computed once per state of the shares.
     pub(super) fn cached_gates(&mut self) -> Arc<BTreeMap<String, Gate>> {
-        self.fresh_access();
-        if let Some(gates) = &self.shares.access.gates {
-            return Arc::clone(gates);
-        }
-        let gates: BTreeMap<String, Gate> = self
-            .shares()
-            .values()
-            .filter_map(|s| s.local.clone())
-            .filter_map(|local| Some((local.clone(), self.gate(&local)?)))
-            .collect();
-        let gates = Arc::new(gates);
-        self.shares.access.gates = Some(Arc::clone(&gates));
-        gates
+        self.cached_gate_set(
+            |access| &mut access.gates,
+            |node, share| node.gate(share.local.as_deref()?),
+        )
     }
 
     /// The gates sessions with this account's own devices apply to shared
@@ -1233,15 +1224,9 @@ impl Node {
     /// device could build on it while naming an older state in its own
     /// changes, which every other member would refuse.
     pub(super) fn cached_member_gates(&mut self) -> Arc<BTreeMap<String, Gate>> {
-        self.fresh_access();
-        if let Some(gates) = &self.shares.access.member_gates {
-            return Arc::clone(gates);
-        }
-        let gates: BTreeMap<String, Gate> = self
-            .shares()
-            .values()
-            .filter_map(|share| {
-                let local = share.local.clone()?;
+        self.cached_gate_set(
+            |access| &mut access.member_gates,
+            |_, share| {
                 let acl = Arc::clone(&share.acl);
                 let gate: Gate = Arc::new(move |candidate: &Candidate<'_>| {
                     let named = candidate.change.message().and_then(heads_of_note);
@@ -1252,11 +1237,29 @@ impl Node {
                         None => Ok(()),
                     }
                 });
-                Some((local, gate))
-            })
+                Some(gate)
+            },
+        )
+    }
+
+    /// One set of gates, by local name, built by `build` for every share
+    /// held here and kept in `slot` until the shares change.
+    fn cached_gate_set(
+        &mut self,
+        slot: fn(&mut Access) -> &mut Option<Arc<BTreeMap<String, Gate>>>,
+        build: impl Fn(&Node, &Share) -> Option<Gate>,
+    ) -> Arc<BTreeMap<String, Gate>> {
+        self.fresh_access();
+        if let Some(gates) = slot(&mut self.shares.access) {
+            return Arc::clone(gates);
+        }
+        let gates: BTreeMap<String, Gate> = self
+            .shares()
+            .values()
+            .filter_map(|share| Some((share.local.clone()?, build(self, share)?)))
             .collect();
         let gates = Arc::new(gates);
-        self.shares.access.member_gates = Some(Arc::clone(&gates));
+        *slot(&mut self.shares.access) = Some(Arc::clone(&gates));
         gates
     }
 

@@ -114,6 +114,8 @@ pub(super) struct Sharing {
     /// The local name of a share on an account.
     names: BTreeMap<(u32, u32), String>,
     pub(super) writes: Vec<SharedWrite>,
+    /// The indexes in `writes` of each (share, writer, k), in order.
+    writes_by_key: BTreeMap<(u32, u32, u32), Vec<u32>>,
     /// Per (share, writer, k): per account, the first generation written
     /// while that account was revoked in the writer's list.
     hidden: BTreeMap<(u32, u32, u32), BTreeMap<u32, u64>>,
@@ -793,6 +795,11 @@ impl World {
                 .or_insert(generation);
         }
         let index = self.sharing.writes.len() as u32;
+        self.sharing
+            .writes_by_key
+            .entry((share, me, k))
+            .or_default()
+            .push(index);
         self.sharing.writes.push(SharedWrite {
             share,
             origin: me,
@@ -866,14 +873,12 @@ impl World {
                 .shared_seen
                 .insert(key, (generation, hops));
             let now = self.now;
-            for w in &mut self.sharing.writes {
-                if w.share == share
-                    && w.origin == origin
-                    && w.k == k
-                    && !w.lost
-                    && w.generation > prev
-                    && w.generation <= generation
-                {
+            let Some(indexes) = self.sharing.writes_by_key.get(&key) else {
+                continue;
+            };
+            for &i in indexes {
+                let w = &mut self.sharing.writes[i as usize];
+                if !w.lost && w.generation > prev && w.generation <= generation {
                     w.reached.push((me, now, hops));
                 }
             }
