@@ -561,6 +561,17 @@ impl<'a> Candidate<'a> {
     }
 }
 
+/// How many of peers' changes reached a collection, and how many of those
+/// were new to it: `received / new` is how many copies of each change
+/// arrived on average (the simulator reports it per node).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Arrivals {
+    /// Changes decoded from peers' merges, repeats included.
+    pub received: u64,
+    /// Those that were new and were applied.
+    pub new: u64,
+}
+
 /// Why a [`ChangeGate`] does not let a change through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -763,6 +774,17 @@ impl Collection {
     /// Every record by id, each with `_id` and `_rev`.
     pub fn records(&self) -> &BTreeMap<String, Value> {
         &self.records
+    }
+
+    /// Peers' changes that reached this collection since it was loaded or
+    /// created, and how many were new.
+    pub fn arrivals(&self) -> Arrivals {
+        self.shards
+            .iter()
+            .fold(Arrivals::default(), |sum, shard| Arrivals {
+                received: sum.received + shard.arrivals.received,
+                new: sum.new + shard.arrivals.new,
+            })
     }
 
     /// Every concurrent version of the record `id`, the one [`Self::get`]

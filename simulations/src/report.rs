@@ -133,6 +133,9 @@ pub struct Report {
     pub rounds: Rounds,
     /// Frames sent per node.
     pub frames_per_node: Summary,
+    /// Copies of each change that reached a node, on average, per node
+    /// (P10's "copies of a change per node").
+    pub copies_per_node: Summary,
     /// Bytes sent per node.
     pub bytes_per_node: Summary,
     /// All frames sent.
@@ -176,6 +179,8 @@ impl Report {
         frames.sort_unstable();
         let mut bytes = outcome.bytes_per_node.clone();
         bytes.sort_unstable();
+        let mut copies = outcome.copies_per_node.clone();
+        copies.sort_unstable();
         let rounds: Vec<u64> = outcome.rounds.iter().map(|&r| u64::from(r)).collect();
         let c = &outcome.counters;
         Self {
@@ -205,6 +210,7 @@ impl Report {
                 arrivals_by_hop: outcome.hop_histogram.clone(),
             },
             frames_per_node: Summary::of(&frames, 1.0),
+            copies_per_node: Summary::of(&copies, 1e-3),
             bytes_per_node: Summary::of(&bytes, 1.0),
             frames_total: frames.iter().sum(),
             bytes_total: bytes.iter().sum(),
@@ -270,6 +276,7 @@ impl Report {
             ("time to converge (ms)", &self.converge_ms),
             ("rounds per write", &self.rounds.rounds),
             ("frames sent per node", &self.frames_per_node),
+            ("copies of a change per node", &self.copies_per_node),
             ("bytes sent per node", &self.bytes_per_node),
             ("pairing duration (ms)", &self.pairing.duration_ms),
             (

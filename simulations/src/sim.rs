@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use automerge::ChangeHash;
-use hearth_crdt::collection::{self, PutMode, ShardIndex};
+use hearth_crdt::collection::{self, Arrivals, PutMode, ShardIndex};
 use hearth_crdt::node::redial::Backoff;
 use hearth_crdt::node::{self as core, CloseReason, Input, Output, Outputs, SessionId, Write};
 use hearth_crdt::sync::{Frame, Limits};
@@ -222,6 +222,9 @@ struct Node {
     writes_made: u64,
     frames_sent: u64,
     bytes_sent: u64,
+    /// Peers' changes that reached the node's collections before its last
+    /// restart (its core counts those since).
+    arrivals: Arrivals,
 }
 
 #[derive(Debug)]
@@ -419,6 +422,10 @@ pub struct Outcome {
     pub replicas_per_document: u32,
     /// Per node: frames sent.
     pub frames_per_node: Vec<u64>,
+    /// Per node that received any change: the copies of each change that
+    /// reached it, on average, in thousandths (repeats included, over the
+    /// changes that were new to it).
+    pub copies_per_node: Vec<u64>,
     /// Per node: bytes sent.
     pub bytes_per_node: Vec<u64>,
     /// Queue maxima with their bounds.
@@ -548,6 +555,7 @@ impl World {
                     writes_made: 0,
                     frames_sent: 0,
                     bytes_sent: 0,
+                    arrivals: Arrivals::default(),
                 });
             }
             for (a, b) in overlay(&mut rng, per, t.degree) {
@@ -1480,6 +1488,9 @@ impl World {
             }
         }
         node.admission = fresh.members();
+        let before = arrivals_of(&node.core);
+        node.arrivals.received += before.received;
+        node.arrivals.new += before.new;
         node.core = fresh;
         node.timer = None;
         node.crashed = false;
@@ -1636,6 +1647,16 @@ impl World {
             hop_histogram: self.hop_histogram,
             replicas_per_document: per - removals,
             frames_per_node: self.nodes.iter().map(|n| n.frames_sent).collect(),
+            copies_per_node: self
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    let now = arrivals_of(&n.core);
+                    let new = n.arrivals.new + now.new;
+                    let received = n.arrivals.received + now.received;
+                    (new > 0).then(|| received * 1000 / new)
+                })
+                .collect(),
             bytes_per_node: self.nodes.iter().map(|n| n.bytes_sent).collect(),
             queues,
             removed_devices: removals * self.scenario.topology.accounts,
@@ -1840,4 +1861,15 @@ mod tests {
         assert_eq!(parse_id("x12-3"), None);
         assert_eq!(parse_id("d-3"), None);
     }
+}
+
+/// Peers' changes that reached `core`'s collections since it started.
+fn arrivals_of(core: &core::Node) -> Arrivals {
+    core.collections()
+        .values()
+        .map(|loaded| loaded.data.arrivals())
+        .fold(Arrivals::default(), |sum, a| Arrivals {
+            received: sum.received + a.received,
+            new: sum.new + a.new,
+        })
 }

@@ -52,6 +52,8 @@ pub(crate) struct Shard {
     /// only when it starts, not when another concurrent value joins it; so
     /// every merge re-reads these (see [`Shard::merge`]).
     pub(crate) conflicted: BTreeSet<String>,
+    /// Peers' changes decoded by merges, and those of them new here.
+    pub(crate) arrivals: super::Arrivals,
 }
 
 impl Shard {
@@ -65,6 +67,7 @@ impl Shard {
             unsaved: Vec::new(),
             signer: None,
             conflicted: BTreeSet::new(),
+            arrivals: super::Arrivals::default(),
         }
     }
 
@@ -119,6 +122,7 @@ impl Shard {
                 unsaved: Vec::new(),
                 signer: None,
                 conflicted: BTreeSet::new(),
+                arrivals: super::Arrivals::default(),
             };
             Ok((shard, value))
         })
@@ -241,8 +245,9 @@ impl Shard {
         let offered: BTreeMap<ChangeHash, &Authorship> =
             offered.iter().map(|a| (a.change(), a)).collect();
         let known = &self.authorships;
-        let (changes, kept) = guard(|| {
+        let (changes, kept, decoded) = guard(|| {
             let mut changes = decode_changes(bytes, max_inflated)?;
+            let decoded = changes.len();
             // Peers resend what we have; skipping it also skips the clone.
             changes.retain(|c| !current.get_missing_deps(&[c.hash()]).is_empty());
             let batch: BTreeMap<ChangeHash, &Change> =
@@ -291,8 +296,9 @@ impl Shard {
                     kept.push(signed);
                 }
             }
-            Ok((changes, kept))
+            Ok((changes, kept, decoded))
         })?;
+        self.arrivals.received += decoded as u64;
         if changes.is_empty() {
             return Ok(Vec::new());
         }
@@ -323,6 +329,7 @@ impl Shard {
             Ok((doc, touched, still))
         })?;
         self.doc = doc;
+        self.arrivals.new += merged.len() as u64;
         // Every re-read key is known now: conflicted or not.
         self.conflicted.retain(|key| still.contains(key));
         self.conflicted.extend(still);

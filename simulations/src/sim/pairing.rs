@@ -138,6 +138,7 @@ pub(super) fn add_joiners(
             writes_made: 0,
             frames_sent: 0,
             bytes_sent: 0,
+            arrivals: Default::default(),
         });
         for p in peers {
             add_link(nodes, conns, p, index);

@@ -144,6 +144,25 @@ impl Net {
         self.carry(b, out);
     }
 
+    /// Node `at` grants `contact` `level` on `collection`, and the offer
+    /// is carried.
+    fn share(&mut self, at: usize, collection: &str, contact: &str, level: Level) -> Share {
+        let now = self.now;
+        let (share, out) = self.nodes[at]
+            .share(now, collection, contact, level)
+            .unwrap();
+        self.carry(at, out);
+        share
+    }
+
+    /// Node `at` accepts the share `id` under the default name, and the
+    /// answer is carried.
+    fn accept(&mut self, at: usize, id: &str) {
+        let now = self.now;
+        let (_, out) = self.nodes[at].accept_share(now, id, None).unwrap();
+        self.carry(at, out);
+    }
+
     fn put(&mut self, at: usize, collection: &str, id: &str) -> Result<(), Error> {
         let now = self.now;
         let (_, out) = self.nodes[at].put(
@@ -746,25 +765,19 @@ fn shared_with_two_devices() -> (Net, Share) {
     net.connect(BOB, PHONE);
     net.disconnect(BOB, PHONE);
     net.put(ALICE, "notes", "n1").unwrap();
-    let now = net.now;
-    let (share, out) = net.nodes[ALICE]
-        .share(now, "notes", "Bob", Level::Write)
-        .unwrap();
-    net.carry(ALICE, out);
+    let share = net.share(ALICE, "notes", "Bob", Level::Write);
     (net, share)
 }
 
 #[test]
 fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
     let (mut net, share) = shared_with_two_devices();
-    let now = net.now;
     let id = share.id().to_string();
     for device in [BOB, PHONE] {
         let versions = net.nodes[device].collections[COLLECTION].data.versions(&id);
         assert_eq!(versions.len(), 1, "each device stored the offer alone");
     }
-    let (_, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
-    net.carry(BOB, out);
+    net.accept(BOB, &id);
     // The phone's version is the one either collection shows, or not: both
     // devices must read the acceptance whichever it is.
     net.connect(BOB, PHONE);
@@ -804,27 +817,19 @@ fn an_acceptance_on_one_device_holds_when_both_stored_the_offer_at_once() {
 #[test]
 fn an_access_list_ahead_of_its_offer_is_set_aside_and_the_session_stays() {
     let (mut net, notes) = shared_with_two_devices();
-    let now = net.now;
-    let (_, out) = net.nodes[BOB]
-        .accept_share(now, &notes.id().to_string(), None)
-        .unwrap();
-    net.carry(BOB, out);
+    net.accept(BOB, &notes.id().to_string());
     net.connect(BOB, PHONE);
     net.disconnect(BOB, PHONE);
     net.put(ALICE, "diary", "d1").unwrap();
-    let now = net.now;
-    let (diary, out) = net.nodes[ALICE]
-        .share(now, "diary", "Bob", Level::Read)
-        .unwrap();
-    net.carry(ALICE, out);
+    let diary = net.share(ALICE, "diary", "Bob", Level::Read);
     let id = diary.id().to_string();
+    let now = net.now;
     // As if the offer never reached the phone.
     let loaded = net.nodes[PHONE].collections.get_mut(COLLECTION).unwrap();
     loaded.data.delete(&id, None, now).unwrap();
     net.nodes[PHONE].read_shares([id.as_str()]);
     assert!(!net.nodes[PHONE].shares().contains_key(&diary.id()));
-    let (_, out) = net.nodes[BOB].accept_share(now, &id, None).unwrap();
-    net.carry(BOB, out);
+    net.accept(BOB, &id);
     net.put(ALICE, "notes", "n2").unwrap();
     net.connect(ALICE, PHONE);
     assert!(net.connected(ALICE, PHONE), "{:?}", net.closed);
