@@ -331,10 +331,22 @@ impl Scope {
 #[derive(Debug, Default)]
 pub(super) struct Shares {
     known: BTreeMap<EntryHash, Share>,
+    /// Per share, a digest of the stored versions `known` was parsed from:
+    /// a record read again unchanged is not verified again.
+    parsed: BTreeMap<EntryHash, [u8; 32]>,
+    /// Per share, digests of credentials already taken in whole (at most
+    /// [`MAX_CREDENTIALS_SEEN`]): peers send the same ones again on every
+    /// session start, and taking them again changes nothing (lists, logs
+    /// and cards only grow), so they are not verified again.
+    credentials_seen: BTreeMap<EntryHash, BTreeSet<[u8; 32]>>,
     /// Scopes and gates as last computed, and the state they were computed
     /// at.
     access: Access,
 }
+
+/// How many credential digests are remembered per share before the set
+/// starts again.
+const MAX_CREDENTIALS_SEEN: usize = 64;
 
 /// What sessions with other accounts' devices need on every frame (each
 /// one's [`Scope`] and the gates of the shared collections), computed once
@@ -785,6 +797,13 @@ impl Node {
                     continue;
                 };
                 let versions = loaded.data.versions(id);
+                let digest = *blake3::hash(&serde_json::to_vec(&versions).unwrap_or_default())
+                    .as_bytes();
+                if self.shares.parsed.get(&hash) == Some(&digest)
+                    && self.shares.known.contains_key(&hash)
+                {
+                    continue;
+                }
                 // The owner is named inside the list; try the logs known.
                 let share = versions
                     .first()
@@ -799,13 +818,20 @@ impl Node {
                                 share
                             })
                     });
-                found.push((hash, share));
+                found.push((hash, share, digest));
             }
         }
-        for (hash, share) in found {
+        for (hash, share, digest) in found {
             match share {
-                Some(s) => self.shares.known.insert(hash, s),
-                None => self.shares.known.remove(&hash),
+                Some(s) => {
+                    self.shares.known.insert(hash, s);
+                    self.shares.parsed.insert(hash, digest);
+                }
+                None => {
+                    self.shares.known.remove(&hash);
+                    self.shares.parsed.remove(&hash);
+                    self.shares.credentials_seen.remove(&hash);
+                }
             };
         }
         self.forget_access();
@@ -1062,6 +1088,15 @@ impl Node {
         let Some(owner_log) = self.log_of(&known.owner()) else {
             return Ok(());
         };
+        let digest = *blake3::hash(bytes).as_bytes();
+        if self
+            .shares
+            .credentials_seen
+            .get(&hash)
+            .is_some_and(|seen| seen.contains(&digest))
+        {
+            return Ok(());
+        }
         let credentials: Credentials = postcard::from_bytes(bytes)
             .map_err(|e| format!("unreadable share credentials: {e}"))?;
         let theirs = Acl::decode(&credentials.acl, &owner_log).map_err(|e| e.to_string())?;
@@ -1125,6 +1160,11 @@ impl Node {
                     .map_err(|e| e.to_string())?,
             );
         }
+        let seen = self.shares.credentials_seen.entry(hash).or_default();
+        if seen.len() >= MAX_CREDENTIALS_SEEN {
+            seen.clear();
+        }
+        seen.insert(digest);
         Ok(())
     }
 
