@@ -194,12 +194,23 @@ impl Share {
     }
 
     /// Reads a stored record back against the owner's log; `None` for one
-    /// that does not verify.
-    fn from_record(id: &str, record: &Value, owner_log: &Log) -> Option<Share> {
-        let bytes = data_encoding::BASE64
-            .decode(record.get("acl")?.as_str()?.as_bytes())
-            .ok()?;
-        let acl = Acl::decode(&bytes, owner_log).ok()?;
+    /// that does not verify. What `previous` (the share as last read)
+    /// already holds in the same encoding is taken from it, not verified
+    /// again.
+    fn from_record(
+        id: &str,
+        record: &Value,
+        owner_log: &Log,
+        previous: Option<&Share>,
+    ) -> Option<Share> {
+        let text = record.get("acl")?.as_str()?;
+        let acl = match previous {
+            Some(p) if data_encoding::BASE64.encode(&p.acl.encode()) == text => Arc::clone(&p.acl),
+            _ => {
+                let bytes = data_encoding::BASE64.decode(text.as_bytes()).ok()?;
+                Arc::new(Acl::decode(&bytes, owner_log).ok()?)
+            }
+        };
         if acl.id().to_string() != id {
             return None;
         }
@@ -228,7 +239,13 @@ impl Share {
                 m.iter()
                     .filter_map(|(k, v)| {
                         let account: AccountId = k.parse().ok()?;
-                        let bytes = data_encoding::BASE64.decode(v.as_str()?.as_bytes()).ok()?;
+                        let text = v.as_str()?;
+                        if let Some(held) = previous.and_then(|p| p.logs.get(&account))
+                            && data_encoding::BASE64.encode(&held.encode()) == text
+                        {
+                            return Some((account, Arc::clone(held)));
+                        }
+                        let bytes = data_encoding::BASE64.decode(text.as_bytes()).ok()?;
                         let log = Log::decode(&bytes).ok()?;
                         (log.account_id() == account).then(|| (account, Arc::new(log)))
                     })
@@ -243,6 +260,11 @@ impl Share {
                     .filter_map(|(k, v)| {
                         let account: AccountId = k.parse().ok()?;
                         let bytes = data_encoding::BASE64.decode(v.as_str()?.as_bytes()).ok()?;
+                        if let Some(held) = previous.and_then(|p| p.cards.get(&account))
+                            && held.to_bytes() == bytes
+                        {
+                            return Some((account, Arc::clone(held)));
+                        }
                         let card = Card::from_bytes(&bytes).ok()?;
                         (card.account() == account).then(|| (account, Arc::new(card)))
                     })
@@ -250,7 +272,7 @@ impl Share {
             })
             .unwrap_or_default();
         Some(Share {
-            acl: Arc::new(acl),
+            acl,
             shards: record
                 .get("shards")
                 .and_then(Value::as_u64)
@@ -812,7 +834,9 @@ impl Node {
                     .and_then(|log| {
                         versions
                             .iter()
-                            .filter_map(|record| Share::from_record(id, record, &log))
+                            .filter_map(|record| {
+                                Share::from_record(id, record, &log, self.shares.known.get(&hash))
+                            })
                             .reduce(|mut share, other| {
                                 share.join(other, &log);
                                 share

@@ -534,7 +534,7 @@ fn shares_and_member_logs_reload_from_their_collection() {
     assert!(carol.shares()[&hash].logs.contains_key(&bob));
     let record = carol.get(COLLECTION, &id).unwrap().clone();
     let owner = net.nodes[ALICE].log();
-    let back = Share::from_record(&id, &record, owner).unwrap();
+    let back = Share::from_record(&id, &record, owner, None).unwrap();
     assert_eq!(back.local.as_deref(), Some("alice-notes"));
     assert_eq!(back.logs[&bob].heads(), net.nodes[BOB].log().heads());
     assert_eq!(back.acl.heads(), carol.shares()[&hash].acl.heads());
