@@ -619,9 +619,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Outcome> {
     o.note(format!(
         "signatures field: each Frame::Sync re-encoded without its signatures, so {AUTHORSHIP_BYTES} B per signature plus \
          the list length's bytes beyond 1; 'all bytes added' also holds the list-heads note inside each change, the \
-         Frame::Acl credentials and the contact session's Hello; both worlds send each shard twice (the receiver holds \
-         the collection, so both sides open the shard's sync and the receiver's first reply asks again for what is already \
-         on its way)"
+         Frame::Acl credentials and the contact session's Hello"
     ));
     Ok(o)
 }

@@ -1835,6 +1835,17 @@ fn undurable_heads(
     (!undurable.is_empty()).then_some(undurable)
 }
 
+/// Peers' changes that reached `core`'s collections since it started.
+fn arrivals_of(core: &core::Node) -> Arrivals {
+    core.collections()
+        .values()
+        .map(|loaded| loaded.data.arrivals())
+        .fold(Arrivals::default(), |sum, a| Arrivals {
+            received: sum.received + a.received,
+            new: sum.new + a.new,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1861,15 +1872,4 @@ mod tests {
         assert_eq!(parse_id("x12-3"), None);
         assert_eq!(parse_id("d-3"), None);
     }
-}
-
-/// Peers' changes that reached `core`'s collections since it started.
-fn arrivals_of(core: &core::Node) -> Arrivals {
-    core.collections()
-        .values()
-        .map(|loaded| loaded.data.arrivals())
-        .fold(Arrivals::default(), |sum, a| Arrivals {
-            received: sum.received + a.received,
-            new: sum.new + a.new,
-        })
 }

@@ -370,6 +370,9 @@ pub(super) struct Shares {
 /// starts again.
 const MAX_CREDENTIALS_SEEN: usize = 64;
 
+/// Gates of shared collections, by local name.
+type GateSet = Arc<BTreeMap<String, Gate>>;
+
 /// What sessions with other accounts' devices need on every frame (each
 /// one's [`Scope`] and the gates of the shared collections), computed once
 /// per state of what decides them: the parsed share and contact records
@@ -380,8 +383,8 @@ struct Access {
     key: Vec<automerge::ChangeHash>,
     log: Vec<EntryHash>,
     scopes: BTreeMap<AccountId, Option<Arc<Scope>>>,
-    gates: Option<Arc<BTreeMap<String, Gate>>>,
-    member_gates: Option<Arc<BTreeMap<String, Gate>>>,
+    gates: Option<GateSet>,
+    member_gates: Option<GateSet>,
 }
 
 impl std::fmt::Debug for Access {
@@ -819,8 +822,8 @@ impl Node {
                     continue;
                 };
                 let versions = loaded.data.versions(id);
-                let digest = *blake3::hash(&serde_json::to_vec(&versions).unwrap_or_default())
-                    .as_bytes();
+                let digest =
+                    *blake3::hash(&serde_json::to_vec(&versions).unwrap_or_default()).as_bytes();
                 if self.shares.parsed.get(&hash) == Some(&digest)
                     && self.shares.known.contains_key(&hash)
                 {
@@ -1310,9 +1313,9 @@ impl Node {
     /// held here and kept in `slot` until the shares change.
     fn cached_gate_set(
         &mut self,
-        slot: fn(&mut Access) -> &mut Option<Arc<BTreeMap<String, Gate>>>,
+        slot: fn(&mut Access) -> &mut Option<GateSet>,
         build: impl Fn(&Node, &Share) -> Option<Gate>,
-    ) -> Arc<BTreeMap<String, Gate>> {
+    ) -> GateSet {
         self.fresh_access();
         if let Some(gates) = slot(&mut self.shares.access) {
             return Arc::clone(gates);
