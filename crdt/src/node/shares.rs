@@ -178,7 +178,14 @@ impl Share {
             "shards": self.shards,
             "local": self.local,
             "answers": answers,
-            "owed": self.owed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            // A map, not a list: two devices that each add or remove an
+            // account concurrently keep both edits (a list is replaced
+            // whole, and one of the two would be lost).
+            "owed": self
+                .owed
+                .iter()
+                .map(|a| (a.to_string(), true))
+                .collect::<BTreeMap<_, _>>(),
             "logs": self
                 .logs
                 .iter()
@@ -225,11 +232,12 @@ impl Share {
                     .collect()
             })
             .unwrap_or_default();
-        let owed = record
-            .get("owed")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
-            .unwrap_or_default();
+        // Records written before `owed` became a map hold a list.
+        let owed = match record.get("owed") {
+            Some(Value::Object(m)) => m.keys().filter_map(|k| k.parse().ok()).collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect(),
+            _ => BTreeSet::new(),
+        };
         // A stored log that no longer verifies, or whose account is not the
         // one it is filed under, is dropped; the owner sends it again.
         let logs = record

@@ -843,3 +843,38 @@ fn an_access_list_ahead_of_its_offer_is_set_aside_and_the_session_stays() {
         net.closed
     );
 }
+
+/// `owed` is stored as a map, so two of the owner's devices that each
+/// change it at once (one delivers to Bob, the other owes Carol a message)
+/// keep both edits; a record from before, holding a list, still reads.
+#[test]
+fn owed_accounts_merge_edit_by_edit_and_the_old_list_form_reads() {
+    let (net, id) = shared();
+    let alice = &net.nodes[ALICE];
+    let hash: EntryHash = id.parse().unwrap();
+    let (bob, carol) = (
+        net.nodes[BOB].log().account_id(),
+        net.nodes[CAROL].log().account_id(),
+    );
+    let mut share = alice.shares()[&hash].clone();
+    share.owed = BTreeSet::from([bob]);
+    let mut one = Collection::new(COLLECTION, 1, ActorId::from([1u8; 16])).unwrap();
+    one.put(&id, share.to_record(), PutMode::Upsert, 0).unwrap();
+    let mut two = Collection::new(COLLECTION, 1, ActorId::from([2u8; 16])).unwrap();
+    for chunk in one.take_chunks() {
+        two.merge_shard(chunk.shard, &chunk.bytes).unwrap();
+    }
+    share.owed = BTreeSet::new();
+    one.put(&id, share.to_record(), PutMode::Upsert, 0).unwrap();
+    share.owed = BTreeSet::from([bob, carol]);
+    two.put(&id, share.to_record(), PutMode::Upsert, 0).unwrap();
+    for chunk in two.take_chunks() {
+        one.merge_shard(chunk.shard, &chunk.bytes).unwrap();
+    }
+    let merged = Share::from_record(&id, one.get(&id).unwrap(), alice.log(), None).unwrap();
+    assert_eq!(merged.owed, BTreeSet::from([carol]));
+    let mut old = one.get(&id).unwrap().clone();
+    old["owed"] = json!([bob.to_string()]);
+    let read = Share::from_record(&id, &old, alice.log(), None).unwrap();
+    assert_eq!(read.owed, BTreeSet::from([bob]));
+}
