@@ -1476,16 +1476,16 @@ fn ever(log: &Log, device: &DeviceId) -> bool {
     log.is_member(device) || log.is_removed(device)
 }
 
-/// The author device a shared collection's change names: the first 32 bytes
-/// of its 34-byte actor (device id, then shard).
-fn author_of(change: &automerge::Change) -> Option<DeviceId> {
+/// The key bytes of the author device a shared collection's change names:
+/// the first 32 bytes of its 34-byte actor (device id, then shard); not
+/// checked to be a device key.
+fn author_key(change: &automerge::Change) -> Option<[u8; 32]> {
     let actor = change.actor_id().to_bytes();
-    let bytes: [u8; 32] = actor
+    actor
         .get(..32)
         .filter(|_| actor.len() == 34)?
         .try_into()
-        .ok()?;
-    DeviceId::from_bytes(&bytes).ok()
+        .ok()
 }
 
 /// The gate of a share: see [`Node::gate`].
@@ -1497,8 +1497,14 @@ fn check_change(
 ) -> Result<(), Refusal> {
     let change = candidate.change;
     let refuse = |reason: String| Refusal::Refused(reason);
-    let device =
-        author_of(change).ok_or_else(|| refuse("a change whose actor is no device".into()))?;
+    // The author is most often the signer, already decoded and checked:
+    // its key is not decoded a second time.
+    let device = match (author_key(change), &candidate.signer) {
+        (Some(key), Some(Ok(signer))) if signer.as_bytes() == &key => Some(*signer),
+        (Some(key), _) => DeviceId::from_bytes(&key).ok(),
+        (None, _) => None,
+    }
+    .ok_or_else(|| refuse("a change whose actor is no device".into()))?;
     let signed = candidate
         .authorship
         .ok_or_else(|| refuse(format!("an unsigned change by {device}")))?;
