@@ -789,10 +789,10 @@ impl Collection {
 
     /// Every concurrent version of the record `id`, the one [`Self::get`]
     /// shows first; empty when there is no such record. Two replicas that
-    /// create one id concurrently leave two versions, both kept until the
-    /// next write, which replaces both (see the module docs). A reader that
-    /// knows how its records merge reads them all; the view shows the first
-    /// with the merged revision of all.
+    /// create one id concurrently leave two versions; both stay, and the
+    /// next write puts its content into both (see the module docs). A
+    /// reader that knows how its records merge reads them all; the view
+    /// shows the first with the merged revision of all.
     pub fn versions(&self, id: &str) -> Vec<Value> {
         if record::validate_id(id).is_err() {
             return Vec::new();

@@ -299,7 +299,7 @@ pub(crate) fn read_one<R: ReadDoc>(
 ///
 /// Two replicas that create the same id concurrently leave two record maps
 /// under one root key; Automerge shows one (the view's) and keeps the other
-/// as a conflict. Until a write replaces both (see `write::update`), the
+/// as a conflict. Until a write fills every one (see `write::update`), the
 /// view shows the merged revision of all of them, and a reader that knows
 /// how its records merge (the node's reserved collections) reads them all.
 pub(crate) fn versions<R: ReadDoc>(
