@@ -369,6 +369,11 @@ pub(super) struct Shares {
     /// session start, and taking them again changes nothing (lists, logs
     /// and cards only grow), so they are not verified again.
     credentials_seen: BTreeMap<EntryHash, BTreeSet<[u8; 32]>>,
+    /// Credentials that came before their share's offer, by share, kept
+    /// (at most [`MAX_EARLY_CREDENTIALS`] in all) and taken once the offer
+    /// makes the share known: the peer does not send them again on the
+    /// session that stays open.
+    early: BTreeMap<EntryHash, Vec<Vec<u8>>>,
     /// Scopes and gates as last computed, and the state they were computed
     /// at.
     access: Access,
@@ -377,6 +382,10 @@ pub(super) struct Shares {
 /// How many credential digests are remembered per share before the set
 /// starts again.
 const MAX_CREDENTIALS_SEEN: usize = 64;
+
+/// How many credentials that came before their offer are kept, in all;
+/// one more drops those of the share first kept. Each is at most a frame.
+const MAX_EARLY_CREDENTIALS: usize = 16;
 
 /// Gates of shared collections, by local name.
 type GateSet = Arc<BTreeMap<String, Gate>>;
@@ -908,10 +917,31 @@ impl Node {
     /// and the driver hears whom to admit.
     fn shares_changed(&mut self, now: Millis, out: &mut Outputs) {
         self.open_share_collections(now, out);
+        self.take_early_credentials(now, out);
         self.set_notes();
         self.deliver_shares(now, out);
         self.rescope(now, out);
         self.publish_admission(now, out);
+    }
+
+    /// Takes the credentials that came before their share's offer, for
+    /// every share now known. One that does not check out is dropped: the
+    /// session it came on may be gone, and the peer sends it again with
+    /// its next change to the share.
+    fn take_early_credentials(&mut self, now: Millis, out: &mut Outputs) {
+        let ready: Vec<EntryHash> = self
+            .shares
+            .early
+            .keys()
+            .filter(|hash| self.shares.known.contains_key(hash))
+            .copied()
+            .collect();
+        for hash in ready {
+            let wire = hash.to_string();
+            for bytes in self.shares.early.remove(&hash).unwrap_or_default() {
+                let _ = self.take_acl(now, &wire, &bytes, out);
+            }
+        }
     }
 
     /// Sends every owed offer and answer to the devices of its account that
@@ -1115,9 +1145,16 @@ impl Node {
         // A list of a share whose offer has not reached this account yet
         // (or whose owner is not known here yet) is not an offence: the
         // peer's scope runs ahead of ours. It is set aside, as its data
-        // would be (nothing outside our scope syncs), and the peer sends it
-        // again when the offer's acceptance restarts the session.
+        // would be (nothing outside our scope syncs), and taken once the
+        // offer arrives (`take_early_credentials`).
         let Some(known) = self.shares.known.get(&hash) else {
+            let early = &mut self.shares.early;
+            if early.values().map(Vec::len).sum::<usize>() >= MAX_EARLY_CREDENTIALS
+                && let Some(first) = early.keys().next().copied()
+            {
+                early.remove(&first);
+            }
+            early.entry(hash).or_default().push(bytes.to_vec());
             return Ok(());
         };
         let Some(owner_log) = self.log_of(&known.owner()) else {
