@@ -53,6 +53,9 @@ pub struct ContactsConfig {
     pub retry_secs: u64,
     /// Share offers kept unanswered; more are refused. Default 64.
     pub max_offers: usize,
+    /// Access lists kept that came before their share's offer, in all;
+    /// one more drops the oldest share's. Default 16.
+    pub max_early_credentials: usize,
     /// Seconds one request-and-reply exchange may take. Default 10.
     pub exchange_timeout_secs: u64,
     /// Cards waiting for the network to carry them; one more is retried
@@ -71,6 +74,7 @@ impl Default for ContactsConfig {
             max_message_bytes: d.max_message_bytes,
             retry_secs: (d.retry_ms / 1000) as u64,
             max_offers: d.max_offers,
+            max_early_credentials: d.max_early_credentials,
             exchange_timeout_secs: 10,
             deliver_queue: 256,
         }
@@ -87,6 +91,7 @@ impl ContactsConfig {
             max_message_bytes: self.max_message_bytes,
             retry_ms: (self.retry_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64,
             max_offers: self.max_offers,
+            max_early_credentials: self.max_early_credentials,
         }
     }
 }

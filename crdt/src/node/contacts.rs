@@ -74,6 +74,10 @@ pub struct Limits {
     pub retry_ms: Millis,
     /// Share offers kept unanswered; more are refused. Default 64.
     pub max_offers: usize,
+    /// Access lists (with their credentials) kept that came before their
+    /// share's offer, in all; one more drops those of the share first kept.
+    /// Default 16.
+    pub max_early_credentials: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +89,7 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024,
             retry_ms: 30_000,
             max_offers: 64,
+            max_early_credentials: 16,
         }
     }
 }

@@ -370,7 +370,7 @@ pub(super) struct Shares {
     /// and cards only grow), so they are not verified again.
     credentials_seen: BTreeMap<EntryHash, BTreeSet<[u8; 32]>>,
     /// Credentials that came before their share's offer, by share, kept
-    /// (at most [`MAX_EARLY_CREDENTIALS`] in all) and taken once the offer
+    /// (at most `[contacts] max_early_credentials` in all) and taken once the offer
     /// makes the share known: the peer does not send them again on the
     /// session that stays open.
     early: BTreeMap<EntryHash, Vec<Vec<u8>>>,
@@ -382,10 +382,6 @@ pub(super) struct Shares {
 /// How many credential digests are remembered per share before the set
 /// starts again.
 const MAX_CREDENTIALS_SEEN: usize = 64;
-
-/// How many credentials that came before their offer are kept, in all;
-/// one more drops those of the share first kept. Each is at most a frame.
-const MAX_EARLY_CREDENTIALS: usize = 16;
 
 /// Gates of shared collections, by local name.
 type GateSet = Arc<BTreeMap<String, Gate>>;
@@ -1148,13 +1144,17 @@ impl Node {
         // would be (nothing outside our scope syncs), and taken once the
         // offer arrives (`take_early_credentials`).
         let Some(known) = self.shares.known.get(&hash) else {
+            // Each is at most a frame; `max_early_credentials` of them in all.
+            let max = self.config.contacts.max_early_credentials;
             let early = &mut self.shares.early;
-            if early.values().map(Vec::len).sum::<usize>() >= MAX_EARLY_CREDENTIALS
+            while early.values().map(Vec::len).sum::<usize>() >= max.max(1)
                 && let Some(first) = early.keys().next().copied()
             {
                 early.remove(&first);
             }
-            early.entry(hash).or_default().push(bytes.to_vec());
+            if max > 0 {
+                early.entry(hash).or_default().push(bytes.to_vec());
+            }
             return Ok(());
         };
         let Some(owner_log) = self.log_of(&known.owner()) else {

@@ -882,3 +882,26 @@ fn owed_accounts_merge_edit_by_edit_and_the_old_list_form_reads() {
     let read = Share::from_record(&id, &old, alice.log(), None).unwrap();
     assert_eq!(read.owed, BTreeSet::from([bob]));
 }
+
+/// Access lists of shares a node has not heard of are kept up to
+/// `[contacts] max_early_credentials`; one more drops the oldest share's.
+#[test]
+fn early_credentials_are_capped_at_max_early_credentials() {
+    let mut config = Config::default();
+    config.contacts.max_early_credentials = 2;
+    let mut node = account(5, "dave", config);
+    let now = 1_000;
+    let mut out = Outputs::default();
+    let ids: Vec<String> = (1..=3u8)
+        .map(|n| EntryHash::from_bytes(&[n; 32]).to_string())
+        .collect();
+    for id in &ids {
+        node.take_acl(now, id, b"\x01unread until its offer comes", &mut out)
+            .unwrap();
+    }
+    let kept: Vec<String> = node.shares.early.keys().map(ToString::to_string).collect();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(kept, expected, "the first share's list was dropped");
+    assert!(out.items.is_empty(), "nothing stored: {out:?}");
+}
