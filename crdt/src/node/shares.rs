@@ -733,12 +733,19 @@ impl Node {
             .shares
             .known
             .values()
+            // The cheap test first: this runs on every change to shares,
+            // and almost always every local collection is already open.
+            .filter(|share| {
+                share
+                    .local
+                    .as_ref()
+                    .is_some_and(|local| !self.collections.contains_key(local))
+            })
             .filter(|share| {
                 self.log_of(&share.owner())
                     .is_some_and(|log| self.active_in(share, &share.acl.state(&log)))
             })
             .filter_map(|share| Some((share.local.clone()?, share.shards)))
-            .filter(|(local, _)| !self.collections.contains_key(local))
             .collect();
         if missing.is_empty() {
             return;
