@@ -3,10 +3,14 @@
 //! Every call that decodes bytes (loading persisted chunks, merging a peer's
 //! changes) runs inside [`std::panic::catch_unwind`]: Automerge has panicked on
 //! malformed input, and a hostile or corrupt byte string must cost the caller
-//! an error, not the process. Merges are also all-or-nothing: they run on a
-//! clone of the document that replaces the original only on success, so
-//! neither an error half way through nor a caught panic leaves a shard
-//! half-updated.
+//! an error, not the process. Merges are also all-or-nothing: they apply in
+//! place (a clone per merge cost as much as the merge itself on a large
+//! shard), and any failure, a refused record or a caught panic, rolls the
+//! document back to the heads it had by rebuilding it from its own change
+//! history ([`Automerge::fork_at`]), so no shard is left half-updated. The
+//! rebuild drops changes Automerge held back for missing dependencies; the
+//! sync protocol asks for them again. Only if that rebuild itself fails is
+//! the document left as Automerge left it, and the error says so.
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -304,8 +308,9 @@ impl Shard {
         }
         let merged: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
         let conflicted = &self.conflicted;
-        let (doc, touched, still) = guard(|| {
-            let mut doc = current.clone();
+        let before = current.get_heads();
+        let doc = &mut self.doc;
+        let outcome = guard(|| {
             let mut log = PatchLog::active();
             doc.apply_changes_log_patches(changes, &mut log)?;
             let mut keys = conflicted.clone();
@@ -326,9 +331,12 @@ impl Shard {
                     Ok((key, value))
                 })
                 .collect::<Result<Vec<(String, T)>, DecodeError>>()?;
-            Ok((doc, touched, still))
-        })?;
-        self.doc = doc;
+            Ok((touched, still))
+        });
+        let (touched, still) = match outcome {
+            Ok(done) => done,
+            Err(error) => return Err(self.roll_back(&before, error)),
+        };
         self.arrivals.new += merged.len() as u64;
         // Every re-read key is known now: conflicted or not.
         self.conflicted.retain(|key| still.contains(key));
@@ -347,6 +355,26 @@ impl Shard {
             }
         }
         Ok(touched)
+    }
+
+    /// Puts the document back at `heads` after a failed merge, returning the
+    /// merge's error (or, if even the rebuild fails, one saying so).
+    fn roll_back(&mut self, heads: &[ChangeHash], error: DecodeError) -> DecodeError {
+        if self.doc.get_heads() == heads {
+            return error;
+        }
+        let actor = self.doc.get_actor().clone();
+        let doc = &self.doc;
+        match guard(|| doc.fork_at(heads).map_err(DecodeError::from)) {
+            Ok(mut rebuilt) => {
+                rebuilt.set_actor(actor);
+                self.doc = rebuilt;
+                error
+            }
+            Err(rebuild) => DecodeError::Panicked {
+                message: format!("{error}; rolling the shard back failed too: {rebuild}"),
+            },
+        }
     }
 
     /// The changes made since the last call (local writes and merged peer
@@ -571,6 +599,33 @@ mod tests {
             .unwrap();
         assert_eq!(touched, vec![("k".to_owned(), true)]);
         assert_eq!(shard.doc.get_heads(), source.get_heads());
+    }
+
+    #[test]
+    fn a_refused_merge_rolls_the_document_back_and_keeps_the_actor() {
+        let mut shard = Shard::new(ActorId::from([1u8; 16]));
+        let mut tx = shard.doc.transaction();
+        tx.put(ROOT, "mine", 1i64).unwrap();
+        tx.commit();
+        let before = shard.doc.get_heads();
+        let source = doc_with("k");
+        let err = shard
+            .merge(&source.save(), usize::MAX, None, &[], |_, key| {
+                Err::<(), _>(DecodeError::Refused {
+                    reason: format!("no {key}"),
+                })
+            })
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::Refused { .. }), "{err}");
+        assert_eq!(shard.doc.get_heads(), before);
+        assert!(shard.doc.get(ROOT, "k").unwrap().is_none());
+        assert_eq!(shard.doc.get_actor(), &ActorId::from([1u8; 16]));
+        // The same changes merge once nothing refuses them.
+        shard
+            .merge(&source.save(), usize::MAX, None, &[], |_, _| Ok(()))
+            .unwrap();
+        assert!(shard.doc.get(ROOT, "k").unwrap().is_some());
+        assert!(shard.doc.get(ROOT, "mine").unwrap().is_some());
     }
 
     #[test]
