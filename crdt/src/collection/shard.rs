@@ -321,13 +321,13 @@ impl Shard {
             }
             let still: BTreeSet<String> = keys
                 .iter()
-                .filter(|key| rev_conflicted(&doc, key))
+                .filter(|key| rev_conflicted(doc, key))
                 .cloned()
                 .collect();
             let touched = keys
                 .into_iter()
                 .map(|key| {
-                    let value = read(&doc, &key)?;
+                    let value = read(doc, &key)?;
                     Ok((key, value))
                 })
                 .collect::<Result<Vec<(String, T)>, DecodeError>>()?;

@@ -237,6 +237,16 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A value too large for an exact sum reached `$sum`, `$avg`,
+    /// `$variance` or `$stddev`.
+    #[error(
+        "aggregate {name:?} has no exact answer: a value is beyond ±1e20, the range of exact sums; narrow the selector or aggregate another field"
+    )]
+    OutOfRange {
+        /// The aggregate's output name.
+        name: String,
+    },
+
     /// Partial aggregates that do not come from the same request.
     #[error("cannot merge partial aggregates: {reason}")]
     MergeMismatch {
