@@ -99,8 +99,8 @@ mod selector;
 mod prop_tests;
 
 pub use aggregate::{
-    AggregateRequest, AggregateSpec, Aggregated, Group, MAX_AGGREGATES, MAX_GROUP_BY, MAX_GROUPS,
-    MAX_HISTOGRAM_BOUNDS, Partial, Reduce, Scope, aggregate,
+    AggregateRequest, AggregateSpec, Aggregated, Group, MAX_AGGREGATES, MAX_EXACT, MAX_GROUP_BY,
+    MAX_GROUPS, MAX_HISTOGRAM_BOUNDS, Partial, Reduce, SCALE, Scope, aggregate,
 };
 pub use error::Error;
 pub use find::{Direction, FindRequest, Found, MAX_FIELDS, MAX_SORT_FIELDS, SortField, find};
