@@ -95,6 +95,7 @@
 //! ```
 
 pub mod collection;
+pub mod federated;
 pub mod node;
 pub mod query;
 pub mod record;

@@ -87,7 +87,7 @@
 //! ```
 
 mod aggregate;
-mod collate;
+pub(crate) mod collate;
 mod error;
 mod find;
 mod index;

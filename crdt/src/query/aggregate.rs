@@ -538,6 +538,23 @@ impl Partial {
         }
     }
 
+    /// The additive integers of this partial, in the order federated answers
+    /// lay them out: `$count` [n], `$sum` [Σq], `$avg` [n, Σq], `$variance`
+    /// and `$stddev` [n, Σq, Σq²], `$histogram` one count per bin, `$min`
+    /// and `$max` none (they are not additive). Σq² fits an `I256` for any
+    /// honest state, since every value is at most [`MAX_EXACT`].
+    pub(crate) fn additive(&self) -> Vec<I256> {
+        let n = I256::from(self.count);
+        match &self.reduce {
+            Reduce::Count => vec![n],
+            Reduce::Sum => vec![self.sum],
+            Reduce::Avg => vec![n, self.sum],
+            Reduce::Variance | Reduce::Stddev => vec![n, self.sum, self.squares.as_i256()],
+            Reduce::Min | Reduce::Max => Vec::new(),
+            Reduce::Histogram { .. } => self.histogram.iter().map(|c| I256::from(*c)).collect(),
+        }
+    }
+
     /// Whether the state is shaped as its `reduce` requires: a partial from a
     /// peer is untrusted.
     fn well_formed(&self) -> bool {
