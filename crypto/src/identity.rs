@@ -113,6 +113,11 @@ impl DeviceKey {
         Zeroizing::new(self.key.to_bytes())
     }
 
+    /// The Ed25519 key itself, for [`crate::sealed`]'s X25519 view of it.
+    pub(crate) fn signing(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The public identity of this device.
     pub fn id(&self) -> DeviceId {
         DeviceId {

@@ -106,6 +106,7 @@ pub mod identity;
 pub mod membership;
 pub mod pairing;
 pub mod seal;
+pub mod sealed;
 mod text;
 pub mod ticket;
 pub mod wrap;
