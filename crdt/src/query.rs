@@ -86,7 +86,7 @@
 //! # Ok::<(), query::Error>(())
 //! ```
 
-mod aggregate;
+pub(crate) mod aggregate;
 pub(crate) mod collate;
 mod error;
 mod find;

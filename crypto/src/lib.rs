@@ -105,6 +105,7 @@ pub mod card;
 pub mod identity;
 pub mod membership;
 pub mod pairing;
+pub mod rng;
 pub mod seal;
 pub mod sealed;
 mod text;

@@ -14,8 +14,6 @@
 //! A sealed message is the 32-byte encapsulated key followed by the
 //! ciphertext and its 16-byte tag.
 
-use std::convert::Infallible;
-
 use ed25519_dalek::VerifyingKey;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
@@ -24,6 +22,7 @@ use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::identity::{DeviceId, DeviceKey};
+use crate::rng::Bridge;
 
 /// Bytes a sealed message adds to its plaintext.
 pub const SEALED_OVERHEAD: usize = 32 + 16;
@@ -45,28 +44,6 @@ pub enum Error {
     )]
     Authentication,
 }
-
-/// Lends a core RNG (`rand_core` 0.6) to `hpke` (`rand_core` 0.10).
-struct Bridge<'a, R>(&'a mut R);
-
-impl<R: RngCore> hpke::rand_core::TryRng for Bridge<'_, R> {
-    type Error = Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.0.next_u32())
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(self.0.next_u64())
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.0.fill_bytes(dst);
-        Ok(())
-    }
-}
-
-impl<R: RngCore + CryptoRng> hpke::rand_core::TryCryptoRng for Bridge<'_, R> {}
 
 fn public(device: &DeviceId) -> Result<<Suite as Kem>::PublicKey, Error> {
     let key = VerifyingKey::from_bytes(device.as_bytes()).map_err(|_| Error::BadRecipient)?;

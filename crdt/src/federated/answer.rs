@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::contribution::{ordered, width};
 use super::noise::interval95;
 use super::policy::{Noise, slots};
+use crate::query::aggregate::float_value as float;
 use crate::query::collate::Collated;
 use crate::query::{AggregateRequest, Aggregated, Reduce, SCALE};
 
@@ -131,10 +132,6 @@ fn cell<'c>(
         totals: vec![I256::ZERO; width],
         spread: vec![0.0; width],
     })
-}
-
-fn float(x: f64) -> Value {
-    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
 fn range(lo: f64, hi: f64) -> Value {

@@ -25,13 +25,26 @@ pub enum Decision {
     Refused,
 }
 
-/// One audit record. See the [module docs](self).
+/// One audit record: the decision's [`Entry`], chained. See the
+/// [module docs](self).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// The device that decided, and the record's place in its chain.
     pub device: String,
     /// 0 for a device's first record.
     pub seq: u64,
+    /// What was decided.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// The hash of the device's previous record (empty for `seq` 0).
+    pub prev: String,
+    /// The hash of this record's other fields.
+    pub hash: String,
+}
+
+/// What one device decided about one query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
     /// When, in the node's time.
     pub at: Millis,
     /// The query's id (the querier's).
@@ -52,43 +65,12 @@ pub struct Record {
     pub reason: String,
     /// The ε charged (0 for exact answers, repeats and refusals).
     pub epsilon: f64,
-    /// A hash of the policy that judged it (empty without one).
+    /// A hash of the policy that judged it ([`policy_hash`]; empty without
+    /// one).
     pub policy: String,
-    /// A hash of what was released (empty when nothing was).
+    /// A hash of what was released ([`released_hash`]; empty when nothing
+    /// was).
     pub released: String,
-    /// The hash of the device's previous record (empty for `seq` 0).
-    pub prev: String,
-    /// The hash of this record's other fields.
-    pub hash: String,
-}
-
-/// A record's fields before it is chained.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// When.
-    pub at: Millis,
-    /// The query's id.
-    pub query: String,
-    /// The querier's account id.
-    pub querier: String,
-    /// The querier's device.
-    pub querier_device: String,
-    /// The scope.
-    pub scope: String,
-    /// The collection.
-    pub collection: String,
-    /// The canonical query.
-    pub canonical: String,
-    /// The decision.
-    pub decision: Decision,
-    /// The reason.
-    pub reason: String,
-    /// ε charged.
-    pub epsilon: f64,
-    /// The policy's hash.
-    pub policy: String,
-    /// The released bytes (hashed here, never kept).
-    pub released: Option<Vec<u8>>,
 }
 
 /// Why a chain does not verify.
@@ -124,26 +106,17 @@ pub fn policy_hash(policy_json: &str) -> String {
     blake3::hash(policy_json.as_bytes()).to_hex()[..32].to_owned()
 }
 
+/// The hash an [`Entry`] keeps of the bytes released, never the bytes.
+pub fn released_hash(released: &[u8]) -> String {
+    blake3::hash(released).to_hex().to_string()
+}
+
 /// Appends `entry` to `device`'s chain, whose last record is `last`.
 pub fn append(device: &str, last: Option<&Record>, entry: Entry) -> Record {
     let mut record = Record {
         device: device.to_owned(),
         seq: last.map_or(0, |l| l.seq + 1),
-        at: entry.at,
-        query: entry.query,
-        querier: entry.querier,
-        querier_device: entry.querier_device,
-        scope: entry.scope,
-        collection: entry.collection,
-        canonical: entry.canonical,
-        decision: entry.decision,
-        reason: entry.reason,
-        epsilon: entry.epsilon,
-        policy: entry.policy,
-        released: entry
-            .released
-            .map(|r| blake3::hash(&r).to_hex().to_string())
-            .unwrap_or_default(),
+        entry,
         prev: last.map(|l| l.hash.clone()).unwrap_or_default(),
         hash: String::new(),
     };
@@ -192,7 +165,7 @@ mod tests {
             reason: String::new(),
             epsilon: 1.0,
             policy: policy_hash("{}"),
-            released: Some(b"[1,2]".to_vec()),
+            released: released_hash(b"[1,2]"),
         }
     }
 
@@ -215,14 +188,14 @@ mod tests {
         verify(&chain).unwrap();
         assert_eq!(chain[2].seq, 2);
         assert_eq!(chain[1].prev, chain[0].hash);
-        assert_ne!(chain[0].released, "[1,2]");
-        assert_eq!(chain[0].released.len(), 64);
+        assert_ne!(chain[0].entry.released, "[1,2]");
+        assert_eq!(chain[0].entry.released.len(), 64);
     }
 
     #[test]
     fn altered_dropped_or_reordered_records_are_found() {
         let mut altered = chain();
-        altered[1].decision = Decision::Answered;
+        altered[1].entry.decision = Decision::Answered;
         assert!(matches!(
             verify(&altered),
             Err(AuditError::Altered { seq: 1, .. })

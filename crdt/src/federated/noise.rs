@@ -18,9 +18,8 @@
 //! the same contributors, asked again the same day, gets the same noise (a
 //! fresh sample each time would let a querier average the noise away).
 
-use std::convert::Infallible;
-
 use ethnum::I256;
+use hearth_crypto::rng::Bridge;
 use prio::dp::Rational;
 use prio::dp::distributions::DiscreteLaplace;
 use rand_010::distr::Distribution;
@@ -44,34 +43,12 @@ impl Half {
     }
 }
 
-/// Lends a core RNG (`rand_core` 0.6) to the sampler (`rand` 0.10).
-struct Bridge<'a, R>(&'a mut R);
-
-impl<R: RngCore> rand_core_010::TryRng for Bridge<'_, R> {
-    type Error = Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.0.next_u32())
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(self.0.next_u64())
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.0.fill_bytes(dst);
-        Ok(())
-    }
-}
-
 fn laplace(noise: &Noise) -> DiscreteLaplace {
-    let scale = Rational::from_unsigned(noise.numerator.max(1), noise.denominator.max(1));
-    // Both parts are at least 1, so the scale is a positive rational and
-    // neither constructor can refuse it.
-    let scale = scale.unwrap_or_else(|_| Rational::from_unsigned(1u128, 1u128).expect("1/1"));
-    DiscreteLaplace::new(scale).unwrap_or_else(|_| {
-        DiscreteLaplace::new(Rational::from_unsigned(1u128, 1u128).expect("1/1")).expect("1/1 > 0")
-    })
+    // Both parts are at least 1, so the scale is a positive rational: the
+    // constructors refuse only a zero numerator or denominator.
+    Rational::from_unsigned(noise.numerator.max(1), noise.denominator.max(1))
+        .and_then(DiscreteLaplace::new)
+        .expect("a scale of two positive integers is a valid discrete Laplace scale")
 }
 
 fn to_i256(sample: impl std::fmt::Display) -> I256 {

@@ -268,21 +268,17 @@ impl Policy {
             if !self.aggregates.iter().any(|a| a == op) {
                 return decline(format!("aggregate {op} is not allowed"));
             }
-            if let Some(field) = &spec.field {
-                let Some(bounds) = self.fields.get(field.as_str()) else {
-                    return decline(format!("field {:?} is not allowed", field.as_str()));
-                };
-                fields.insert(field.as_str().to_owned(), *bounds);
-            }
-            quantities.extend(slots(
-                &spec.reduce,
-                spec.field.as_ref().map(|f| {
-                    self.fields
-                        .get(f.as_str())
-                        .copied()
-                        .unwrap_or(Bounds { min: 0.0, max: 0.0 })
-                }),
-            ));
+            let bounds = match &spec.field {
+                None => None,
+                Some(field) => {
+                    let Some(bounds) = self.fields.get(field.as_str()) else {
+                        return decline(format!("field {:?} is not allowed", field.as_str()));
+                    };
+                    fields.insert(field.as_str().to_owned(), *bounds);
+                    Some(*bounds)
+                }
+            };
+            quantities.extend(slots(&spec.reduce, bounds));
         }
         let mut grid: Vec<Vec<Value>> = vec![Vec::new()];
         for field in &request.group_by {

@@ -428,7 +428,8 @@ fn micro_units(n: &Number) -> Option<i128> {
     Some((x * SCALE as f64).round() as i128)
 }
 
-fn float_value(x: f64) -> Value {
+/// A float as JSON, null when it is not finite.
+pub(crate) fn float_value(x: f64) -> Value {
     Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
