@@ -24,8 +24,11 @@ use rand_core::{CryptoRng, RngCore};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::rng::Bridge;
 
-/// Bytes a sealed message adds to its plaintext.
-pub const SEALED_OVERHEAD: usize = 32 + 16;
+/// Bytes of the encapsulated X25519 key that starts a sealed message.
+const ENCAPPED_LEN: usize = 32;
+/// Bytes a sealed message adds to its plaintext: the encapsulated key and
+/// the AEAD tag.
+pub const SEALED_OVERHEAD: usize = ENCAPPED_LEN + 16;
 
 type Suite = X25519HkdfSha256;
 
@@ -77,7 +80,7 @@ pub fn seal(
             &mut Bridge(rng),
         )
         .map_err(|_| Error::BadRecipient)?;
-    let mut out = Vec::with_capacity(32 + ciphertext.len());
+    let mut out = Vec::with_capacity(ENCAPPED_LEN + ciphertext.len());
     out.extend_from_slice(&encapped.to_bytes());
     out.extend_from_slice(&ciphertext);
     Ok(out)
@@ -88,7 +91,7 @@ pub fn open(key: &DeviceKey, info: &[u8], aad: &[u8], sealed: &[u8]) -> Result<V
     if sealed.len() < SEALED_OVERHEAD {
         return Err(Error::Truncated);
     }
-    let (encapped, ciphertext) = sealed.split_at(32);
+    let (encapped, ciphertext) = sealed.split_at(ENCAPPED_LEN);
     let encapped =
         <Suite as Kem>::EncappedKey::from_bytes(encapped).map_err(|_| Error::Authentication)?;
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Suite>(
