@@ -774,8 +774,11 @@ async fn a_member_that_never_reads_is_dropped_as_stalled_and_the_others_keep_syn
         ..EngineConfig::default()
     };
     let fx = fixture_tuned(&ContactsConfig::default(), config).await;
-    // A record of about 64 KiB in every shard of T.
-    let text = "x".repeat(64 * 1024);
+    // A record of 128 KiB in every shard of T. The text must not compress
+    // (automerge deflates large columns): repeated letters would shrink each
+    // answer to a few hundred bytes, every answer would fit in the stream's
+    // window, and whether the outbox ever filled would be down to scheduling.
+    let text = incompressible_text(128 * 1024);
     let mut ids = std::collections::BTreeMap::new();
     for n in 0.. {
         let id = format!("big-{n}");
@@ -815,6 +818,20 @@ async fn a_member_that_never_reads_is_dropped_as_stalled_and_the_others_keep_syn
     drop(writer);
     let _ = net.handle.shutdown().await;
     fx.stop().await;
+}
+
+/// `len` letters from a fixed pseudo-random sequence (xorshift64), which
+/// deflate cannot shrink much below six bits a letter.
+fn incompressible_text(len: usize) -> String {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + u8::try_from(state % 26).unwrap())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
