@@ -146,6 +146,7 @@ pub mod data;
 mod links;
 pub mod mesh;
 pub mod pairing;
+pub mod queries;
 pub mod redial;
 pub mod shares;
 
@@ -153,6 +154,7 @@ pub use catalog::{Catalog, IndexDef};
 pub use contacts::{Contact, ContactError};
 pub use data::{BulkError, Change, check_doctype};
 pub use mesh::{CloseReason, Members};
+pub use queries::QueryError;
 pub use shares::{Share, ShareError};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has.
@@ -184,6 +186,8 @@ pub struct Config {
     pub backoff: redial::Backoff,
     /// Bounds on contacts and their requests (`[contacts]`).
     pub contacts: contacts::Limits,
+    /// Bounds on federated queries (`[queries]`).
+    pub queries: queries::Limits,
     /// Test builds only: a deliberately wrong order of outputs, to prove
     /// that the simulator's checkers catch it.
     #[cfg(feature = "planted-bugs")]
@@ -209,6 +213,7 @@ impl Default for Config {
             limits: sync::Limits::default(),
             backoff: redial::Backoff::default(),
             contacts: contacts::Limits::default(),
+            queries: queries::Limits::default(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -294,6 +299,9 @@ pub enum Error {
     /// A share operation failed.
     #[error(transparent)]
     Share(#[from] ShareError),
+    /// A federated query or consent operation failed.
+    #[error(transparent)]
+    Queries(#[from] QueryError),
     /// The collection is the node's own (`hearth.*`): read-only to users
     /// and apps.
     #[error(
@@ -394,6 +402,29 @@ pub enum Output {
         addrs: Vec<String>,
         /// The request.
         frame: Vec<u8>,
+    },
+    /// Send one `/hearth/query/1` request to `peer` (one of our devices or a
+    /// contact's), dialling it at `addrs` if need be, and bring back its
+    /// answer with [`Node::query_reply`] under `exchange` (or `None` when it
+    /// could not be delivered within `timeout_ms`).
+    Query {
+        /// The driver hands this back with the reply.
+        exchange: u64,
+        /// The device.
+        peer: DeviceId,
+        /// Where its account's card says it listens (empty for our own).
+        addrs: Vec<String>,
+        /// The request.
+        frame: Vec<u8>,
+        /// How long to wait for the reply.
+        timeout_ms: Millis,
+    },
+    /// A query started with [`Node::query`] has its result.
+    Answered {
+        /// The query's id.
+        query: String,
+        /// The result (see [`queries`]).
+        result: serde_json::Value,
     },
     /// Deliver [`Input::Tick`] at or after `at`; replaces any earlier timer.
     Timer {
@@ -522,6 +553,7 @@ pub struct Node {
     links: links::Links,
     contacts: contacts::Contacts,
     shares: shares::Shares,
+    queries: queries::Queries,
     config: Config,
 }
 
@@ -544,6 +576,7 @@ impl Node {
             links: links::Links::new(config.backoff),
             contacts: contacts::Contacts::default(),
             shares: shares::Shares::default(),
+            queries: queries::Queries::default(),
             config,
         }
     }
@@ -654,6 +687,7 @@ impl Node {
             Input::Tick => {
                 self.link_tick(now, rng, &mut out);
                 self.contacts_tick(now, &mut out);
+                self.queries_tick(now, &mut out);
             }
         }
         self.schedule_links(now, rng, &mut out);

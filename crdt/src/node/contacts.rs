@@ -858,28 +858,40 @@ impl Node {
 
     fn rate_limit(&mut self, now: Millis, from: DeviceId) -> Result<(), String> {
         let per_minute = self.config.contacts.requests_per_minute;
-        let windows = &mut self.contacts.windows;
-        if !windows.contains_key(&from) && windows.len() >= RATE_MAX_DEVICES {
-            let oldest = windows
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(d, _)| *d);
-            if let Some(oldest) = oldest {
-                windows.remove(&oldest);
-            }
-        }
-        let window = windows.entry(from).or_insert((now, 0));
-        if now - window.0 >= 60_000 {
-            *window = (now, 0);
-        }
-        if window.1 >= per_minute {
-            return Err(format!(
-                "too many requests: at most {per_minute} a minute per device"
-            ));
-        }
-        window.1 += 1;
-        Ok(())
+        count_request(&mut self.contacts.windows, RATE_MAX_DEVICES, now, from, per_minute)
     }
+}
+
+/// Counts one request from `from` in its minute's window, or refuses it past
+/// `per_minute`; at most `max_devices` windows are kept, the oldest
+/// forgotten first.
+pub(super) fn count_request(
+    windows: &mut BTreeMap<DeviceId, (Millis, u32)>,
+    max_devices: usize,
+    now: Millis,
+    from: DeviceId,
+    per_minute: u32,
+) -> Result<(), String> {
+    if !windows.contains_key(&from) && windows.len() >= max_devices {
+        let oldest = windows
+            .iter()
+            .min_by_key(|(_, (at, _))| *at)
+            .map(|(d, _)| *d);
+        if let Some(oldest) = oldest {
+            windows.remove(&oldest);
+        }
+    }
+    let window = windows.entry(from).or_insert((now, 0));
+    if now - window.0 >= 60_000 {
+        *window = (now, 0);
+    }
+    if window.1 >= per_minute {
+        return Err(format!(
+            "too many requests: at most {per_minute} a minute per device"
+        ));
+    }
+    window.1 += 1;
+    Ok(())
 }
 
 fn new_contact(card: Card) -> Contact {

@@ -162,6 +162,7 @@ impl Node {
             .filter(|peer| !self.sessions.contains_key(peer))
             .map(|peer| self.links.redial.next_at(peer).unwrap_or(now))
             .chain(self.contacts.due())
+            .chain(self.queries.due())
             .min();
         // A timer already due counts as spent: the driver may have dropped
         // its tick (the device was down), so a new one is asked for.
