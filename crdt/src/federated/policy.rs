@@ -100,7 +100,9 @@ pub struct Policy {
     /// querier).
     #[serde(default)]
     pub exact: bool,
-    /// The fewest distinct accounts a noisy answer may be computed over.
+    /// The fewest distinct accounts a noisy answer may be computed over. 1
+    /// lets the noise alone protect the owner: the secure sum then hides
+    /// nothing more than the noise does.
     #[serde(default = "default_cohort")]
     pub min_cohort: u32,
     /// The ε one query costs (noisy answers).
@@ -218,8 +220,8 @@ impl Policy {
             }
         }
         if !self.exact {
-            if self.min_cohort < 2 {
-                return bad("min_cohort is at least 2 for noisy answers".into());
+            if self.min_cohort < 1 {
+                return bad("min_cohort is at least 1 for noisy answers".into());
             }
             if !(self.epsilon_per_query.is_finite() && self.epsilon_per_query > 0.0)
                 || self.epsilon_per_query > 100.0
@@ -527,7 +529,7 @@ mod tests {
                 "min ≤ max",
             ),
             (json!({ "epsilon_per_query": 0 }), "epsilon_per_query"),
-            (json!({ "min_cohort": 1 }), "min_cohort"),
+            (json!({ "min_cohort": 0 }), "min_cohort"),
             (json!({ "group_by": { "month": [] } }), "group_by.month"),
             (
                 json!({ "budget": { "per_querier_per_day": -1, "per_day": 1 } }),

@@ -858,7 +858,13 @@ impl Node {
 
     fn rate_limit(&mut self, now: Millis, from: DeviceId) -> Result<(), String> {
         let per_minute = self.config.contacts.requests_per_minute;
-        count_request(&mut self.contacts.windows, RATE_MAX_DEVICES, now, from, per_minute)
+        count_request(
+            &mut self.contacts.windows,
+            RATE_MAX_DEVICES,
+            now,
+            from,
+            per_minute,
+        )
     }
 }
 

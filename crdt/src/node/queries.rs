@@ -424,9 +424,19 @@ struct Running {
     records: BTreeMap<String, Value>,
     aggregators: Vec<(AccountId, DeviceId)>,
     shares: BTreeMap<AccountId, Vec<Vec<u8>>>,
-    released: Vec<Option<Result<(Vec<U256>, Vec<Noise>, f64), String>>>,
+    /// Each aggregator's release, or why there is none.
+    released: Vec<Option<Result<Part, String>>>,
     min_cohort: u32,
     grid: String,
+}
+
+/// One aggregator's release: its sum, the noise per integer of a cell and
+/// the ε.
+#[derive(Debug, Clone)]
+struct Part {
+    totals: Vec<U256>,
+    noise: Vec<Noise>,
+    epsilon: f64,
 }
 
 impl Running {
@@ -491,9 +501,10 @@ impl Node {
             "set_at": now,
         });
         let loaded = self.ensure_collection(CONSENT, now)?;
-        let written = loaded
-            .data
-            .put_many(vec![(id.clone(), record.clone())], PutMode::Upsert, now)?;
+        let written =
+            loaded
+                .data
+                .put_many(vec![(id.clone(), record.clone())], PutMode::Upsert, now)?;
         let out = self.commit(now, CONSENT, &written);
         let mut shown = record;
         shown["id"] = Value::String(id);
@@ -562,7 +573,11 @@ impl Node {
                 let policy = Policy::parse(&c["policy"]).ok()?;
                 policy.admits(name, account).then(|| {
                     let named = matches!(policy.queriers, federated_queriers::Named(_));
-                    (named, policy, c["version"].as_str().unwrap_or("").to_owned())
+                    (
+                        named,
+                        policy,
+                        c["version"].as_str().unwrap_or("").to_owned(),
+                    )
                 })
             })
             .collect();
@@ -594,17 +609,14 @@ impl Node {
     /// Appends `entry` to this device's chain.
     fn record_audit(&mut self, now: Millis, entry: Entry, out: &mut Outputs) {
         let me = self.id().to_string();
-        let last: Option<audit::Record> = self
-            .collections
-            .get(AUDIT)
-            .and_then(|l| {
-                l.data
-                    .records()
-                    .values()
-                    .filter(|r| r["device"] == me.as_str())
-                    .filter_map(|r| serde_json::from_value::<audit::Record>(r.clone()).ok())
-                    .max_by_key(|r| r.seq)
-            });
+        let last: Option<audit::Record> = self.collections.get(AUDIT).and_then(|l| {
+            l.data
+                .records()
+                .values()
+                .filter(|r| r["device"] == me.as_str())
+                .filter_map(|r| serde_json::from_value::<audit::Record>(r.clone()).ok())
+                .max_by_key(|r| r.seq)
+        });
         let record = audit::append(&me, last.as_ref(), entry);
         let id = format!("{me}.{:012}", record.seq);
         let Ok(value) = serde_json::to_value(&record) else {
@@ -665,7 +677,10 @@ impl Node {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         if query.scope == Scope::Local {
             let result = self.local_result(&query, None)?;
-            out.push(Output::Answered { query: id.clone(), result });
+            out.push(Output::Answered {
+                query: id.clone(),
+                result,
+            });
             return Ok((id, out));
         }
         let limits = self.config.queries;
@@ -698,14 +713,18 @@ impl Node {
             for member in self.log.members() {
                 if member.device != me {
                     running.devices.insert(member.device, None);
-                    running
-                        .queue
-                        .push_back((member.device, Vec::new(), frame.clone(), Step::Gather(member.device)));
+                    running.queue.push_back((
+                        member.device,
+                        Vec::new(),
+                        frame.clone(),
+                        Step::Gather(member.device),
+                    ));
                 }
             }
         } else {
             let accounts: Vec<AccountId> = match &running.query.contacts {
-                None => self.contacts()
+                None => self
+                    .contacts()
                     .values()
                     .filter(|c| c.added && c.added_us)
                     .map(|c| c.account)
@@ -731,13 +750,17 @@ impl Node {
             });
             for account in accounts {
                 let c = &self.contacts()[&account];
-                let addrs: BTreeMap<DeviceId, Vec<String>> = c.card.addrs().iter().cloned().collect();
+                let addrs: BTreeMap<DeviceId, Vec<String>> =
+                    c.card.addrs().iter().cloned().collect();
                 let devices = c.devices();
                 for device in &devices {
                     let at = addrs.get(device).cloned().unwrap_or_default();
-                    running
-                        .queue
-                        .push_back((*device, at, frame.clone(), Step::Ask(account, *device)));
+                    running.queue.push_back((
+                        *device,
+                        at,
+                        frame.clone(),
+                        Step::Ask(account, *device),
+                    ));
                 }
                 running.targets.insert(
                     account,
@@ -784,12 +807,7 @@ impl Node {
     }
 
     /// The reply (`None`: not delivered) to exchange `exchange`.
-    pub fn query_reply(
-        &mut self,
-        now: Millis,
-        exchange: u64,
-        reply: Option<&[u8]>,
-    ) -> Outputs {
+    pub fn query_reply(&mut self, now: Millis, exchange: u64, reply: Option<&[u8]>) -> Outputs {
         let mut out = Outputs::default();
         let Some((id, step)) = self.queries.exchanges.remove(&exchange) else {
             return out;
@@ -830,7 +848,9 @@ impl Node {
                         Status::Contributed
                     }
                     Some(Ok(Reply::Declined { reason, .. })) => Status::Declined(reason),
-                    Some(Ok(Reply::Refused { reason })) => Status::Declined(refusal_reason(&reason)),
+                    Some(Ok(Reply::Refused { reason })) => {
+                        Status::Declined(refusal_reason(&reason))
+                    }
                     None => Status::Unreachable,
                     Some(_) => Status::Declined("bad-reply".into()),
                 };
@@ -841,7 +861,11 @@ impl Node {
                         totals,
                         noise,
                         epsilon,
-                    })) => Ok((totals, noise, epsilon)),
+                    })) => Ok(Part {
+                        totals,
+                        noise,
+                        epsilon,
+                    }),
                     Some(Ok(Reply::Declined { reason, .. })) => Err(reason),
                     Some(Ok(Reply::Refused { reason })) => Err(refusal_reason(&reason)),
                     None => Err("aggregator-unreachable".into()),
@@ -860,7 +884,12 @@ impl Node {
 impl Running {
     /// Takes an account's reply to its ask; the first one that is an
     /// answer counts, a device that cannot be reached leaves the others.
-    fn asked(&mut self, account: AccountId, device: DeviceId, reply: Option<Result<Reply, String>>) {
+    fn asked(
+        &mut self,
+        account: AccountId,
+        device: DeviceId,
+        reply: Option<Result<Reply, String>>,
+    ) {
         let Some(target) = self.targets.get_mut(&account) else {
             return;
         };
@@ -958,7 +987,9 @@ impl Node {
             running.in_flight += 1;
             let exchange = self.queries.next_exchange;
             self.queries.next_exchange += 1;
-            self.queries.exchanges.insert(exchange, (id.to_owned(), step));
+            self.queries
+                .exchanges
+                .insert(exchange, (id.to_owned(), step));
             out.push(Output::Query {
                 exchange,
                 peer,
@@ -999,19 +1030,22 @@ impl Node {
         };
         let class = classes.remove(&grid).unwrap_or_default();
         let canonical = running.query.canonical.clone();
-        let dismiss = |running: &mut Running, account: AccountId, device, reason: &str, detail: String| {
-            if let Some(t) = running.targets.get_mut(&account) {
-                t.status = Status::Declined(reason.to_owned());
-                let addrs = t.addrs.get(&device).cloned().unwrap_or_default();
-                let frame = encode(&Request::Dismiss {
-                    id: id.to_owned(),
-                    canonical: canonical.clone(),
-                    reason: reason.to_owned(),
-                    detail,
-                });
-                running.queue.push_back((device, addrs, frame, Step::Dismiss));
-            }
-        };
+        let dismiss =
+            |running: &mut Running, account: AccountId, device, reason: &str, detail: String| {
+                if let Some(t) = running.targets.get_mut(&account) {
+                    t.status = Status::Declined(reason.to_owned());
+                    let addrs = t.addrs.get(&device).cloned().unwrap_or_default();
+                    let frame = encode(&Request::Dismiss {
+                        id: id.to_owned(),
+                        canonical: canonical.clone(),
+                        reason: reason.to_owned(),
+                        detail,
+                    });
+                    running
+                        .queue
+                        .push_back((device, addrs, frame, Step::Dismiss));
+                }
+            };
         for (account, device, _) in classes.into_values().flatten() {
             dismiss(
                 running,
@@ -1216,23 +1250,23 @@ impl Node {
         let [a, b] = parts.as_slice() else {
             return Err("aggregator-timed-out".into());
         };
-        if a.0.len() != b.0.len() || a.1 != b.1 {
+        if a.totals.len() != b.totals.len() || a.noise != b.noise {
             return Err("bad-reply".into());
         }
         let grid: Vec<Vec<Value>> =
             serde_json::from_str(&running.grid).map_err(|_| "bad-reply".to_owned())?;
         let totals: Vec<I256> = a
-            .0
+            .totals
             .iter()
-            .zip(&b.0)
+            .zip(&b.totals)
             .map(|(x, y)| x.wrapping_add(*y).as_i256())
             .collect();
         Ok(Release {
             grid,
             totals,
-            noise: a.1.clone(),
+            noise: a.noise.clone(),
             accounts: running.shares.len(),
-            epsilon: a.2.max(b.2),
+            epsilon: a.epsilon.max(b.epsilon),
         })
     }
 
@@ -1308,7 +1342,9 @@ impl Node {
     ) -> Reply {
         let refused = |reason: String| Reply::Refused { reason };
         let Some(asker) = self.asker(from) else {
-            return refused("queries come only from this account's devices and established contacts".into());
+            return refused(
+                "queries come only from this account's devices and established contacts".into(),
+            );
         };
         let limits = self.config.queries;
         let windows = &mut self.queries.windows;
@@ -1401,7 +1437,11 @@ impl Node {
                     &format!("{reason}: {detail}"),
                 );
                 entry.policy = self
-                    .policy_for(query.collection(), asker.name.as_deref(), &asker.account.to_string())
+                    .policy_for(
+                        query.collection(),
+                        asker.name.as_deref(),
+                        &asker.account.to_string(),
+                    )
                     .map(|(_, v)| v)
                     .unwrap_or_default();
                 self.record_audit(now, entry, out);
@@ -1430,7 +1470,11 @@ impl Node {
     ) -> Entry {
         let collection = serde_json::from_str::<Value>(canonical)
             .ok()
-            .and_then(|v| v.get("collection").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.get("collection")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_default();
         Entry {
             at: now,
@@ -1451,7 +1495,11 @@ impl Node {
     /// Judges `query` from `asker` by the policy that applies: the terms,
     /// the policy and its version, or the decline (with the version of the
     /// policy that said no, if one did).
-    fn judge(&self, asker: &Asker, query: &FederatedQuery) -> Result<(Terms, Policy, String), (Decline, String)> {
+    fn judge(
+        &self,
+        asker: &Asker,
+        query: &FederatedQuery,
+    ) -> Result<(Terms, Policy, String), (Decline, String)> {
         let account = asker.account.to_string();
         let Some((policy, version)) =
             self.policy_for(query.collection(), asker.name.as_deref(), &account)
@@ -1460,7 +1508,11 @@ impl Node {
                 .consents()
                 .iter()
                 .any(|c| c["collection"] == query.collection());
-            let decline = if any { Decline::Querier } else { Decline::NoPolicy };
+            let decline = if any {
+                Decline::Querier
+            } else {
+                Decline::NoPolicy
+            };
             return Err((decline, String::new()));
         };
         match policy.judge(&query.request, &query.selector) {
@@ -1568,15 +1620,25 @@ impl Node {
             Err(decline) => return self.decline(now, asker, id, query, decline, out),
         };
         if terms.exact {
-            let result = contribution::contribute(&query.request, &terms, self.query_records(query));
+            let result =
+                contribution::contribute(&query.request, &terms, self.query_records(query));
             let json = match result {
-                Ok(Contribution::Exact(aggregated)) => serde_json::to_vec(&aggregated).unwrap_or_default(),
+                Ok(Contribution::Exact(aggregated)) => {
+                    serde_json::to_vec(&aggregated).unwrap_or_default()
+                }
                 Ok(Contribution::Bounded(_)) | Err(_) => {
                     let decline = Decline::Bad("the query does not run on this collection".into());
                     return self.decline(now, asker, id, query, (decline, version), out);
                 }
             };
-            let mut entry = self.entry(now, asker, id, &query.canonical, Decision::Answered, "exact");
+            let mut entry = self.entry(
+                now,
+                asker,
+                id,
+                &query.canonical,
+                Decision::Answered,
+                "exact",
+            );
             entry.policy = version;
             entry.released = audit::released_hash(&json);
             self.record_audit(now, entry, out);
@@ -1584,8 +1646,11 @@ impl Node {
         }
         let account = asker.account.to_string();
         let ledger = self.ledger();
-        if ledger.prior(query.collection(), &account, &query.key(), now).is_none()
-            && let Err(decline) = ledger.allows(&policy, query.collection(), &account, now, terms.epsilon)
+        if ledger
+            .prior(query.collection(), &account, &query.key(), now)
+            .is_none()
+            && let Err(decline) =
+                ledger.allows(&policy, query.collection(), &account, now, terms.epsilon)
         {
             return self.decline(now, asker, id, query, (decline, version), out);
         }
@@ -1612,7 +1677,8 @@ impl Node {
             Err(decline) => return self.decline(now, asker, id, query, decline, out),
         };
         if terms.exact {
-            let decline = Decline::Policy("this account answers this querier exactly, at the ask".into());
+            let decline =
+                Decline::Policy("this account answers this querier exactly, at the ask".into());
             return self.decline(now, asker, id, query, (decline, version), out);
         }
         let devices = match check_aggregators(aggregators, &asker.account) {
@@ -1626,17 +1692,28 @@ impl Node {
         let ledger = self.ledger();
         let (vector, epsilon) = match ledger.prior(query.collection(), &account, &key, now) {
             Some(prior) => (
-                prior.contribution.iter().filter_map(|v| v.parse::<I256>().ok()).collect::<Vec<_>>(),
+                prior
+                    .contribution
+                    .iter()
+                    .filter_map(|v| v.parse::<I256>().ok())
+                    .collect::<Vec<_>>(),
                 0.0,
             ),
             None => {
-                if let Err(decline) = ledger.allows(&policy, query.collection(), &account, now, terms.epsilon) {
+                if let Err(decline) =
+                    ledger.allows(&policy, query.collection(), &account, now, terms.epsilon)
+                {
                     return self.decline(now, asker, id, query, (decline, version), out);
                 }
-                let vector = match contribution::contribute(&query.request, &terms, self.query_records(query)) {
+                let vector = match contribution::contribute(
+                    &query.request,
+                    &terms,
+                    self.query_records(query),
+                ) {
                     Ok(Contribution::Bounded(v)) => v,
                     Ok(Contribution::Exact(_)) | Err(_) => {
-                        let decline = Decline::Bad("the query does not run on this collection".into());
+                        let decline =
+                            Decline::Bad("the query does not run on this collection".into());
                         return self.decline(now, asker, id, query, (decline, version), out);
                     }
                 };
@@ -1653,7 +1730,9 @@ impl Node {
                 match self.charge(now, charge) {
                     Ok(written) => out.extend(written),
                     Err(e) => {
-                        let decline = Decline::Budget { detail: format!("the charge could not be written: {e}") };
+                        let decline = Decline::Budget {
+                            detail: format!("the charge could not be written: {e}"),
+                        };
                         return self.decline(now, asker, id, query, (decline, version), out);
                     }
                 }
@@ -1675,12 +1754,18 @@ impl Node {
             match sealed::seal(&devices[index], SHARE_INFO, &aad, &plain, rng) {
                 Ok(s) => sealed_shares.push(s),
                 Err(e) => {
-                    let decline = Decline::Bad(format!("a share cannot be sealed to aggregator {index}: {e}"));
+                    let decline = Decline::Bad(format!(
+                        "a share cannot be sealed to aggregator {index}: {e}"
+                    ));
                     return self.decline(now, asker, id, query, (decline, version), out);
                 }
             }
         }
-        let reason = if epsilon == 0.0 { "repeat" } else { "contributed" };
+        let reason = if epsilon == 0.0 {
+            "repeat"
+        } else {
+            "contributed"
+        };
         let mut entry = self.entry(now, asker, id, &query.canonical, Decision::Answered, reason);
         entry.policy = version;
         entry.epsilon = epsilon;
@@ -1714,14 +1799,19 @@ impl Node {
         let width = first.noise.len();
         if width == 0
             || first.share.len() % width != 0
-            || plains
-                .iter()
-                .any(|p| p.share.len() != first.share.len() || p.grid != first.grid || p.noise.len() != width)
+            || plains.iter().any(|p| {
+                p.share.len() != first.share.len() || p.grid != first.grid || p.noise.len() != width
+            })
         {
             let detail = "the shares are not of one shape".to_owned();
             return self.decline(now, asker, id, query, bad(detail), out);
         }
-        let needed = plains.iter().map(|p| p.min_cohort).max().unwrap_or(1).max(1) as usize;
+        let needed = plains
+            .iter()
+            .map(|p| p.min_cohort)
+            .max()
+            .unwrap_or(1)
+            .max(1) as usize;
         if plains.len() < needed {
             let decline = Decline::Cohort {
                 got: plains.len(),
@@ -1742,7 +1832,9 @@ impl Node {
         // One seed per query, querier and day: a repeat over the same
         // accounts gets the same noise, another set gets none.
         let account = asker.account.to_string();
-        let set = blake3::hash(accounts.join("\n").as_bytes()).to_hex().to_string();
+        let set = blake3::hash(accounts.join("\n").as_bytes())
+            .to_hex()
+            .to_string();
         let key = format!("release:{}", query.key());
         let seed = match self.ledger().prior(query.collection(), &account, &key, now) {
             Some(prior) if prior.contribution.first() == Some(&set) => {
@@ -1756,7 +1848,8 @@ impl Node {
             }
             Some(_) => {
                 let decline = Decline::Budget {
-                    detail: "this query was released once today over another set of accounts".into(),
+                    detail: "this query was released once today over another set of accounts"
+                        .into(),
                 };
                 return self.decline(now, asker, id, query, (decline, String::new()), out);
             }
@@ -1793,7 +1886,14 @@ impl Node {
             .map(|i| noise::half(&noise[i % width], half, &mut seeded))
             .collect();
         secret::add_signed(&mut totals, &noise_vector);
-        let mut entry = self.entry(now, asker, id, &query.canonical, Decision::Answered, "aggregated");
+        let mut entry = self.entry(
+            now,
+            asker,
+            id,
+            &query.canonical,
+            Decision::Answered,
+            "aggregated",
+        );
         let bytes: Vec<u8> = totals.iter().flat_map(|t| t.to_be_bytes()).collect();
         entry.released = audit::released_hash(&bytes);
         self.record_audit(now, entry, out);
@@ -1845,14 +1945,20 @@ fn share_aad(id: &str, querier: &str, contributor: &str, index: usize) -> Vec<u8
 fn seed_of(hex: &str) -> Option<[u8; 32]> {
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect::<Option<_>>()?;
     bytes.try_into().ok()
 }
 
 /// The two aggregators' devices, after checking their cards: two distinct
 /// accounts, neither the querier's, each device a member of its account.
-fn check_aggregators(aggregators: &[Aggregator], querier: &AccountId) -> Result<Vec<DeviceId>, String> {
+fn check_aggregators(
+    aggregators: &[Aggregator],
+    querier: &AccountId,
+) -> Result<Vec<DeviceId>, String> {
     if aggregators.len() != 2 {
         return Err(format!(
             "a secure sum needs two aggregators, the query names {}",
@@ -1868,7 +1974,9 @@ fn check_aggregators(aggregators: &[Aggregator], querier: &AccountId) -> Result<
             .map_err(|_| format!("aggregator device {:?} is not a device id", a.device))?;
         let card = Card::from_bytes(&a.card).map_err(|e| format!("an aggregator's card: {e}"))?;
         if !card.log().is_member(&device) {
-            return Err(format!("device {device} is not a member of its aggregator's account"));
+            return Err(format!(
+                "device {device} is not a member of its aggregator's account"
+            ));
         }
         if card.account() == *querier {
             return Err("the querier cannot aggregate its own query".into());
@@ -1884,7 +1992,8 @@ fn check_aggregators(aggregators: &[Aggregator], querier: &AccountId) -> Result<
 /// Who was asked, who answered, and what became of the others, by the
 /// querier's names for them.
 fn completeness(running: &Running) -> Value {
-    let mut c = json!({ "asked": [], "answered": [], "declined": [], "timed_out": [], "unreachable": [] });
+    let mut c =
+        json!({ "asked": [], "answered": [], "declined": [], "timed_out": [], "unreachable": [] });
     for t in running.targets.values() {
         let name = Value::String(t.name.clone());
         push(&mut c["asked"], name.clone());
@@ -1920,3 +2029,6 @@ fn refusal_reason(reason: &str) -> String {
         "refused".into()
     }
 }
+
+#[cfg(test)]
+mod tests;
