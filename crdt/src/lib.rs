@@ -19,10 +19,16 @@
 //! - [`node`]: the whole node as one sans-IO state machine over the above:
 //!   the data commands and their rules, one sync session per peer,
 //!   forwarding, membership changes, the pairing invitation and its flow,
-//!   whom to dial and when, contacts and their card exchange, and the
-//!   persist-then-answer order, as ordered outputs (`Persist`, `Send`,
-//!   `Close`, `MembersChanged`, `Dial`, `Timer`, `Deliver`). The daemon's engine drives it over redb and libp2p;
-//!   `hearth-sim` drives the very same code over a virtual disk and network.
+//!   whom to dial and when, contacts and their card exchange, shares,
+//!   federated queries, and the persist-then-answer order, as ordered
+//!   outputs (`Persist`, `Send`, `Close`, `MembersChanged`, `Dial`,
+//!   `Timer`, `Deliver`, `Query`, `Answered`). The daemon's engine drives it
+//!   over redb and libp2p; `hearth-sim` drives the very same code over a
+//!   virtual disk and network.
+//! - [`federated`]: the mechanism of federated queries (consent policies,
+//!   bounded contributions, secret shares, discrete noise, the ε ledger,
+//!   the audit chain, the querier's assembly), which [`node::queries`]
+//!   runs as a protocol.
 //!
 //! Where a new capability goes: its rules and protocol state in a module of
 //! [`node`] (sharing, federated queries, apps and ingest each get one), its

@@ -13,9 +13,10 @@
 //!   commands (put, delete, invite, admit, …) ────────┐
 //!   Input::Opened / Frame / Closed ──────────────────┤
 //!   Input::Reachable / Connected / Tick ─────────────┤
-//!   share_request / share_reply (contact cards) ─────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close,
+//!   share_request / share_reply (contact cards) ─────┤
+//!   query / query_request / query_reply ─────────────┼─▶ Node ─▶ Outputs: [Persist(batch), Send, Close,
 //!   now, rng ────────────────────────────────────────┘                    MembersChanged, Dial, Timer,
-//!                                                                         Deliver]
+//!                                                                         Deliver, Query, Answered]
 //! ```
 //!
 //! - [`data`]: the data commands and their rules: doctype names, record ids,
@@ -34,6 +35,11 @@
 //!   kept in the reserved collection `hearth.contacts` so every device of
 //!   the account knows them; their devices go to the driver's admission
 //!   gate with the members ([`Members::contacts`]).
+//! - [`queries`]: federated queries over `/hearth/query/1`: the querier's
+//!   coordinator ([`Node::query`], [`Output::Query`], [`Node::query_reply`],
+//!   [`Output::Answered`]) and the answering side ([`Node::query_request`]),
+//!   with consent, the ε ledger and the audit log kept in reserved
+//!   collections.
 //! - [`catalog`]: the per-collection entry a store keeps beside the chunks.
 //!
 //! # What the driver must do
@@ -66,7 +72,9 @@
 //! [`Output::Deliver`] is one request to a contact's device; its reply (or
 //! its failure) goes back through [`Node::share_reply`], and a request that
 //! arrives is answered with what [`Node::share_request`] returns, after its
-//! batch.
+//! batch. [`Output::Query`] and [`Node::query_request`] are the same on
+//! `/hearth/query/1`, except that several may be in flight to one device,
+//! so each carries an exchange number back to [`Node::query_reply`].
 //!
 //! Sessions are numbered by the driver ([`SessionId`]), so a frame or close
 //! from a replaced stream never reaches its successor. A driver that cannot

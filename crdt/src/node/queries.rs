@@ -192,7 +192,7 @@ pub struct Aggregator {
 pub struct SealedShare {
     /// The contributor's account id.
     pub account: String,
-    /// The sealed [`Plain`].
+    /// The sealed share with its terms (postcard, sealed with HPKE).
     pub sealed: Vec<u8>,
 }
 

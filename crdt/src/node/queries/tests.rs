@@ -260,9 +260,11 @@ fn a_noisy_contact_is_summed_through_two_aggregators_and_charged_once_a_day() {
     assert_eq!(names(&result, "answered"), ["A", "B", "C"], "{result}");
     assert_eq!(declined(&result), vec![("D".into(), "no-policy".into())]);
     assert!(result["noise"].is_object(), "{result}");
-    // The noisy part hides C's 400 in January, within a wide margin.
+    // The noisy part hides C's 400 in January under discrete Laplace noise
+    // of scale 1000 × 12 (the clamp bound, ε split over the 12 months C
+    // can touch): beyond 20 scales has probability e⁻²⁰.
     let jan = group(&result, 1)["values"]["kwh"].as_f64().unwrap();
-    assert!((jan - 755.0).abs() < 20_000.0, "{jan}");
+    assert!((jan - 755.0).abs() < 20.0 * 12_000.0, "{jan}");
     // C spent ε 1 and the aggregators kept a seed; the same query again
     // costs nothing and gets the very same numbers.
     let spent = |net: &Net| {
