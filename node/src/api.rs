@@ -4,7 +4,8 @@
 //! `/data/{doctype}/…` routes follow cozy-stack's data-system API (JSON shapes,
 //! `_id`/`_rev` semantics and status codes), so a client written for
 //! cozy-stack works against `hearth up` unchanged. `/_hearth/…` routes carry
-//! what the `hearth` CLI needs beyond that (status, bulk import, export).
+//! what the `hearth` CLI needs beyond that (status, bulk import, export,
+//! contacts, shares, federated queries, consent and audit).
 //!
 //! The CLI speaks only this API, to the daemon over HTTP or, with no daemon,
 //! to a [`router`] it serves in-process (see [`crate::client`]), so a route is
@@ -78,6 +79,7 @@ impl AppState {
 
 mod contacts;
 mod mesh;
+mod queries;
 mod shares;
 
 /// The one error type of every handler.
@@ -153,6 +155,10 @@ impl IntoResponse for ApiError {
                 )
             }
             ApiError::Engine(engine::Error::Node(e)) => node_error(&e),
+            ApiError::Engine(e @ engine::Error::NoAnswer { .. }) => {
+                let d = e.to_string();
+                error_body(StatusCode::GATEWAY_TIMEOUT, "timeout", &d, &d)
+            }
             ApiError::Engine(e) => {
                 tracing::error!(error = %e, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -184,6 +190,20 @@ fn node_error(e: &node::Error) -> Response {
         }
         E::Share(node::ShareError::NameInUse(_)) => {
             error_body(StatusCode::CONFLICT, "conflict", &d, &d)
+        }
+        E::Queries(q) => {
+            use node::QueryError as Q;
+            match q {
+                Q::NoConsent(_) => error_body(StatusCode::NOT_FOUND, "not_found", "missing", &d),
+                Q::ReservedCollection(_) => error_body(StatusCode::FORBIDDEN, "forbidden", &d, &d),
+                Q::NotEstablished(_) | Q::NoContacts => {
+                    error_body(StatusCode::CONFLICT, "conflict", &d, &d)
+                }
+                Q::Busy(_) => {
+                    error_body(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", &d, &d)
+                }
+                Q::Policy(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", &d, &d),
+            }
         }
         E::RemoveSelf
         | E::NotEmpty
@@ -251,6 +271,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/_hearth/shares/{id}/accept", post(shares::accept))
         .route("/_hearth/shares/{id}/decline", post(shares::decline))
+        .route("/_hearth/query", post(queries::query))
+        .route("/_hearth/consent", get(queries::consents))
+        .route(
+            "/_hearth/consent/{collection}",
+            get(queries::consent)
+                .put(queries::set_consent)
+                .delete(queries::remove_consent),
+        )
+        .route("/_hearth/audit", get(queries::audit))
         .route("/_hearth/collections", get(collections))
         .route("/_hearth/import/{doctype}", post(import_records))
         .route("/_hearth/export/{doctype}", get(export));

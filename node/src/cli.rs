@@ -179,6 +179,31 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SharesAction>,
     },
+    /// Ask a federated query: an aggregate over this device (scope
+    /// `local`), this account's devices (`devices`) or the contacts whose
+    /// consent policy allows it (`contacts`). Prints the groups, whether the
+    /// answer is exact, who answered and who declined (and why), and the
+    /// noise of a noisy answer. Needs the running node unless the scope is
+    /// `local`.
+    #[command(after_long_help = QUERY_HELP)]
+    Query {
+        /// The query as JSON (see the example below).
+        #[arg(value_name = "JSON")]
+        query: String,
+    },
+    /// What federated queries this account answers, per collection: set,
+    /// list or remove consent policies. Without a policy a collection
+    /// answers no one. Policies sync to every device of the account.
+    #[command(after_long_help = CONSENT_HELP)]
+    Consent {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConsentAction,
+    },
+    /// The audit log: every federated query this account's devices
+    /// answered, declined or refused, newest first, with the querier, the
+    /// decision and its reason, the ε charged and the collection.
+    Audit,
     /// Show this device, its account and its data.
     Status,
     /// Write a record. JSON comes from the argument or stdin. Prints the
@@ -330,6 +355,90 @@ pub enum ContactAction {
     Remove {
         /// The contact's name or account id.
         who: String,
+    },
+}
+
+/// The example `hearth query --help` shows.
+const QUERY_HELP: &str = r#"Example: each month's total and count over the contacts who consent, waiting up to 8 s:
+
+  hearth query '{"collection": "energy.readings", "selector": {"year": 2026},
+    "group_by": ["month"],
+    "aggregate": {"kwh": {"$sum": "kwh"}, "n": {"$count": true}},
+    "scope": "contacts", "deadline_ms": 8000}'
+
+Fields of a query:
+  collection   the collection asked about, on every side
+  selector     a Mango selector on its records (default: all)
+  group_by     fields whose values form the groups (default: one group)
+  aggregate    name -> {"$count": true} or {"$sum"|"$avg"|"$variance"|"$stddev"|"$min"|"$max": field}
+  scope        "local" (default), "devices" (this account's devices, records counted once)
+               or "contacts" (established contacts that consent, each account counted once)
+  contacts     with scope contacts: only these, by your name for them or account id
+  deadline_ms  how long to wait for answers, 1 to 60000 (default 5000)
+
+A contact answers only what its consent policy allows (`hearth consent --help`):
+exactly, to a querier it trusts, or as its share of a secure sum over two
+aggregator accounts, which add discrete Laplace noise once. The output says
+which: "exact: yes", or the noise with the ε spent and a 95 % interval per
+value. --json prints the result as the API gives it."#;
+
+/// The example `hearth consent --help` shows.
+const CONSENT_HELP: &str = r#"Examples:
+
+  Noisy answers to every established contact, at least 3 accounts per answer,
+  ε 1 per query and at most 1.5 per querier and 8 in all per day:
+
+  hearth consent set energy.readings '{"queriers": "contacts",
+    "aggregates": ["$count", "$sum", "$avg"],
+    "fields": {"kwh": {"min": 0, "max": 1000}},
+    "group_by": {"month": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]},
+    "exact": false, "min_cohort": 3, "epsilon_per_query": 1.0,
+    "budget": {"per_querier_per_day": 1.5, "per_day": 8}}'
+
+  Exact answers to one contact you trust (by your name for it):
+
+  hearth consent set energy.readings '{"queriers": ["Alice"],
+    "aggregates": ["$count", "$sum", "$avg", "$min", "$max"],
+    "fields": {"kwh": {"min": 0, "max": 1000}},
+    "group_by": {"month": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]},
+    "exact": true}'
+
+  hearth consent list
+  hearth consent remove energy.readings
+
+Fields of a policy (unknown fields are refused):
+  queriers                "contacts", or a list of contact names or account ids
+  aggregates              the operators a query may use
+  fields                  the fields aggregates may read, each clamped to [min, max]
+  group_by                the fields a query may group by, with the values a group may take
+  exact                   true: exact answers, no noise, no cohort (a trusted querier)
+  min_cohort              fewest accounts a noisy answer is computed over (default 3)
+  epsilon_per_query       the ε one noisy query costs (default 1)
+  budget                  {"per_querier_per_day": ε, "per_day": ε}
+  max_records_per_group   records of this account one group counts (default 1)
+
+A policy naming a querier wins over one for all contacts. The same question
+asked again the same day costs no ε and gets the same numbers; a query over
+the budget is declined ("budget"), and every decision goes to `hearth audit`."#;
+
+/// `hearth consent …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConsentAction {
+    /// Store a policy for a collection (replacing the one for the same
+    /// queriers); prints the stored consent.
+    Set {
+        /// The collection, one of this account's own.
+        collection: String,
+        /// The policy as JSON (see `hearth consent --help`).
+        #[arg(value_name = "POLICY-JSON")]
+        policy: String,
+    },
+    /// List every consent policy: collection, queriers, exact or noisy.
+    List,
+    /// Remove every policy of a collection: it answers no one from then on.
+    Remove {
+        /// The collection.
+        collection: String,
     },
 }
 

@@ -385,6 +385,37 @@ impl Backend {
         Ok(serde_json::from_value(self.post_json(&path, &json!({}))?)?)
     }
 
+    /// Runs a federated query (its JSON, as `hearth query` takes it) and
+    /// returns its result as the API answers it.
+    pub fn query(&self, body: &Value) -> Result<Value> {
+        self.post_json("/_hearth/query", body)
+    }
+
+    /// Every consent policy.
+    pub fn consents(&self) -> Result<Vec<Value>> {
+        Ok(serde_json::from_value(self.get_json("/_hearth/consent")?)?)
+    }
+
+    /// Stores `policy` for `collection`; the stored consent.
+    pub fn set_consent(&self, collection: &str, policy: &Value) -> Result<Value> {
+        let path = format!("/_hearth/consent/{}", encode(collection));
+        self.call_json(Method::PUT, &path, Some(policy))
+    }
+
+    /// Removes the consent policies of `collection`; how many there were.
+    pub fn remove_consent(&self, collection: &str) -> Result<u64> {
+        let path = format!("/_hearth/consent/{}", encode(collection));
+        let reply = self.call_json(Method::DELETE, &path, None)?;
+        reply["removed"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the API answered without the number removed"))
+    }
+
+    /// Every audit record, newest first.
+    pub fn audit(&self) -> Result<Vec<Value>> {
+        Ok(serde_json::from_value(self.get_json("/_hearth/audit")?)?)
+    }
+
     /// Every collection.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         Ok(serde_json::from_value(

@@ -19,6 +19,7 @@ use crate::{daemon, import};
 
 mod contacts;
 mod mesh;
+mod queries;
 mod shares;
 
 /// Runs one parsed command line.
@@ -359,6 +360,9 @@ fn data_command(
             contact,
         } => shares::unshare(backend, global, &collection, &contact)?,
         Command::Shares { action } => shares::shares(backend, global, action)?,
+        Command::Query { query } => queries::query(backend, global, &query)?,
+        Command::Consent { action } => queries::consent(backend, global, action)?,
+        Command::Audit => queries::audit(backend, global)?,
         Command::Init { .. } | Command::Up { .. } | Command::Join { .. } => {
             bail!("internal: {command:?} is not a data command")
         }

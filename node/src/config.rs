@@ -25,6 +25,74 @@ pub struct Config {
     pub pairing: PairingConfig,
     /// Contacts and their requests.
     pub contacts: ContactsConfig,
+    /// Federated queries, asked and answered.
+    pub queries: QueriesConfig,
+}
+
+/// Federated queries (`[queries]`): the core's bounds
+/// ([`hearth_crdt::node::queries::Limits`]) and the daemon's queue and
+/// time-out around `/hearth/query/1`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueriesConfig {
+    /// Queries this node runs as querier at once; one more is refused.
+    /// Default 16.
+    pub max_running: usize,
+    /// Requests one query has on their way at once; the rest wait their
+    /// turn. Default 64.
+    pub in_flight: usize,
+    /// Largest canonical query accepted from a querier, in bytes.
+    /// Default 65536.
+    pub max_query_bytes: usize,
+    /// Largest `/hearth/query/1` message either way, in bytes, refused
+    /// before it is read. Default 8388608 (8 MiB).
+    pub max_message_bytes: usize,
+    /// Requests one device may send per minute; more are refused.
+    /// Default 120.
+    pub requests_per_minute: u32,
+    /// (query, step, device) triples remembered to refuse replayed
+    /// requests. Default 4096.
+    pub seen: usize,
+    /// Records a device sends for one `devices` query. Default 100000.
+    pub max_records: usize,
+    /// Query requests waiting for the network to carry them; one more is
+    /// answered at once as undelivered. Default 256.
+    pub exchange_queue: usize,
+    /// Seconds one inbound `/hearth/query/1` exchange may take, from the
+    /// stream opening to the reply written. Default 60.
+    pub answer_timeout_secs: u64,
+}
+
+impl Default for QueriesConfig {
+    fn default() -> Self {
+        let d = hearth_crdt::node::queries::Limits::default();
+        Self {
+            max_running: d.max_running,
+            in_flight: d.in_flight,
+            max_query_bytes: d.max_query_bytes,
+            max_message_bytes: d.max_message_bytes,
+            requests_per_minute: d.requests_per_minute,
+            seen: d.seen,
+            max_records: d.max_records,
+            exchange_queue: 256,
+            answer_timeout_secs: 60,
+        }
+    }
+}
+
+impl QueriesConfig {
+    /// The core's bounds.
+    pub fn limits(&self) -> hearth_crdt::node::queries::Limits {
+        hearth_crdt::node::queries::Limits {
+            max_running: self.max_running,
+            in_flight: self.in_flight,
+            max_query_bytes: self.max_query_bytes,
+            max_message_bytes: self.max_message_bytes,
+            requests_per_minute: self.requests_per_minute,
+            seen: self.seen,
+            max_records: self.max_records,
+        }
+    }
 }
 
 /// Contacts and the requests of other accounts (`[contacts]`). Every
@@ -276,6 +344,13 @@ pub struct EngineConfig {
     /// `[contacts] deliver_queue` (filled in by [`Config::load`]).
     #[serde(skip)]
     pub deliver_queue: usize,
+    /// The core's query bounds, from `[queries]` (filled in by
+    /// [`Config::load`]; not an `[engine]` key).
+    #[serde(skip)]
+    pub queries: hearth_crdt::node::queries::Limits,
+    /// `[queries] exchange_queue` (filled in by [`Config::load`]).
+    #[serde(skip)]
+    pub query_queue: usize,
 }
 
 impl EngineConfig {
@@ -302,6 +377,7 @@ impl EngineConfig {
             limits: self.sync_limits(),
             backoff: self.backoff,
             contacts: self.contacts,
+            queries: self.queries,
             ..hearth_crdt::node::Config::default()
         }
     }
@@ -324,6 +400,8 @@ impl Default for EngineConfig {
             backoff: hearth_crdt::node::redial::Backoff::default(),
             contacts: hearth_crdt::node::contacts::Limits::default(),
             deliver_queue: 256,
+            queries: hearth_crdt::node::queries::Limits::default(),
+            query_queue: 256,
         }
     }
 }
@@ -421,6 +499,8 @@ impl Config {
         config.engine.backoff = config.net.backoff();
         config.engine.contacts = config.contacts.limits();
         config.engine.deliver_queue = config.contacts.deliver_queue;
+        config.engine.queries = config.queries.limits();
+        config.engine.query_queue = config.queries.exchange_queue;
         Ok(config)
     }
 
@@ -452,7 +532,29 @@ impl Config {
         let n = &self.net;
         let p = &self.pairing;
         let c = &self.contacts;
-        let rules: [(bool, &'static str, &'static str); 22] = [
+        let q = &self.queries;
+        let rules: [(bool, &'static str, &'static str); 25] = [
+            (
+                q.max_running >= 1
+                    && q.in_flight >= 1
+                    && q.requests_per_minute >= 1
+                    && q.seen >= 1
+                    && q.max_records >= 1
+                    && (1..=1 << 16).contains(&q.exchange_queue),
+                "queries.max_running, queries.in_flight, queries.requests_per_minute, queries.seen, queries.max_records and queries.exchange_queue",
+                "at least 1 (exchange_queue at most 65536)",
+            ),
+            (
+                (64 * 1024..=1 << 30).contains(&q.max_message_bytes)
+                    && (1024..=q.max_message_bytes).contains(&q.max_query_bytes),
+                "queries.max_message_bytes and queries.max_query_bytes",
+                "65536 to 1073741824 bytes, and 1024 bytes to queries.max_message_bytes",
+            ),
+            (
+                (1..=3600).contains(&q.answer_timeout_secs),
+                "queries.answer_timeout_secs",
+                "between 1 and 3600 seconds",
+            ),
             (
                 c.max_contacts >= 1
                     && c.max_pending <= c.max_contacts
@@ -631,6 +733,62 @@ mod tests {
             shown,
             Config::default(),
             "README's hearth.toml differs from the defaults"
+        );
+    }
+
+    #[test]
+    fn query_limits_reach_the_core_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(
+            &path,
+            "[queries]\nmax_running = 2\nin_flight = 3\nmax_query_bytes = 2048\n\
+             max_message_bytes = 70000\nrequests_per_minute = 5\nseen = 7\nmax_records = 11\n\
+             exchange_queue = 13\nanswer_timeout_secs = 17\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let limits = config.engine.node_config().queries;
+        assert_eq!(
+            limits,
+            hearth_crdt::node::queries::Limits {
+                max_running: 2,
+                in_flight: 3,
+                max_query_bytes: 2048,
+                max_message_bytes: 70000,
+                requests_per_minute: 5,
+                seen: 7,
+                max_records: 11,
+            }
+        );
+        assert_eq!(config.engine.query_queue, 13);
+        assert_eq!(config.queries.answer_timeout_secs, 17);
+        std::fs::write(&path, "[queries]\nmax_runing = 2\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_runing`"), "{err}");
+        let mut c = Config::default();
+        c.queries.max_query_bytes = c.queries.max_message_bytes + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queries.max_query_bytes")
+        );
+        let mut c = Config::default();
+        c.queries.max_running = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queries.max_running")
+        );
+        let mut c = Config::default();
+        c.queries.answer_timeout_secs = 3601;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queries.answer_timeout_secs")
         );
     }
 

@@ -16,7 +16,12 @@
 //! - `MembersChanged`: published on a [`watch`] channel that the network's
 //!   admission gate follows;
 //! - `Dial` and `Timer`: handed to the mesh ([`Links`]), which dials and
-//!   brings the core its tick ([`Handle::link`]).
+//!   brings the core its tick ([`Handle::link`]);
+//! - `Deliver` and `Query`: one request-and-reply exchange each, handed to
+//!   the mesh ([`Links`]), whose reply comes back through
+//!   [`Handle::share_reply`] or [`Handle::query_reply`];
+//! - `Answered`: the result of a query goes to the caller of
+//!   [`Handle::query`] waiting for it ([`queries`]).
 //!
 //! So a write is answered only after its commit is durable, and a peer's
 //! frame is answered and forwarded only after what it changed is. If a
@@ -25,7 +30,8 @@
 //!
 //! The rest of the module is one concern per file: [`persist`] (batches to
 //! redb, loading the replica), [`changes`] (the changes feed), [`mesh`]
-//! (sessions, devices, addresses).
+//! (sessions, devices, addresses), [`contacts`], [`shares`] and
+//! [`queries`] (federated queries, consent and audit).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::thread::JoinHandle;
@@ -48,12 +54,14 @@ mod changes;
 mod contacts;
 mod mesh;
 mod persist;
+mod queries;
 mod shares;
 
 pub use changes::Changes;
 pub use contacts::{ContactDevice, ContactInfo, Delivery};
 pub use hearth_crdt::node::{BulkError, Change, IndexDef, Members, check_doctype};
 pub use mesh::{Device, Dial, LinkEvent, Links};
+pub use queries::QueryExchange;
 pub use shares::{ShareInfo, ShareMember};
 
 /// Why an engine job failed.
@@ -84,6 +92,14 @@ pub enum Error {
     /// The engine thread has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// A query had no result within its deadline and the margin after it.
+    #[error("query {query} had no result within {waited_ms} ms")]
+    NoAnswer {
+        /// The query's id.
+        query: String,
+        /// How long its caller waited.
+        waited_ms: u64,
+    },
 }
 
 impl From<query::Error> for Error {
@@ -233,6 +249,10 @@ pub struct Engine {
     dials: mpsc::Sender<Dial>,
     /// The card exchanges the core asks for, to the network.
     deliveries: mpsc::Sender<Delivery>,
+    /// The query exchanges the core asks for, to the network.
+    exchanges: mpsc::Sender<QueryExchange>,
+    /// Callers of [`Handle::query`] waiting for their result, by query id.
+    answers: BTreeMap<String, oneshot::Sender<Value>>,
     /// The one timer the core asks for.
     timer: watch::Sender<Option<node::Millis>>,
     /// The network's ends of `dials` and `timer`, until the handle takes them.
@@ -312,6 +332,7 @@ impl Engine {
         let (members, _) = watch::channel(core.members());
         let (dials, dial_rx) = mpsc::channel(config.dial_queue.max(1));
         let (deliveries, delivery_rx) = mpsc::channel(config.deliver_queue.max(1));
+        let (exchanges, exchange_rx) = mpsc::channel(config.query_queue.max(1));
         let (timer, timer_rx) = watch::channel(None);
         Engine {
             store,
@@ -320,10 +341,13 @@ impl Engine {
             members,
             dials,
             deliveries,
+            exchanges,
+            answers: BTreeMap::new(),
             timer,
             links: Some(Links {
                 dials: dial_rx,
                 deliveries: delivery_rx,
+                exchanges: exchange_rx,
                 timer: timer_rx,
             }),
             outboxes: BTreeMap::new(),
@@ -449,6 +473,31 @@ impl Engine {
                         queue.extend(more.items);
                     }
                 }
+                Output::Query {
+                    exchange,
+                    peer,
+                    addrs,
+                    frame,
+                    timeout_ms,
+                } => {
+                    let sent = QueryExchange {
+                        exchange,
+                        peer,
+                        addrs,
+                        frame,
+                        timeout_ms,
+                    };
+                    if self.exchanges.try_send(sent).is_err() {
+                        tracing::warn!(%peer, "query exchange queue full; the request counts as undelivered");
+                        let more = self.core.query_reply(now_ms(), exchange, None);
+                        queue.extend(more.items);
+                    }
+                }
+                Output::Answered { query, result } => match self.answers.remove(&query) {
+                    // A caller that gave up dropped its receiver: nothing to do.
+                    Some(waiting) => drop(waiting.send(result)),
+                    None => tracing::debug!(%query, "a query's result came after its caller left"),
+                },
                 Output::Timer { at } => {
                     self.timer.send_replace(Some(at));
                 }

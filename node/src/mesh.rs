@@ -29,6 +29,13 @@
 //! - **Pairing.** `/hearth/pair/1` streams go to [`crate::pairing::Invitations`],
 //!   which drives the inviting flow the core holds; a confirmed joiner is
 //!   admitted by the core.
+//! - **Requests and replies.** `/hearth/share/1` (contacts, shares) and
+//!   `/hearth/query/1` (federated queries) carry one request frame and one
+//!   reply frame per stream. Inbound, the frame (bounded before it is read)
+//!   goes to the engine, whose reply is written only after what it changed
+//!   is durable. Outbound, every exchange the core asks for runs in its own
+//!   task, so many are on their way at once, each within its time-out; its
+//!   reply, or `None` on any failure, goes back to the core.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -46,7 +53,7 @@ use crate::net::{self, Admission};
 /// the engine.
 pub type Invitations = crate::pairing::Invitations<Handle>;
 
-/// How the mesh runs: from `[pairing]`, `[engine]`, `[contacts]` and `up`'s flags.
+/// How the mesh runs: from `[pairing]`, `[engine]`, `[contacts]`, `[queries]` and `up`'s flags.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Time-outs of the pairing handshake.
@@ -59,6 +66,8 @@ pub struct Settings {
     pub mdns: bool,
     /// Contact requests and their bounds.
     pub contacts: crate::config::ContactsConfig,
+    /// Federated queries: message bound and the inbound time-out.
+    pub queries: crate::config::QueriesConfig,
 }
 
 impl Settings {
@@ -70,6 +79,7 @@ impl Settings {
             outbox: config.engine.peer_outbox,
             mdns,
             contacts: config.contacts.clone(),
+            queries: config.queries.clone(),
         }
     }
 }
@@ -82,6 +92,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Mesh {
     /// `[contacts]`: who may ask, and the bounds of one exchange.
     contacts: Arc<crate::config::ContactsConfig>,
+    /// `[queries]`: the bound of a message and of one inbound exchange.
+    queries: Arc<crate::config::QueriesConfig>,
     engine: Handle,
     net: net::Handle,
     admission: Admission,
@@ -126,6 +138,7 @@ impl Mesh {
             outbox,
             mdns,
             contacts,
+            queries,
         } = settings;
         let members = engine.members();
         let me = members.borrow().me;
@@ -133,6 +146,7 @@ impl Mesh {
         admission.set_requests(contacts.accept_requests);
         let mesh = Mesh {
             contacts: Arc::new(contacts),
+            queries: Arc::new(queries),
             engine,
             net: net.handle.clone(),
             admission,
@@ -154,6 +168,7 @@ impl Mesh {
         tokio::spawn(mesh.clone().accept_sync());
         tokio::spawn(mesh.clone().accept_pairing());
         tokio::spawn(mesh.clone().accept_share());
+        tokio::spawn(mesh.clone().accept_query());
         tokio::spawn(mesh.clone().follow_events(net.events));
         mesh
     }
@@ -314,6 +329,12 @@ impl Mesh {
                 delivery = links.deliveries.recv() => match delivery {
                     Some(delivery) => {
                         tokio::spawn(self.clone().deliver(delivery));
+                    }
+                    None => return,
+                },
+                exchange = links.exchanges.recv() => match exchange {
+                    Some(exchange) => {
+                        tokio::spawn(self.clone().query(exchange));
                     }
                     None => return,
                 },
@@ -503,6 +524,86 @@ impl Mesh {
             .await?;
         net::write_frame(&mut stream, &delivery.frame).await?;
         let reply = net::read_frame(&mut stream, self.contacts.max_message_bytes)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without a reply"))?;
+        let _ = futures::AsyncWriteExt::close(&mut stream).await;
+        Ok(reply)
+    }
+
+    /// Serves `/hearth/query/1`: one request frame in (at most `[queries]
+    /// max_message_bytes`), the core's reply out after what it changed is
+    /// durable, within `[queries] answer_timeout_secs`.
+    async fn accept_query(self) {
+        let Some(mut incoming) = self.incoming(net::QUERY, "query") else {
+            return;
+        };
+        while let Some((device, stream)) = incoming.next().await {
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                let limit = Duration::from_secs(mesh.queries.answer_timeout_secs);
+                match tokio::time::timeout(limit, mesh.answer_query(device, stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %device, error = %e, "query exchange failed")
+                    }
+                    Err(_) => tracing::info!(peer = %device, "query exchange timed out"),
+                }
+            });
+        }
+    }
+
+    async fn answer_query(
+        &self,
+        device: DeviceId,
+        mut stream: libp2p::Stream,
+    ) -> anyhow::Result<()> {
+        let max = self.queries.max_message_bytes;
+        let Some(frame) = net::read_frame(&mut stream, max).await? else {
+            return Ok(());
+        };
+        let reply = self.engine.query_request(device, frame).await?;
+        net::write_frame(&mut stream, &reply).await?;
+        futures::AsyncWriteExt::close(&mut stream).await?;
+        Ok(())
+    }
+
+    /// Carries one query request to a device and brings its reply back to
+    /// the core (`None` when it failed or took longer than the core
+    /// allows).
+    async fn query(self, exchange: crate::engine::QueryExchange) {
+        let limit = Duration::from_millis(u64::try_from(exchange.timeout_ms.max(1)).unwrap_or(1));
+        let peer = exchange.peer;
+        let reply = match tokio::time::timeout(limit, self.query_exchange(&exchange)).await {
+            Ok(Ok(reply)) => Some(reply),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "cannot carry a query request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "a query request had no reply in time");
+                None
+            }
+        };
+        let _ = self.engine.query_reply(exchange.exchange, reply).await;
+    }
+
+    async fn query_exchange(
+        &self,
+        exchange: &crate::engine::QueryExchange,
+    ) -> anyhow::Result<Vec<u8>> {
+        let peer = peer_id(&exchange.peer).ok_or_else(|| anyhow::anyhow!("not a peer id"))?;
+        for addr in &exchange.addrs {
+            if let Ok(addr) = addr.parse::<libp2p::Multiaddr>() {
+                self.net.add_address(peer, addr).await?;
+            }
+        }
+        let mut stream = self
+            .net
+            .stream_control()
+            .open_stream(peer, net::QUERY)
+            .await?;
+        net::write_frame(&mut stream, &exchange.frame).await?;
+        let reply = net::read_frame(&mut stream, self.queries.max_message_bytes)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without a reply"))?;
         let _ = futures::AsyncWriteExt::close(&mut stream).await;

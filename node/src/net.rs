@@ -104,6 +104,10 @@ pub const PAIR: StreamProtocol = StreamProtocol::new("/hearth/pair/1");
 /// reply frame per stream, open to contacts' devices and, while requests
 /// are accepted, to any peer ([`Standing::Requester`]).
 pub const SHARE: StreamProtocol = StreamProtocol::new("/hearth/share/1");
+/// Federated queries: one request frame and one reply frame per stream
+/// ([`hearth_crdt::node::queries`]), open to the account's own devices and
+/// to contacts' devices (the core answers only established contacts).
+pub const QUERY: StreamProtocol = StreamProtocol::new("/hearth/query/1");
 /// Our Kademlia protocol name, which keeps Hearth's DHT apart from IPFS's.
 pub const KAD: StreamProtocol = StreamProtocol::new("/hearth/kad/1");
 /// The identify protocol version Hearth nodes announce.

@@ -654,3 +654,80 @@ async fn every_page_is_capped_at_max_page_and_one_key_more_is_refused() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn query_consent_and_audit_routes_answer_with_the_right_status() {
+    let f = fixture();
+    let count =
+        json!({ "collection": "energy.readings", "aggregate": { "n": { "$count": true } } });
+    let (status, _) = f
+        .call("POST", "/data/energy.readings/", Some(json!({ "kwh": 3 })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, result) = f.call("POST", "/_hearth/query", Some(count.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["groups"][0]["values"]["n"], 1, "{result}");
+    assert_eq!(result["exact"], true, "{result}");
+
+    let mut bad = count.clone();
+    bad["scope"] = json!("world");
+    let (status, body) = f.call("POST", "/_hearth/query", Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("scope"), "{body}");
+    let (status, body) = f
+        .call_raw("POST", "/_hearth/query", Some("{".into()), Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // This router runs no network: a query beyond this device cannot run.
+    let mut contacts = count.clone();
+    contacts["scope"] = json!("contacts");
+    let (status, body) = f.call("POST", "/_hearth/query", Some(contacts)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    let policy = json!({ "queriers": "contacts", "aggregates": ["$count"] });
+    let (status, body) = f
+        .call("GET", "/_hearth/consent/energy.readings", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, stored) = f
+        .call(
+            "PUT",
+            "/_hearth/consent/energy.readings",
+            Some(policy.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["policy"], policy, "{stored}");
+    let (status, list) = f.call("GET", "/_hearth/consent", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (_, one) = f
+        .call("GET", "/_hearth/consent/energy.readings", None)
+        .await;
+    assert_eq!(one[0]["id"], stored["id"], "{one}");
+    let (status, body) = f
+        .call(
+            "PUT",
+            "/_hearth/consent/energy.readings",
+            Some(json!({ "queriers": "contacts", "aggregates": ["$count"], "typo": 1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = f
+        .call("PUT", "/_hearth/consent/hearth.audit", Some(policy))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = f
+        .call("DELETE", "/_hearth/consent/energy.readings", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["removed"], 1, "{body}");
+    let (status, body) = f
+        .call("DELETE", "/_hearth/consent/energy.readings", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, records) = f.call("GET", "/_hearth/audit", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(records, json!([]), "nobody asked this node anything");
+}

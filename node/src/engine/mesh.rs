@@ -35,6 +35,8 @@ pub struct Links {
     pub dials: mpsc::Receiver<Dial>,
     /// Card exchanges, in order; bounded by `[contacts] deliver_queue`.
     pub deliveries: mpsc::Receiver<super::Delivery>,
+    /// Query exchanges, in order; bounded by `[queries] exchange_queue`.
+    pub exchanges: mpsc::Receiver<super::QueryExchange>,
     /// The one timer: a newer value replaces the older.
     pub timer: watch::Receiver<Option<node::Millis>>,
 }

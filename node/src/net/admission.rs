@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use libp2p::{PeerId, StreamProtocol};
 
-use super::{PAIR, SHARE, SYNC};
+use super::{PAIR, QUERY, SHARE, SYNC};
 
 /// Why a peer is allowed to hold a connection to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +26,10 @@ pub enum Standing {
     /// ([`PAIR`]) and becomes a member only when the membership log says so.
     PendingJoiner,
     /// A device of a contact account (one we added, or one asking to be
-    /// added): it may use [`SHARE`], and [`SYNC`] while the two accounts
-    /// share a collection (the core scopes what such a session carries).
+    /// added): it may use [`SHARE`] and [`QUERY`] (the core answers
+    /// queries from established contacts only), and [`SYNC`] while the two
+    /// accounts share a collection (the core scopes what such a session
+    /// carries).
     Contact,
     /// A device of a fellow member of a share this account takes part in
     /// (named by the share's list, not a contact): it may use [`SYNC`] only,
@@ -147,8 +149,8 @@ impl Admission {
 
     /// The check every acceptor of a Hearth stream runs before reading a byte:
     /// members may use every Hearth protocol, pending joiners only [`PAIR`],
-    /// contacts and requesters only [`SHARE`], infrastructure peers and
-    /// strangers none.
+    /// contacts [`SHARE`] and [`QUERY`], requesters only [`SHARE`],
+    /// infrastructure peers and strangers none.
     pub fn may_use(&self, peer: &PeerId, protocol: &StreamProtocol) -> bool {
         match self.standing(peer) {
             Some(Standing::Member) => true,
@@ -156,7 +158,9 @@ impl Admission {
                 *protocol == PAIR || (*protocol == SHARE && self.read().requests)
             }
             Some(Standing::Contact) => {
-                *protocol == SHARE || (*protocol == SYNC && self.read().share_peers.contains(peer))
+                *protocol == SHARE
+                    || *protocol == QUERY
+                    || (*protocol == SYNC && self.read().share_peers.contains(peer))
             }
             Some(Standing::SharePeer) => *protocol == SYNC,
             Some(Standing::Requester) => *protocol == SHARE,
@@ -184,7 +188,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{SHARE, SYNC};
+    use crate::net::{QUERY, SHARE, SYNC};
 
     #[test]
     fn standing_follows_members_infrastructure_and_pairing() {
@@ -205,6 +209,11 @@ mod tests {
         assert!(!admission.may_use(&stranger, &SYNC));
         assert!(!admission.may_use(&relay, &SYNC));
         assert!(admission.may_use(&member, &SYNC));
+        assert!(admission.may_use(&member, &QUERY));
+        assert!(
+            !admission.may_use(&stranger, &QUERY),
+            "a pending joiner never queries"
+        );
 
         admission.set_pairing(false);
         assert_eq!(admission.standing(&stranger), None);
@@ -212,6 +221,10 @@ mod tests {
         assert_eq!(admission.standing(&stranger), Some(Standing::Requester));
         assert!(admission.may_use(&stranger, &SHARE));
         assert!(!admission.may_use(&stranger, &SYNC));
+        assert!(
+            !admission.may_use(&stranger, &QUERY),
+            "a requester never queries"
+        );
         admission.set_requests(false);
         admission.set_contacts([stranger]);
         assert_eq!(admission.standing(&stranger), Some(Standing::Contact));
@@ -219,6 +232,7 @@ mod tests {
         assert!(!admission.may_use(&stranger, &SYNC));
         assert!(!admission.may_use(&stranger, &PAIR));
         assert!(!admission.may_use(&stranger, &SYNC));
+        assert!(admission.may_use(&stranger, &QUERY));
         admission.set_share_peers([stranger]);
         assert!(admission.may_use(&stranger, &SYNC) && admission.may_sync(&stranger));
         admission.set_share_peers([]);
@@ -228,8 +242,13 @@ mod tests {
         assert_eq!(admission.standing(&stranger), Some(Standing::SharePeer));
         assert!(admission.may_use(&stranger, &SYNC) && admission.may_sync(&stranger));
         assert!(!admission.may_use(&stranger, &SHARE) && !admission.may_use(&stranger, &PAIR));
+        assert!(
+            !admission.may_use(&stranger, &QUERY),
+            "a share peer is not a contact"
+        );
         admission.set_share_peers([]);
         assert_eq!(admission.standing(&stranger), None);
+        assert!(!admission.may_use(&stranger, &QUERY));
         admission.set_members([stranger]);
         assert!(admission.is_member(&stranger));
         assert!(!admission.is_member(&member));
