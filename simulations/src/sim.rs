@@ -20,6 +20,7 @@ use crate::check::{self, AccessViolation, AckedWrite, QueueMax, ReplicaFingerpri
 use crate::scenario::{Range, Scenario};
 
 mod pairing;
+mod queries;
 mod sharing;
 
 pub use sharing::Figures as SharingFigures;
@@ -173,6 +174,13 @@ enum Held {
     Reply {
         to: u32,
         incarnation: u32,
+        bytes: Vec<u8>,
+    },
+    /// The reply to a query request, to device `to`.
+    QueryReply {
+        to: u32,
+        incarnation: u32,
+        exchange: u64,
         bytes: Vec<u8>,
     },
     /// A pairing frame (the welcome, after the new member is durable).
@@ -331,6 +339,8 @@ enum Kind {
     },
     /// A step of the sharing plan (and the tries it had).
     Share(sharing::Step, u32),
+    /// A federated query exchange on its way.
+    Query(queries::Step),
 }
 
 #[derive(Debug)]
@@ -436,6 +446,8 @@ pub struct Outcome {
     pub pairing_us: Vec<Time>,
     /// Contacts, shares and shared writes.
     pub sharing: SharingFigures,
+    /// Every federated query's result, by query id ([`World::query`]).
+    pub answers: BTreeMap<String, serde_json::Value>,
 }
 
 /// The simulated world.
@@ -474,6 +486,8 @@ pub struct World {
     /// The contact graph and shares, and what the run saw of them.
     sharing: sharing::Sharing,
     sharing_figures: SharingFigures,
+    /// Federated query exchanges on their way, and the results.
+    queries: queries::Queries,
 }
 
 impl std::fmt::Debug for World {
@@ -599,6 +613,7 @@ impl World {
             by_id,
             sharing,
             sharing_figures: SharingFigures::default(),
+            queries: queries::Queries::default(),
         };
         world.schedule_initial();
         Ok(world)
@@ -727,6 +742,7 @@ impl World {
             Kind::PairConfirm { join, attempt } => self.pair_confirm(join, attempt),
             Kind::Tick { node, at } => self.tick(node, at),
             Kind::Share(step, tries) => self.share_step(step, tries),
+            Kind::Query(step) => self.query_step(step),
         }
     }
 
@@ -1197,6 +1213,14 @@ impl World {
                     self.members_changed(me, members);
                 }
                 Output::Deliver { peer, frame, .. } => self.share_deliver(me, peer, frame),
+                Output::Query {
+                    exchange,
+                    peer,
+                    frame,
+                    timeout_ms,
+                    ..
+                } => self.query_send(me, exchange, peer, frame, timeout_ms),
+                Output::Answered { query, result } => self.query_answered(query, result),
                 Output::Dial { peer, .. } => {
                     // One connection carries the session here, whichever
                     // side opens the stream; a dial that cannot get through
@@ -1276,6 +1300,12 @@ impl World {
                     incarnation,
                     bytes,
                 } => self.send_reply(to, incarnation, me, bytes),
+                Held::QueryReply {
+                    to,
+                    incarnation,
+                    exchange,
+                    bytes,
+                } => self.send_query_reply(to, incarnation, me, exchange, bytes),
                 Held::Pair {
                     join,
                     attempt,
@@ -1433,6 +1463,7 @@ impl World {
         }
         self.counters.crashes += 1;
         self.close_all(me);
+        self.queries_crashed(me);
         self.pairing_down(me);
         let node = &mut self.nodes[me as usize];
         node.crashed = true;
@@ -1662,6 +1693,7 @@ impl World {
             removed_devices: removals * self.scenario.topology.accounts,
             pairing_us,
             sharing: self.sharing_figures,
+            answers: self.queries.answers,
         }
     }
 
