@@ -9,7 +9,10 @@
 //! [`Output::Close`] ends both ends, and a [`Output::Deliver`] (a contact
 //! card, a share offer or answer on `/hearth/share/1`) is answered by the
 //! addressed node through `Node::share_request` and brought back through
-//! `Node::share_reply`. Dials and timers are ignored: sessions open only
+//! `Node::share_reply`; a [`Output::Query`] (`/hearth/query/1`) likewise
+//! through `Node::query_request` and `Node::query_reply` (`None` for a
+//! device not in the net), and every [`Output::Answered`] is kept by query
+//! id ([`Net::answers`]). Dials and timers are ignored: sessions open only
 //! where the scenario connects two nodes. So contacts, shares, acceptance,
 //! the access-list frames, the share gate and the signatures all run the
 //! core's own code, with nothing of the benchmark's in between.
@@ -35,6 +38,8 @@ pub(crate) struct Net {
     now: Millis,
     /// Frames sent while recording.
     recording: Option<Vec<Sent>>,
+    /// Every federated query's result, by query id.
+    pub(crate) answers: BTreeMap<String, serde_json::Value>,
 }
 
 /// The devices of one account, named `names`: the first made the account
@@ -76,6 +81,7 @@ impl Net {
             closed: Vec::new(),
             now: 1_000,
             recording: None,
+            answers: BTreeMap::new(),
         }
     }
 
@@ -158,6 +164,35 @@ impl Net {
                         };
                         let (_, out) = self.nodes[at].share_reply(now, peer, reply.as_deref());
                         queue.push_back((at, out));
+                    }
+                    Output::Query {
+                        exchange,
+                        peer,
+                        frame,
+                        ..
+                    } => {
+                        let sender = self.nodes[at].id();
+                        let now = self.tick();
+                        let reply = match self.index_of(peer) {
+                            Some(to) => {
+                                let (bytes, out) = self.nodes[to].query_request(
+                                    now,
+                                    &mut rand::rngs::OsRng,
+                                    sender,
+                                    &frame,
+                                );
+                                // The reply leaves after the answering node's
+                                // outputs (its ε charge) are performed.
+                                self.carry(to, out);
+                                Some(bytes)
+                            }
+                            None => None,
+                        };
+                        let out = self.nodes[at].query_reply(now, exchange, reply.as_deref());
+                        queue.push_back((at, out));
+                    }
+                    Output::Answered { query, result } => {
+                        self.answers.insert(query, result);
                     }
                     // Persist: nothing reloads from it. Dials, timers and
                     // member sets: sessions open only where asked.
