@@ -25,12 +25,13 @@ use futures::io::WriteHalf;
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use hearth_crdt::collection::{Authorship, Collection, PutMode, shard_of};
 use hearth_crdt::node::contacts::{Reply, Request};
+use hearth_crdt::node::queries;
 use hearth_crdt::sync::{FRAME_VERSION, Frame, Hello, Limits, Summary, log_digest};
 use hearth_crypto::acl::{Acl, AclEntry, AclOp, Level};
 use hearth_crypto::card::Card;
 use hearth_crypto::identity::DeviceKey;
 use hearth_crypto::membership::Log;
-use hearth_node::config::{ContactsConfig, EngineConfig};
+use hearth_node::config::{ContactsConfig, EngineConfig, QueriesConfig};
 use hearth_node::engine::{Engine, Handle, Running};
 use hearth_node::home::Home;
 use hearth_node::mesh::{self as node_mesh, Mesh};
@@ -194,6 +195,11 @@ impl Node {
                 max_frame: config.max_frame_bytes,
                 outbox: config.peer_outbox,
                 contacts: contacts.clone(),
+                // As `Settings::of` does: the stream's bound is the core's.
+                queries: QueriesConfig {
+                    max_message_bytes: config.queries.max_message_bytes,
+                    ..QueriesConfig::default()
+                },
                 ..hearth_node::mesh::Settings::default()
             },
         );
@@ -727,6 +733,114 @@ async fn a_requester_reaches_only_the_share_protocol_and_its_requests_are_bounde
     expect_logged(&["share exchange failed"]).await;
 
     fx.assert_serving("a requester's streams").await;
+    let _ = net.handle.shutdown().await;
+    fx.stop().await;
+}
+
+/// One `/hearth/query/1` exchange from `net` to `t`: the reply, or `None`
+/// when T closed the stream without one (or never let it open).
+async fn query_exchange(net: &Net, t: PeerId, frame: &[u8]) -> Option<queries::Reply> {
+    let mut control = net.handle.stream_control();
+    let mut stream = timeout(WAIT, control.open_stream(t, net::QUERY))
+        .await
+        .expect("opening a query stream timed out")
+        .ok()?;
+    net::write_frame(&mut stream, frame).await.ok()?;
+    let reply = timeout(WAIT, net::read_frame(&mut stream, 1 << 24))
+        .await
+        .expect("T neither answered nor closed the query stream")
+        .ok()??;
+    Some(queries::Reply::decode(&reply, 1 << 24).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_protocol_is_bounded_in_size_and_rate_and_closed_to_strangers() {
+    let _alone = ALONE.write().await;
+    let limits = queries::Limits {
+        requests_per_minute: 4,
+        max_message_bytes: 64 * 1024,
+        ..queries::Limits::default()
+    };
+    let config = EngineConfig {
+        queries: limits,
+        ..EngineConfig::default()
+    };
+    let fx = fixture_tuned(&ContactsConfig::default(), config).await;
+    let canonical = json!({ "aggregate": { "n": { "$count": true } }, "collection": NOTES });
+    let gather = |id: &str| {
+        queries::Request::Gather {
+            id: id.to_owned(),
+            canonical: canonical.to_string(),
+        }
+        .encode()
+    };
+
+    // A stranger (admitted only to send a contact request) cannot query.
+    let stranger = new_key();
+    let mut outsider = net::spawn(&stranger, net_config(), Admission::new([fx.t.peer]))
+        .await
+        .unwrap();
+    connect(&mut outsider, fx.t.peer, &fx.t.addr).await;
+    let reply = query_exchange(&outsider, fx.t.peer, &gather("q0")).await;
+    assert_eq!(reply, None, "T answered a stranger's query");
+    expect_logged(&["refused a query stream", &stranger.id().to_string()]).await;
+    let _ = outsider.handle.shutdown().await;
+
+    // H is a member device: its requests reach the core.
+    let mut net = net::spawn(&fx.h_key, net_config(), Admission::new([fx.t.peer]))
+        .await
+        .unwrap();
+    connect(&mut net, fx.t.peer, &fx.t.addr).await;
+    // One byte over the message limit: refused before it is read, and it
+    // costs no request of the minute.
+    let big = vec![1u8; limits.max_message_bytes + 1];
+    let reply = query_exchange(&net, fx.t.peer, &big).await;
+    assert_eq!(reply, None, "T answered an oversized query message");
+    expect_logged(&["query exchange failed"]).await;
+    // At the limit the message reaches the core, which refuses what it is.
+    let mut at_limit = vec![1u8; limits.max_message_bytes];
+    at_limit[0] = 1;
+    let reply = query_exchange(&net, fx.t.peer, &at_limit).await;
+    assert!(
+        matches!(&reply, Some(queries::Reply::Refused { .. })),
+        "{reply:?}"
+    );
+    // The records that match, then a replay of the same request refused.
+    let reply = query_exchange(&net, fx.t.peer, &gather("q1")).await;
+    let Some(queries::Reply::Records { json }) = reply else {
+        panic!("a member's gather was not answered with records: {reply:?}");
+    };
+    let records: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert!(
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["_id"] == WARMUP),
+        "{records}"
+    );
+    let reply = query_exchange(&net, fx.t.peer, &gather("q1")).await;
+    assert!(
+        matches!(&reply, Some(queries::Reply::Refused { reason }) if reason.contains("repeat")),
+        "{reply:?}"
+    );
+    expect_logged(&["refused a query request", "repeat"]).await;
+    let reply = query_exchange(&net, fx.t.peer, &gather("q2")).await;
+    assert!(
+        matches!(&reply, Some(queries::Reply::Records { .. })),
+        "{reply:?}"
+    );
+    // The fifth request in the minute is one over the limit.
+    let reply = query_exchange(&net, fx.t.peer, &gather("q3")).await;
+    assert!(
+        matches!(&reply, Some(queries::Reply::Refused { reason }) if reason.contains("too many")),
+        "{reply:?}"
+    );
+    // Every decision is in T's audit log, the refusals included.
+    let audit = fx.t.handle.audit().await.unwrap();
+    assert!(audit.len() >= 3, "{audit:?}");
+
+    fx.assert_serving("a member's query streams").await;
     let _ = net.handle.shutdown().await;
     fx.stop().await;
 }
