@@ -426,6 +426,7 @@ the budget is declined ("budget"), and every decision goes to `hearth audit`."#;
 pub enum ConsentAction {
     /// Store a policy for a collection (replacing the one for the same
     /// queriers); prints the stored consent.
+    #[command(after_long_help = CONSENT_HELP)]
     Set {
         /// The collection, one of this account's own.
         collection: String,
@@ -487,6 +488,30 @@ pub enum Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON objects quoted as shell arguments (`'{…}'`) in `help`.
+    fn quoted(help: &str) -> Vec<serde_json::Value> {
+        let mut found = Vec::new();
+        let mut rest = help;
+        while let Some(start) = rest.find("'{") {
+            let end = rest[start..].find("}'").unwrap() + start;
+            found.push(serde_json::from_str(&rest[start + 1..=end]).unwrap());
+            rest = &rest[end + 2..];
+        }
+        found
+    }
+
+    #[test]
+    fn the_examples_in_the_help_are_a_valid_query_and_valid_policies() {
+        let queries = quoted(QUERY_HELP);
+        assert_eq!(queries.len(), 1);
+        hearth_crdt::federated::FederatedQuery::parse(&queries[0]).unwrap();
+        let policies = quoted(CONSENT_HELP);
+        assert_eq!(policies.len(), 2);
+        for policy in &policies {
+            hearth_crdt::federated::Policy::parse(policy).unwrap();
+        }
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
