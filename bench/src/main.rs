@@ -2,7 +2,7 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|p12|p13|all] [--records N] [--out FILE.json]
+//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|p12|p13|p14|all] [--records N] [--out FILE.json]
 //! ```
 //!
 //! | scenario | Hearth | same-run baseline |
@@ -17,6 +17,7 @@
 //! | P11 | an idle node's RSS and CPU, alone and connected to two devices | an idle `sleep` process |
 //! | P12 | import and cold sync with every change signed and checked by the share gate | the same without signatures |
 //! | P13 | `unshare` until every other online member device refuses the revoked contact | one write's propagation over the same mesh |
+//! | P14 | the error of a noisy federated mean through secure sum (noise added once), N = 32 and 1,000 | each contact noising its own answer (local DP) at the same ε |
 //!
 //! A table goes to stderr, JSON to stdout (or `--out`). Targets come from
 //! `design/TARGETS.md`; a miss is reported as a miss. The machines are
@@ -31,6 +32,8 @@ use clap::{Parser, Subcommand};
 use hearth_bench::records;
 use serde_json::{Value, json};
 
+/// P14: accuracy of a noisy federated mean.
+mod accuracy;
 mod baseline;
 /// P5: cold sync of 10k records to a new device.
 mod cold_sync;
@@ -64,7 +67,7 @@ mod wire;
 
 use report::Outcome;
 
-/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11–P13), each with a same-run baseline.
+/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11–P14), each with a same-run baseline.
 #[derive(Debug, Parser)]
 #[command(name = "hearth-bench", version)]
 struct Cli {
@@ -112,6 +115,9 @@ enum Command {
     /// Revocation latency: unshare until every other member device refuses
     /// the revoked contact (real processes, 3 accounts, 5 devices).
     P13,
+    /// Accuracy of a noisy federated mean at ε = 1: secure sum vs each
+    /// contact noising its own answer (N = 32 and 1,000).
+    P14,
     /// Every scenario, in order (the default).
     All,
     /// Print the markdown tables of `bench/README.md` from JSON reports
@@ -159,6 +165,7 @@ enum Scenario {
     P11,
     P12,
     P13,
+    P14,
 }
 
 /// What every scenario shares within one run.
@@ -226,6 +233,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::P11) => vec![Scenario::P11],
         Some(Command::P12) => vec![Scenario::P12],
         Some(Command::P13) => vec![Scenario::P13],
+        Some(Command::P14) => vec![Scenario::P14],
         Some(Command::All) | None => vec![
             Scenario::P1,
             Scenario::P2,
@@ -237,6 +245,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P11,
             Scenario::P12,
             Scenario::P13,
+            Scenario::P14,
         ],
     };
     anyhow::ensure!(cli.records > 0, "--records must be at least 1");
@@ -283,6 +292,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P11 => idle::run(&mut ctx),
             Scenario::P12 => signing::run(&mut ctx),
             Scenario::P13 => revocation::run(&mut ctx),
+            Scenario::P14 => accuracy::run(cli.seed),
         };
         match result {
             Ok(outcome) => {
