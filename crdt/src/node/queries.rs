@@ -676,7 +676,8 @@ impl Node {
         rng.fill_bytes(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         if query.scope == Scope::Local {
-            let result = self.local_result(&query, None)?;
+            let mut result = self.local_result(&query, None)?;
+            result["query"] = Value::String(id.clone());
             out.push(Output::Answered {
                 query: id.clone(),
                 result,
@@ -1230,6 +1231,10 @@ impl Node {
             result["completeness"] = completeness(&running);
             result
         };
+        // The id lets the querier match its result to the audit records of
+        // those it asked.
+        let mut result = result;
+        result["query"] = Value::String(id.to_owned());
         out.push(Output::Answered {
             query: id.to_owned(),
             result,

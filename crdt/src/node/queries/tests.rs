@@ -240,6 +240,7 @@ fn exact_contacts_sum_exactly_and_a_contact_without_policy_is_declined() {
     let a = net.nodes[1].audit();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].entry.decision, audit::Decision::Answered);
+    assert_eq!(result["query"], a[0].entry.query.as_str(), "the ids match");
     let d = net.nodes[4].audit();
     assert_eq!(d[0].entry.decision, audit::Decision::Declined);
     assert!(
