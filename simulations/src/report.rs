@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::check::{QueueMax, Verdict};
-use crate::sim::{Counters, Outcome, SharingFigures, log3};
+use crate::sim::{Counters, FederatedFigures, Outcome, SharingFigures, log3};
 
 /// Percentiles of a sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -47,6 +47,73 @@ impl Summary {
             p90: at(0.9),
             p99: at(0.99),
             max: at(1.0),
+        }
+    }
+}
+
+/// The federated query's lines of `report.md`.
+fn federated_summary(s: &mut String, f: &FederatedFigures) {
+    let declined: Vec<String> = f
+        .declined_by_reason
+        .iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "Federated query: {} records, policies {} noisy, {} exact, {} none; {} contacts at the start ({}).",
+        f.records,
+        f.noisy_policies,
+        f.exact_policies,
+        f.no_policies,
+        f.contacts_at_start,
+        f.started_s
+            .map_or_else(|| "never started".to_owned(), |t| format!("at {t:.3} s")),
+    );
+    match f.latency_ms {
+        Some(ms) => {
+            let _ = writeln!(
+                s,
+                "Completeness: asked {}, answered {}, declined {} ({}), timed out {}, unreachable {}{}; answered in {:.1} ms of virtual time, {}, ε = {}.",
+                f.asked,
+                f.answered_contacts,
+                f.declined,
+                if declined.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declined.join(", ")
+                },
+                f.timed_out,
+                f.unreachable,
+                if f.completeness_adds_up {
+                    ""
+                } else {
+                    " (does not add up)"
+                },
+                ms,
+                if f.exact == Some(true) { "exact" } else { "noisy" },
+                f.epsilon.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+            );
+            let _ = writeln!(
+                s,
+                "\n| value | groups | mean abs error | max abs error | mean relative error | mean noise scale | max error (scales) |\n|---|---|---|---|---|---|---|"
+            );
+            for e in &f.errors {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.3} | {:.3} | {:.5} | {:.3} | {:.2} |",
+                    e.name,
+                    e.groups,
+                    e.mean_abs_error,
+                    e.max_abs_error,
+                    e.mean_relative_error,
+                    e.mean_noise_scale,
+                    e.max_error_in_scales
+                );
+            }
+            let _ = writeln!(s);
+        }
+        None => {
+            let _ = writeln!(s, "No result came.");
         }
     }
 }
@@ -148,6 +215,9 @@ pub struct Report {
     pub pairing: Pairing,
     /// Contacts and shares.
     pub sharing: Sharing,
+    /// The scenario's federated query (`[federated]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated: Option<FederatedFigures>,
     /// Counters.
     pub counters: Counters,
 }
@@ -237,6 +307,7 @@ impl Report {
                 ),
                 log3_n: round3(outcome.sharing.replicas_per_share.max(1.0).log(3.0)),
             },
+            federated: outcome.federated.clone(),
             counters: outcome.counters.clone(),
         }
     }
@@ -305,6 +376,9 @@ impl Report {
             self.frames_total,
             self.bytes_total
         );
+        if let Some(f) = &self.federated {
+            federated_summary(&mut s, f);
+        }
         let p = &self.pairing;
         let _ = writeln!(
             s,

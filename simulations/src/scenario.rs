@@ -121,6 +121,74 @@ pub struct Scenario {
     /// Contacts between accounts and the collections they share.
     #[serde(default)]
     pub sharing: Sharing,
+    /// One federated query over the querier's contacts (absent: none).
+    #[serde(default)]
+    pub federated: Option<Federated>,
+}
+
+/// One federated query: account `querier` adds every other account as a
+/// contact (at `sharing.contacts_at_s`, accepted after
+/// `sharing.accept_delay_s`, on top of any random contacts of
+/// `[sharing]`); every other account holds `records_per_account` records
+/// of `collection` (`{"year", "month", "kwh"}`, distinct months drawn at
+/// random, `kwh` a whole number drawn uniformly from `kwh`) and consents
+/// under `policy` (noisy), `exact_policy` (probability `exact_fraction`)
+/// or not at all (probability `no_policy_fraction`). At `query_at_s` a
+/// device of the querier runs `query` (the JSON of
+/// `hearth_crdt::federated::FederatedQuery::parse`, scope `contacts`). The
+/// querier's devices neither churn nor crash; everyone else does as
+/// `[faults]` says, and query messages are lost with `network.loss` (the
+/// stream breaks: the exchange fails).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federated {
+    /// The querying account (index).
+    #[serde(default)]
+    pub querier: u32,
+    /// The collection the records go to and the query reads.
+    #[serde(default = "default_federated_collection")]
+    pub collection: String,
+    /// The year field of every record.
+    #[serde(default = "default_year")]
+    pub year: i64,
+    /// Records per answering account, 1 to 12 (one per month at most).
+    #[serde(default = "default_records_per_account")]
+    pub records_per_account: u32,
+    /// The range `kwh` is drawn from (rounded to a whole number).
+    #[serde(default = "default_kwh")]
+    pub kwh: Range,
+    /// The noisy consent policy (`Node::set_consent`'s JSON).
+    pub policy: serde_json::Value,
+    /// The exact policy of the accounts drawn with `exact_fraction`.
+    #[serde(default)]
+    pub exact_policy: Option<serde_json::Value>,
+    /// Probability that an account consents under `exact_policy`.
+    #[serde(default)]
+    pub exact_fraction: f64,
+    /// Probability that an account sets no policy at all.
+    #[serde(default)]
+    pub no_policy_fraction: f64,
+    /// When the querier starts the query, s (after the contacts are made,
+    /// within the write phase).
+    pub query_at_s: f64,
+    /// The query.
+    pub query: serde_json::Value,
+}
+
+fn default_federated_collection() -> String {
+    "energy.readings".to_owned()
+}
+fn default_year() -> i64 {
+    2024
+}
+fn default_records_per_account() -> u32 {
+    3
+}
+fn default_kwh() -> Range {
+    Range {
+        min: 0.0,
+        max: 300.0,
+    }
 }
 
 /// The contact graph and the shares over it. Each account adds
@@ -643,6 +711,7 @@ impl Scenario {
             ));
         }
         self.validate_sharing()?;
+        self.validate_federated()?;
         let b = &self.bounds;
         if b.window_frames == 0 || b.max_outbox_frames == 0 || b.max_held == 0 {
             return Err(invalid("bounds", "every bound must be at least 1"));
@@ -702,6 +771,90 @@ impl Scenario {
         Ok(())
     }
 
+    fn validate_federated(&self) -> Result<(), Error> {
+        use hearth_crdt::federated::{FederatedQuery, Policy};
+        let Some(f) = &self.federated else {
+            return Ok(());
+        };
+        if self.topology.accounts < 2 {
+            return Err(invalid("federated", "needs at least two accounts"));
+        }
+        if f.querier >= self.topology.accounts {
+            return Err(invalid("federated.querier", "an existing account index"));
+        }
+        hearth_crdt::node::check_doctype(&f.collection)
+            .map_err(|e| invalid("federated.collection", e.to_string()))?;
+        if self.workload.collections.contains(&f.collection)
+            || (self.sharing.contacts_per_account > 0 && self.sharing.collection == f.collection)
+        {
+            return Err(invalid(
+                "federated.collection",
+                "must differ from the workload's and the sharing's collections",
+            ));
+        }
+        if f.records_per_account == 0 || f.records_per_account > 12 {
+            return Err(invalid("federated.records_per_account", "1 to 12"));
+        }
+        f.kwh.validate("federated.kwh")?;
+        probability("federated.exact_fraction", f.exact_fraction)?;
+        probability("federated.no_policy_fraction", f.no_policy_fraction)?;
+        if f.exact_fraction + f.no_policy_fraction > 1.0 {
+            return Err(invalid(
+                "federated.exact_fraction",
+                "exact_fraction + no_policy_fraction must be at most 1",
+            ));
+        }
+        let noisy = Policy::parse(&f.policy)
+            .map_err(|e| invalid("federated.policy", e.to_string()))?;
+        if noisy.exact {
+            return Err(invalid("federated.policy", "must be a noisy policy (exact = false)"));
+        }
+        match &f.exact_policy {
+            Some(p) => {
+                let exact = Policy::parse(p)
+                    .map_err(|e| invalid("federated.exact_policy", e.to_string()))?;
+                if !exact.exact {
+                    return Err(invalid("federated.exact_policy", "must have exact = true"));
+                }
+            }
+            None if f.exact_fraction > 0.0 => {
+                return Err(invalid(
+                    "federated.exact_policy",
+                    "required when exact_fraction > 0",
+                ));
+            }
+            None => {}
+        }
+        let query = FederatedQuery::parse(&f.query)
+            .map_err(|e| invalid("federated.query", e.to_string()))?;
+        if query.scope != hearth_crdt::query::Scope::Contacts {
+            return Err(invalid("federated.query", "scope must be \"contacts\""));
+        }
+        if query.collection() != f.collection {
+            return Err(invalid(
+                "federated.query",
+                format!("must read federated.collection ({})", f.collection),
+            ));
+        }
+        let g = &self.sharing;
+        for (field, r) in [
+            ("sharing.contacts_at_s", g.contacts_at_s),
+            ("sharing.accept_delay_s", g.accept_delay_s),
+        ] {
+            r.validate(field)?;
+        }
+        let made = g.contacts_at_s.max + g.accept_delay_s.max;
+        if !(f.query_at_s.is_finite() && f.query_at_s > made && f.query_at_s < self.duration_s) {
+            return Err(invalid(
+                "federated.query_at_s",
+                format!(
+                    "after the contacts are made (sharing.contacts_at_s.max + accept_delay_s.max = {made}) and within the write phase"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A smaller copy for fast tests: at most `max_devices` devices (fewer
     /// accounts first, then fewer devices per account) and a write phase of
     /// at most `max_duration_s`, with fault times scaled to match.
@@ -730,6 +883,9 @@ impl Scenario {
         for j in &mut s.joins {
             j.inviter = j.inviter.min(kept - 1);
         }
+        if let Some(f) = &mut s.federated {
+            f.querier = f.querier.min(accounts - 1);
+        }
         if s.duration_s > max_duration_s {
             let k = max_duration_s / s.duration_s;
             s.duration_s = max_duration_s;
@@ -750,6 +906,9 @@ impl Scenario {
             }
             for j in &mut s.joins {
                 j.at_s *= k;
+            }
+            if let Some(f) = &mut s.federated {
+                f.query_at_s *= k;
             }
             if let Some(c) = &mut s.faults.churn {
                 for r in [&mut c.online_s, &mut c.offline_s] {

@@ -19,10 +19,12 @@ use serde_json::json;
 use crate::check::{self, AccessViolation, AckedWrite, QueueMax, ReplicaFingerprint, Verdict};
 use crate::scenario::{Range, Scenario};
 
+mod federated;
 mod pairing;
 mod queries;
 mod sharing;
 
+pub use federated::{Figures as FederatedFigures, GroupValue, ValueError};
 pub use sharing::Figures as SharingFigures;
 
 /// Virtual time, in microseconds.
@@ -341,6 +343,8 @@ enum Kind {
     Share(sharing::Step, u32),
     /// A federated query exchange on its way.
     Query(queries::Step),
+    /// A step of the scenario's federated query.
+    Federated(federated::Step),
 }
 
 #[derive(Debug)]
@@ -448,6 +452,8 @@ pub struct Outcome {
     pub sharing: SharingFigures,
     /// Every federated query's result, by query id ([`World::query`]).
     pub answers: BTreeMap<String, serde_json::Value>,
+    /// The scenario's federated query (`[federated]`), if it has one.
+    pub federated: Option<FederatedFigures>,
 }
 
 /// The simulated world.
@@ -488,6 +494,8 @@ pub struct World {
     sharing_figures: SharingFigures,
     /// Federated query exchanges on their way, and the results.
     queries: queries::Queries,
+    /// The scenario's federated query.
+    federated: federated::Plan,
 }
 
 impl std::fmt::Debug for World {
@@ -614,6 +622,7 @@ impl World {
             sharing,
             sharing_figures: SharingFigures::default(),
             queries: queries::Queries::default(),
+            federated: federated::Plan::default(),
         };
         world.schedule_initial();
         Ok(world)
@@ -649,6 +658,9 @@ impl World {
                 let d = exponential(&mut self.rng, 60.0 * US_PER_S / rate);
                 self.push_before_heal(d, Kind::Write { node });
             }
+            if self.is_querier_device(node) {
+                continue;
+            }
             if let Some(c) = churn
                 && self.rng.gen_bool(c.fraction)
             {
@@ -677,6 +689,7 @@ impl World {
             self.push(us(j.at_s), Kind::JoinStart { join: join as u32 });
         }
         self.schedule_sharing();
+        self.schedule_federated();
         for node in 0..n {
             self.wake(node);
         }
@@ -743,6 +756,7 @@ impl World {
             Kind::Tick { node, at } => self.tick(node, at),
             Kind::Share(step, tries) => self.share_step(step, tries),
             Kind::Query(step) => self.query_step(step),
+            Kind::Federated(step) => self.federated_step(step),
         }
     }
 
@@ -1577,6 +1591,7 @@ impl World {
     // --- the end ----------------------------------------------------------
 
     fn finish(mut self, quiesced: bool) -> Outcome {
+        let federated = self.federated_figures();
         let sharing_verdicts = self.sharing_verdicts();
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut fingerprints = Vec::new();
@@ -1640,6 +1655,9 @@ impl World {
             verdicts.push(self.pairing_verdict());
         }
         verdicts.extend(sharing_verdicts);
+        if let Some(f) = &federated {
+            verdicts.push(f.verdict());
+        }
         let pairing_us = self.pairing_durations();
         if !quiesced {
             verdicts.push(Verdict {
@@ -1694,6 +1712,7 @@ impl World {
             pairing_us,
             sharing: self.sharing_figures,
             answers: self.queries.answers,
+            federated,
         }
     }
 

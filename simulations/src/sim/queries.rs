@@ -8,7 +8,9 @@
 //! failure or its time-out (`timeout_ms`, in core time), whichever comes
 //! first, and hands the core exactly one of them through
 //! [`core::Node::query_reply`]: a peer that is down, unknown or cut off by
-//! a partition is a `None` after a connection attempt's time; a reply lost
+//! a partition is a `None` after a connection attempt's time; a request or
+//! reply lost on the way (`network.loss`: the stream breaks) is a `None`
+//! after the latency; a reply lost
 //! with a crash of the answering side is a `None` at the time-out. Results
 //! ([`core::Output::Answered`]) are kept by query id ([`World::answers`]).
 
@@ -53,6 +55,8 @@ pub(super) struct Queries {
     pending: BTreeSet<(u32, u32, u64)>,
     /// Every result a core answered, by query id.
     pub(super) answers: BTreeMap<String, Value>,
+    /// When each result came, µs of virtual time.
+    pub(super) answered_at: BTreeMap<String, super::Time>,
 }
 
 impl World {
@@ -76,6 +80,7 @@ impl World {
 
     /// `Output::Answered`.
     pub(super) fn query_answered(&mut self, query: String, result: Value) {
+        self.queries.answered_at.insert(query.clone(), self.now);
         self.queries.answers.insert(query, result);
     }
 
@@ -103,6 +108,20 @@ impl World {
         match to {
             Some(to) if self.can_talk(me, to) => {
                 let d = super::sample(&mut self.rng, self.scenario.network.latency_ms, US_PER_MS);
+                if self.lost() {
+                    // The stream broke under the request: the querier hears so.
+                    self.push(
+                        d,
+                        Kind::Query(Step::Reply {
+                            node: me,
+                            incarnation,
+                            peer: to,
+                            exchange,
+                            bytes: None,
+                        }),
+                    );
+                    return;
+                }
                 self.push(
                     d,
                     Kind::Query(Step::Request {
@@ -212,6 +231,9 @@ impl World {
         bytes: Vec<u8>,
     ) {
         let d = super::sample(&mut self.rng, self.scenario.network.latency_ms, US_PER_MS);
+        // A reply lost with its stream: the answering side did its part
+        // (an ε charged), the querier sees a failure.
+        let bytes = (!self.lost()).then_some(bytes);
         self.push(
             d,
             Kind::Query(Step::Reply {
@@ -219,9 +241,15 @@ impl World {
                 incarnation,
                 peer: from,
                 exchange,
-                bytes: Some(bytes),
+                bytes,
             }),
         );
+    }
+
+    /// Whether a query message is lost (`network.loss`): its stream breaks.
+    fn lost(&mut self) -> bool {
+        let loss = self.scenario.network.loss;
+        loss > 0.0 && rand::Rng::gen_bool(&mut self.rng, loss)
     }
 
     /// Hands the core the first of an exchange's reply, failure or

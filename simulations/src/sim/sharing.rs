@@ -191,12 +191,27 @@ pub(super) fn plan(
             .collect(),
         ..Sharing::default()
     };
-    if g.contacts_per_account == 0 {
-        return sharing;
-    }
     let n = t.accounts;
     let mut edges: BTreeSet<(u32, u32)> = BTreeSet::new();
     let mut requests = Vec::new();
+    // The federated querier adds every other account.
+    if let Some(f) = &scenario.federated {
+        for b in (0..n).filter(|&b| b != f.querier) {
+            edges.insert((f.querier.min(b), f.querier.max(b)));
+            requests.push((f.querier, b));
+        }
+    }
+    if g.contacts_per_account == 0 {
+        for &(a, b) in &edges {
+            for i in 0..per {
+                for j in 0..per {
+                    add_link(nodes, conns, a * per + i, b * per + j);
+                }
+            }
+        }
+        sharing.pending_requests = requests;
+        return sharing;
+    }
     for a in 0..n {
         let mut others: Vec<u32> = (0..n).filter(|&b| b != a).collect();
         others.shuffle(rng);
