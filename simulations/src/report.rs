@@ -90,7 +90,11 @@ fn federated_summary(s: &mut String, f: &FederatedFigures) {
                     " (does not add up)"
                 },
                 ms,
-                if f.exact == Some(true) { "exact" } else { "noisy" },
+                if f.exact == Some(true) {
+                    "exact"
+                } else {
+                    "noisy"
+                },
                 f.epsilon.map_or_else(|| "-".to_owned(), |e| e.to_string()),
             );
             let _ = writeln!(

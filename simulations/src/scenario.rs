@@ -804,10 +804,13 @@ impl Scenario {
                 "exact_fraction + no_policy_fraction must be at most 1",
             ));
         }
-        let noisy = Policy::parse(&f.policy)
-            .map_err(|e| invalid("federated.policy", e.to_string()))?;
+        let noisy =
+            Policy::parse(&f.policy).map_err(|e| invalid("federated.policy", e.to_string()))?;
         if noisy.exact {
-            return Err(invalid("federated.policy", "must be a noisy policy (exact = false)"));
+            return Err(invalid(
+                "federated.policy",
+                "must be a noisy policy (exact = false)",
+            ));
         }
         match &f.exact_policy {
             Some(p) => {

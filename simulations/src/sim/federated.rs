@@ -277,7 +277,8 @@ impl World {
     pub(super) fn is_querier_device(&self, node: u32) -> bool {
         self.scenario.federated.as_ref().is_some_and(|f| {
             node / self.scenario.topology.devices_per_account == f.querier
-                && node < self.scenario.topology.accounts * self.scenario.topology.devices_per_account
+                && node
+                    < self.scenario.topology.accounts * self.scenario.topology.devices_per_account
         })
     }
 
@@ -321,8 +322,8 @@ impl World {
             let reason = d["reason"].as_str().unwrap_or("?").to_owned();
             *fig.declined_by_reason.entry(reason).or_default() += 1;
         }
-        fig.completeness_adds_up = fig.asked
-            == fig.answered_contacts + fig.declined + fig.timed_out + fig.unreachable;
+        fig.completeness_adds_up =
+            fig.asked == fig.answered_contacts + fig.declined + fig.timed_out + fig.unreachable;
         // The exact answer over the records of the accounts that answered.
         let mut records = Vec::new();
         for name in c["answered"].as_array().into_iter().flatten() {
