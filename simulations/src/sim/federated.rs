@@ -83,7 +83,8 @@ pub struct GroupValue {
     pub answer: f64,
     /// The exact value over the accounts that answered.
     pub exact: f64,
-    /// The 95 % interval's half-width (0 when exact).
+    /// The half-width of the value's 95 % interval (the widest over the
+    /// groups, see [`Figures::errors`]; 0 when exact).
     pub half_width: f64,
 }
 
@@ -395,6 +396,21 @@ impl World {
                     exact,
                     half_width,
                 });
+            }
+        }
+        // The noise of a value is the same in every cell, but the core
+        // clamps a count's interval at 0 (and a noisy count below 0 gives
+        // an interval [0, n + k] with n + k < 0): each value's half-width
+        // is the widest over its groups.
+        for rows in per_value.values_mut() {
+            let widest = rows.iter().map(|r| r.2).fold(0.0, f64::max);
+            for r in rows.iter_mut() {
+                r.2 = widest;
+            }
+        }
+        for g in &mut fig.groups {
+            if let Some(rows) = per_value.get(&g.name) {
+                g.half_width = rows.first().map_or(0.0, |r| r.2);
             }
         }
         for (name, rows) in per_value {
