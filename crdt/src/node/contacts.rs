@@ -54,7 +54,8 @@ use crate::collection::PutMode;
 /// The reserved collection that holds the account's contacts.
 pub const COLLECTION: &str = "hearth.contacts";
 
-/// Version byte that starts every `/hearth/share/1` message.
+/// Version byte that starts every `/hearth/share/1` and `/hearth/query/1`
+/// message (each protocol's first version).
 const WIRE_VERSION: u8 = 1;
 
 /// Bounds on what contacts and strangers may make this node store or do;
@@ -160,11 +161,14 @@ impl Reply {
     }
 }
 
-fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+/// The wire form of a one-request, one-reply protocol message: a version
+/// byte, then postcard.
+pub(super) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_extend(message, vec![WIRE_VERSION]).unwrap_or_default()
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, String> {
+/// Reads a message of at most `max` bytes in the form of [`encode`].
+pub(super) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, String> {
     if bytes.len() > max {
         return Err(format!(
             "message is {} bytes, over the limit of {max}",

@@ -67,6 +67,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::contacts::{decode, encode};
 use super::{Error, Millis, Node, Output, Outputs};
 use crate::collection::PutMode;
 use crate::federated::answer::{self, Release};
@@ -85,8 +86,6 @@ pub const BUDGET: &str = "hearth.budget";
 /// The reserved collection of audit records.
 pub const AUDIT: &str = "hearth.audit";
 
-/// Version byte that starts every `/hearth/query/1` message.
-const WIRE_VERSION: u8 = 1;
 /// What a sealed share is for; both sides must name it.
 const SHARE_INFO: &[u8] = b"hearth/query/1 share";
 
@@ -256,28 +255,6 @@ struct Plain {
     min_cohort: u32,
     noise: Vec<Noise>,
     epsilon: f64,
-}
-
-fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    postcard::to_extend(message, vec![WIRE_VERSION]).unwrap_or_default()
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, String> {
-    if bytes.len() > max {
-        return Err(format!(
-            "message is {} bytes, over the limit of {max}",
-            bytes.len()
-        ));
-    }
-    match bytes.split_first() {
-        Some((&WIRE_VERSION, body)) => match postcard::take_from_bytes(body) {
-            Ok((message, [])) => Ok(message),
-            Ok(_) => Err("message has trailing bytes".into()),
-            Err(e) => Err(format!("message does not decode: {e}")),
-        },
-        Some((v, _)) => Err(format!("message version {v} is not supported")),
-        None => Err("empty message".into()),
-    }
 }
 
 impl Request {
