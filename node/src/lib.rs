@@ -67,6 +67,7 @@ pub mod net;
 pub mod pairing;
 pub mod qr;
 pub mod store;
+pub mod utc;
 
 /// The device name used when none is given: the host name, else "device".
 pub fn default_device_name() -> String {
