@@ -2,7 +2,7 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p11|p12|p13|p14|all] [--records N] [--out FILE.json]
+//! cargo run -p hearth-bench --release -- [p1|p2|p3|p4|p5|p6|p7|p9|p11|p12|p13|p14|all] [--records N] [--out FILE.json]
 //! ```
 //!
 //! | scenario | Hearth | same-run baseline |
@@ -14,6 +14,7 @@
 //! | P5 | cold sync of 10k records to a new device: end to end over libp2p, bytes of the sync frames | raw `automerge::sync` of the same documents |
 //! | P6 | reconnect of an in-sync pair: bytes and round trips per collection | `automerge::sync` with persisted sync states |
 //! | P7 | one `put` reaching two other online devices, p50/p99 | a loopback TCP round trip |
+//! | P9 | a federated aggregate over N = 2, 8, 32 contacts (real processes, 10k records each), exact and through secure sum, p50/p99 and cold | pulling every record of the N contacts to one place and aggregating there |
 //! | P11 | an idle node's RSS and CPU, alone and connected to two devices | an idle `sleep` process |
 //! | P12 | import and cold sync with every change signed and checked by the share gate | the same without signatures |
 //! | P13 | `unshare` until every other online member device refuses the revoked contact | one write's propagation over the same mesh |
@@ -40,6 +41,8 @@ mod cold_sync;
 /// Real node cores wired in memory (P12).
 mod core_net;
 mod daemon;
+/// P9: federated aggregates over real processes.
+mod federated;
 /// P11: an idle node, alone and connected.
 mod idle;
 /// P1: bulk import through the engine.
@@ -67,7 +70,7 @@ mod wire;
 
 use report::Outcome;
 
-/// Hearth's macro benchmarks (TARGETS.md P1–P7, P11–P14), each with a same-run baseline.
+/// Hearth's macro benchmarks (TARGETS.md P1–P7, P9, P11–P14), each with a same-run baseline.
 #[derive(Debug, Parser)]
 #[command(name = "hearth-bench", version)]
 struct Cli {
@@ -108,6 +111,9 @@ enum Command {
     P6,
     /// Live propagation of a put to two online devices vs a TCP round trip.
     P7,
+    /// Federated aggregate over N = 2, 8, 32 contacts (real processes, 10k
+    /// records each), exact and through secure sum, vs pulling every record.
+    P9,
     /// Idle node, alone and connected to two devices: RSS and CPU.
     P11,
     /// Import and cold sync with every change signed and checked vs not.
@@ -162,6 +168,7 @@ enum Scenario {
     P5,
     P6,
     P7,
+    P9,
     P11,
     P12,
     P13,
@@ -174,6 +181,8 @@ pub(crate) struct Ctx {
     pub(crate) records: Vec<Value>,
     pub(crate) batch: usize,
     pub(crate) rounds: usize,
+    /// `--seed`.
+    pub(crate) seed: u64,
     pub(crate) launcher: daemon::Launcher,
     scratch: tempfile::TempDir,
     next_dir: usize,
@@ -230,6 +239,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::P5) => vec![Scenario::P5],
         Some(Command::P6) => vec![Scenario::P6],
         Some(Command::P7) => vec![Scenario::P7],
+        Some(Command::P9) => vec![Scenario::P9],
         Some(Command::P11) => vec![Scenario::P11],
         Some(Command::P12) => vec![Scenario::P12],
         Some(Command::P13) => vec![Scenario::P13],
@@ -242,6 +252,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P5,
             Scenario::P6,
             Scenario::P7,
+            Scenario::P9,
             Scenario::P11,
             Scenario::P12,
             Scenario::P13,
@@ -273,6 +284,7 @@ fn run(cli: Cli) -> Result<bool> {
         records: records::generate(cli.records, cli.seed),
         batch: hearth_node::config::EngineConfig::default().import_batch,
         rounds: cli.rounds,
+        seed: cli.seed,
         launcher,
         scratch,
         next_dir: 0,
@@ -289,6 +301,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P5 => cold_sync::run(&mut ctx),
             Scenario::P6 => reconnect::run(&mut ctx),
             Scenario::P7 => propagation::run(&mut ctx),
+            Scenario::P9 => federated::run(&mut ctx),
             Scenario::P11 => idle::run(&mut ctx),
             Scenario::P12 => signing::run(&mut ctx),
             Scenario::P13 => revocation::run(&mut ctx),

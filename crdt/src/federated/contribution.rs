@@ -48,6 +48,9 @@ where
         .collect();
     let null = Value::Null;
     let mut taken = vec![0u32; terms.grid.len()];
+    // Exact: the matching records themselves, borrowed (cloning each one
+    // cost more than aggregating it). Bounded: each record's clamped copy.
+    let mut matched: Vec<&'a Value> = Vec::new();
     let mut kept: Vec<Value> = Vec::new();
     for record in records {
         if !request.selector.matches(record) {
@@ -62,7 +65,7 @@ where
             continue;
         };
         if terms.exact {
-            kept.push(record.clone());
+            matched.push(record);
             continue;
         }
         if taken[cell] >= terms.records_per_group {
@@ -78,10 +81,10 @@ where
         scope: request.scope,
         collection: request.collection.clone(),
     };
-    let mut result = aggregate(&unfiltered, &kept)?;
     if terms.exact {
-        return Ok(Contribution::Exact(result));
+        return Ok(Contribution::Exact(aggregate(&unfiltered, matched)?));
     }
+    let mut result = aggregate(&unfiltered, &kept)?;
     result.examined = 0;
     let width = width(request);
     let mut vector = vec![I256::ZERO; width * terms.grid.len()];

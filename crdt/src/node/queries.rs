@@ -586,13 +586,17 @@ impl Node {
     /// Appends `entry` to this device's chain.
     fn record_audit(&mut self, now: Millis, entry: Entry, out: &mut Outputs) {
         let me = self.id().to_string();
+        // This device's records are `<device>.<seq, 12 digits>`, so its
+        // chain's tail is the last id of its range: one lookup, however long
+        // the log (reading every record made each answer cost O(log)).
+        let range = format!("{me}.")..format!("{me}/");
         let last: Option<audit::Record> = self.collections.get(AUDIT).and_then(|l| {
             l.data
                 .records()
-                .values()
-                .filter(|r| r["device"] == me.as_str())
-                .filter_map(|r| serde_json::from_value::<audit::Record>(r.clone()).ok())
-                .max_by_key(|r| r.seq)
+                .range(range)
+                .rev()
+                .filter(|(_, r)| r["device"] == me.as_str())
+                .find_map(|(_, r)| serde_json::from_value::<audit::Record>(r.clone()).ok())
         });
         let record = audit::append(&me, last.as_ref(), entry);
         let id = format!("{me}.{:012}", record.seq);
@@ -610,7 +614,11 @@ impl Node {
         }
     }
 
-    fn ledger(&self) -> Ledger {
+    /// Today's charges: budgets and repeats are per UTC day, so the days
+    /// before are not read (decoding the whole ledger made every answer
+    /// cost O(history)).
+    fn ledger(&self, now: Millis) -> Ledger {
+        let today = budget::day_of(now);
         Ledger::new(
             self.collections
                 .get(BUDGET)
@@ -618,6 +626,7 @@ impl Node {
                     l.data
                         .records()
                         .values()
+                        .filter(|r| r["day"].as_i64() == Some(today))
                         .filter_map(|r| serde_json::from_value::<Charge>(r.clone()).ok())
                         .collect::<Vec<_>>()
                 })
@@ -1627,7 +1636,7 @@ impl Node {
             return Reply::Exact { json };
         }
         let account = asker.account.to_string();
-        let ledger = self.ledger();
+        let ledger = self.ledger(now);
         if ledger
             .prior(query.collection(), &account, &query.key(), now)
             .is_none()
@@ -1671,7 +1680,7 @@ impl Node {
         };
         let account = asker.account.to_string();
         let key = query.key();
-        let ledger = self.ledger();
+        let ledger = self.ledger(now);
         let (vector, epsilon) = match ledger.prior(query.collection(), &account, &key, now) {
             Some(prior) => (
                 prior
@@ -1818,7 +1827,10 @@ impl Node {
             .to_hex()
             .to_string();
         let key = format!("release:{}", query.key());
-        let seed = match self.ledger().prior(query.collection(), &account, &key, now) {
+        let seed = match self
+            .ledger(now)
+            .prior(query.collection(), &account, &key, now)
+        {
             Some(prior) if prior.contribution.first() == Some(&set) => {
                 match prior.contribution.get(1).and_then(|h| seed_of(h)) {
                     Some(seed) => seed,

@@ -270,7 +270,7 @@ fn a_noisy_contact_is_summed_through_two_aggregators_and_charged_once_a_day() {
     // costs nothing and gets the very same numbers.
     let spent = |net: &Net| {
         net.nodes[3]
-            .ledger()
+            .ledger(net.now)
             .spent("energy.readings", budget::day_of(net.now), None)
     };
     assert_eq!(spent(&net), 1.0);
@@ -306,7 +306,7 @@ fn below_the_cohort_the_noisy_part_is_refused_and_nothing_is_charged() {
     );
     assert_eq!(
         net.nodes[3]
-            .ledger()
+            .ledger(net.now)
             .spent("energy.readings", budget::day_of(net.now), None),
         0.0
     );
@@ -525,7 +525,7 @@ mod properties {
             for n in 0..asks {
                 net.query(heating(Some(&["A", "C"]), json!({ "year": { "$gte": 2000 + n } })));
             }
-            let spent = net.nodes[3].ledger().spent("energy.readings", budget::day_of(net.now), None);
+            let spent = net.nodes[3].ledger(net.now).spent("energy.readings", budget::day_of(net.now), None);
             prop_assert!(spent <= per_querier * (1.0 + 1e-9), "{} > {}", spent, per_querier);
             let charged = (asks as f64).min((per_querier / epsilon * (1.0 + 1e-9)).floor());
             prop_assert!((spent - charged * epsilon).abs() < 1e-6, "{} vs {}", spent, charged * epsilon);
