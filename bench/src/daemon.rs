@@ -343,3 +343,22 @@ pub(crate) fn run_self_daemon(home: &Path, api: SocketAddr, listen: &[String]) -
         },
     ))
 }
+
+/// Polls `check` every 5 ms until it holds; an error naming `what` once
+/// `timeout` has passed.
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

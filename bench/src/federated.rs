@@ -52,13 +52,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use hearth_bench::stats::Summary;
 use hearth_crdt::query::{AggregateRequest, aggregate};
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::daemon::Daemon;
+use crate::daemon::{self, Daemon};
 use crate::mesh::Account;
 use crate::report::Outcome;
 use hearth_bench::procfs;
@@ -252,18 +252,9 @@ fn sum_of(parts: &[Expected]) -> Expected {
     total
 }
 
-/// Polls `check` every 20 ms until it holds; an error after [`TIMEOUT`].
-fn wait(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// [`daemon::wait_for`] with this scenario's [`TIMEOUT`].
+fn wait(what: &str, check: impl FnMut() -> Result<bool>) -> Result<()> {
+    daemon::wait_for(what, TIMEOUT, check)
 }
 
 /// The state of the contact with account `account` on `dev`, if listed.

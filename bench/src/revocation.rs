@@ -69,7 +69,7 @@ use hearth_crypto::membership::{AccountId, Log};
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::daemon::Daemon;
+use crate::daemon::{self, Daemon};
 use crate::idle::free_ports;
 use crate::mesh::Account;
 use crate::report::Outcome;
@@ -274,18 +274,9 @@ fn start(ctx: &mut Ctx) -> Result<Mesh> {
     Ok(mesh)
 }
 
-/// Polls `check` every 5 ms until it holds; an error after [`TIMEOUT`].
-fn wait(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// [`daemon::wait_for`] with this scenario's [`TIMEOUT`].
+fn wait(what: &str, check: impl FnMut() -> Result<bool>) -> Result<()> {
+    daemon::wait_for(what, TIMEOUT, check)
 }
 
 /// The state of the contact `who` (petname, card name or account id) on
