@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::P11 => idle::run(&mut ctx),
             Scenario::P12 => signing::run(&mut ctx),
             Scenario::P13 => revocation::run(&mut ctx),
-            Scenario::P14 => accuracy::run(cli.seed),
+            Scenario::P14 => accuracy::run(ctx.seed),
         };
         match result {
             Ok(outcome) => {
